@@ -1,0 +1,29 @@
+# `make run` and `make test` each set up .venv on their own (torch pinned to the CPU wheel).
+PY := .venv/bin/python
+export WANDB_MODE ?= offline
+export WANDB_SILENT := true
+
+.PHONY: run test lint report bench clean
+
+.venv/.installed: pyproject.toml constraints.txt
+	python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+run: .venv/.installed
+	$(PY) run.py $(ARGS)
+
+test: .venv/.installed
+	$(PY) -m pytest -q --cov=lineage --cov-report=term $(ARGS)
+
+lint: .venv/.installed
+	$(PY) -m ruff check lineage tests scripts benchmarks experiments run.py
+	$(PY) -m ruff format --check lineage tests scripts benchmarks experiments run.py
+	$(PY) -m mypy lineage
+
+report: .venv/.installed
+	$(PY) scripts/report.py $$(ls -dt outputs/sweeps/*/ | head -1)
+
+clean:
+	rm -rf .venv outputs/runs outputs/sweeps

@@ -1,0 +1,41 @@
+"""The short summary a job prints at the end: verdicts, barrier, closeness, accuracies, times."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "-" if v is None else str(v)
+
+
+def summary_table(m: dict[str, Any]) -> str:
+    """One row per model (parent, derived, each reference), one column per measure."""
+    rows = [("parent", m.get("parent.id"), m.get("parent.accuracy"), None, None, None, None)]
+    if "derived.id" in m:
+        rows.append(_row("derived", m, "derived."))
+    i = 0
+    while f"independent.{i}.id" in m:
+        rows.append(_row(f"independent {i}", m, f"independent.{i}."))
+        i += 1
+    head = ("model", "id", "accuracy", "lineage?", "barrier", "closeness", "95% CI")
+    cells = [head] + [tuple(_fmt(c) for c in r) for r in rows]
+    widths = [max(len(r[j]) for r in cells) for j in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
+    times = ", ".join(f"{k[5:-2]} {v:.1f}s" for k, v in m.items()
+                      if k.startswith("time.") and isinstance(v, (int, float)))
+    title = f"{m.get('data')} / {m.get('model')}"
+    if m.get("modification"):
+        title += f" / {m['modification']} ratio={m.get('ratio')}"
+    return "\n".join([title, *lines, f"time: {times}"])
+
+
+def _row(name: str, m: dict[str, Any], p: str) -> tuple[Any, ...]:
+    ci = None
+    if f"{p}closeness.ci_low" in m:
+        ci = f"[{m[p + 'closeness.ci_low']:.3f}, {m[p + 'closeness.ci_high']:.3f}]"
+    return (name, m.get(p + "id"), m.get(p + "accuracy"),
+            m.get(p + "determination.is_lineage"), m.get(p + "determination.barrier"),
+            m.get(p + "closeness.score"), ci)
