@@ -1,0 +1,37 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def digits_dm():
+    from lineage.data import build_datamodule
+
+    return build_datamodule("digits", limit=600, batch_size=64)
+
+
+FAST_TRAIN = {"epochs": 4, "lr": 3e-3, "optimizer": "adam", "scheduler": "none",
+              "accelerator": "cpu", "progress": False}
+
+
+@pytest.fixture(scope="session")
+def fast_train():
+    return dict(FAST_TRAIN)
+
+
+def run_py(*overrides: str, cwd: Path = ROOT, timeout: int = 300, env: dict | None = None):
+    """Run the real CLI in a subprocess, as a user would."""
+    import subprocess
+
+    e = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", **(env or {})}
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *overrides], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, env=e)

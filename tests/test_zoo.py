@@ -1,0 +1,83 @@
+import json
+import subprocess
+import sys
+import textwrap
+
+import torch
+
+from lineage import models
+from lineage.training import accuracy, train_classifier
+from lineage.zoo import Zoo
+
+
+def test_same_config_same_model_other_seed_other_model(tmp_path, digits_dm, fast_train):
+    zoo = Zoo(tmp_path)
+    calls = []
+
+    def trainer(seed):
+        def train():
+            calls.append(seed)
+            torch.manual_seed(seed)
+            m = models.build("mlp", 10, 1, 8, hidden=[32])
+            m, acc = train_classifier(m, digits_dm, fast_train, seed)
+            return m, {"accuracy": acc, "seed": seed}
+        return train
+
+    spec = {"model": "mlp", "seed": 0}
+    a, meta_a, trained_a = zoo.get_or_train(spec, trainer(0), "parent")
+    b, meta_b, trained_b = zoo.get_or_train(spec, trainer(0), "parent")
+    assert trained_a and not trained_b and calls == [0]
+    assert meta_a["id"] == meta_b["id"]
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k])
+    c, meta_c, trained_c = zoo.get_or_train({**spec, "seed": 1}, trainer(1), "parent")
+    assert trained_c and meta_c["id"] != meta_a["id"]
+    assert not torch.equal(a.head.weight, c.head.weight)
+    assert accuracy(b, digits_dm.test.x, digits_dm.test.y) == meta_a["accuracy"]
+    assert [r["id"] for r in zoo.trained()] == [meta_a["id"], meta_c["id"]]
+
+
+def test_corrupt_cached_model_is_retrained(tmp_path):
+    zoo = Zoo(tmp_path)
+    spec = {"k": 1}
+
+    def train():
+        return models.build("mlp", 3, 1, 4, hidden=[4]), {}
+
+    _, meta, _ = zoo.get_or_train(spec, train, "parent")
+    path = zoo.path(meta["id"])
+    path.write_bytes(path.read_bytes()[:-4])
+    _, _, trained = zoo.get_or_train(spec, train, "parent")
+    assert trained and path.with_suffix(".corrupt").exists()
+    models.load(path)  # the rebuilt file verifies
+
+
+WORKER = textwrap.dedent("""
+    import json, sys, time
+    import torch
+    from lineage import models
+    from lineage.data import build_datamodule
+    from lineage.training import train_classifier
+    from lineage.zoo import Zoo
+
+    dm = build_datamodule("digits", limit=200)
+    def train():
+        torch.manual_seed(0)
+        m = models.build("mlp", 10, 1, 8, hidden=[16])
+        time.sleep(1.0)  # widen the race window
+        m, acc = train_classifier(m, dm, {"epochs": 1, "lr": 1e-3, "accelerator": "cpu"}, 0)
+        return m, {"accuracy": acc}
+    model, meta, trained = Zoo(sys.argv[1]).get_or_train({"race": 1}, train, "parent")
+    print(json.dumps({"id": meta["id"], "trained": trained}))
+""")
+
+
+def test_two_processes_train_once(tmp_path):
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [json.loads(p.communicate(timeout=240)[0].strip().splitlines()[-1]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert outs[0]["id"] == outs[1]["id"]
+    assert sorted(o["trained"] for o in outs) == [False, True]
+    assert len(Zoo(tmp_path).trained()) == 1
+    assert not list((tmp_path / "models").glob("*.tmp"))
