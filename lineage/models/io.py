@@ -78,7 +78,8 @@ def read_header(path: Path, raw: bytes) -> dict[str, Any]:
     for name, spec in header.items():
         if name == "__metadata__":
             continue
-        ok = (isinstance(spec, dict) and spec.get("dtype") in DTYPE_SIZE
+        ok = (isinstance(spec, dict) and isinstance(spec.get("dtype"), str)
+              and spec["dtype"] in DTYPE_SIZE
               and isinstance(spec.get("shape"), list)
               and all(isinstance(d, int) and 0 <= d < 2**40 for d in spec["shape"])
               and isinstance(spec.get("data_offsets"), list) and len(spec["data_offsets"]) == 2
