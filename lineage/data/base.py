@@ -36,9 +36,11 @@ DATASETS: Registry[Loader] = Registry("dataset")
 
 class DataModule(pl.LightningDataModule):
     def __init__(self, name: str, train: Split, val: Split, test: Split,
-                 num_classes: int, classes: list[int] | None, batch_size: int = 128):
+                 num_classes: int, classes: list[int] | None, batch_size: int = 128,
+                 root: str = "data"):
         super().__init__()
         self.name = name
+        self.root = root  # a modification's own data (transfer, distill) reads beside it
         self.train, self.val, self.test = train, val, test
         self.num_classes = num_classes
         self.classes = classes
@@ -106,7 +108,7 @@ def build_datamodule(name: str, root: str | Path = "data", classes: Sequence[int
             raise LineageError(f"data.limit={limit}: must be a positive number of samples")
         train, val, test = (_take(s, limit, split_seed + i) for i, s in enumerate((train, val, test)))
     return DataModule(name, train, val, test, num_classes,
-                      list(classes) if classes else None, batch_size)
+                      list(classes) if classes else None, batch_size, str(root))
 
 
 def datamodule_from_config(d: Mapping[str, Any]) -> DataModule:

@@ -1,0 +1,87 @@
+"""finetune: keep training the parent on its task (or on other data with the same labels).
+
+`ratio` = fraction of the parameterised layers (Linear/Conv, head included), counted from
+the output end, that train; the rest (BatchNorm included) is frozen through Lightning's
+BaseFinetuning. ratio=0 trains only the head.
+
+Effect keys (metrics.json derived.<key>):
+
+| key                 | meaning                                                       |
+|---------------------|---------------------------------------------------------------|
+| trainable_fraction  | trainable parameterised layers / all of them                  |
+| trainable_layers    | number of parameterised layers that trained                   |
+| relative_change     | parameter change ||theta' - theta|| / ||theta||               |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import DataModule
+from ..training import Classifier
+from ..utils import seed_all
+from .common import (
+    TrainTail,
+    check_labels_fit,
+    copy_parent,
+    fit_model,
+    fresh_seed,
+    head_of,
+    n_outputs,
+    need_data,
+    need_float,
+    need_int,
+    param_layers,
+    relative_change,
+    tail_count,
+    task_data,
+    train_cfg,
+)
+from .registry import Derived, register
+
+DEFAULTS = {"epochs": 5, "lr": 1.0e-3, "reinit_head": False, "data": None}
+
+
+def _validate(opts: Mapping[str, Any], ratio: float) -> None:
+    need_int(opts, "epochs", 0)
+    need_float(opts, "lr", 0.0, open_lo=True)
+    need_data(opts)
+
+
+@register("finetune", validate=_validate, defaults=DEFAULTS)
+def finetune(
+    parent: nn.Module,
+    dm: DataModule,
+    cfg: Mapping[str, Any],
+    ratio: float,
+    seed: int,
+    logger: Any = None,
+) -> Derived:
+    data = task_data(dm, cfg["data"])
+    model = copy_parent(parent)
+    check_labels_fit(data, model, "finetune")
+    if cfg["reinit_head"]:
+        # A fresh draw, not the parent's own initial head (that would be a shared init).
+        with torch.random.fork_rng():
+            seed_all(fresh_seed(seed, "finetune.head"))
+            head_of(model).reset_parameters()
+    n = len(param_layers(model))
+    k = tail_count(ratio, n)
+    model = fit_model(
+        Classifier(model, train_cfg(cfg), n_outputs(model)),
+        data,
+        train_cfg(cfg),
+        seed,
+        logger,
+        [TrainTail(model, k)],
+    )
+    effect = {
+        "trainable_fraction": k / n,
+        "trainable_layers": k,
+        "relative_change": relative_change(parent, model),
+    }
+    return Derived(model, effect)
