@@ -23,7 +23,7 @@ lint: .venv/.installed
 	$(PY) -m mypy lineage
 
 report: .venv/.installed
-	$(PY) scripts/report.py $$(ls -dt outputs/sweeps/*/ | head -1)
+	$(PY) scripts/report.py $$(ls -dt outputs/sweeps/*/ | head -1) $(ARGS)
 
 clean:
 	rm -rf .venv outputs/runs outputs/sweeps

@@ -11,8 +11,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 def atomic_write(path: str | Path, data: bytes | str) -> Path:
     """Write via a temp file in the same directory, fsync, then rename.
@@ -25,6 +23,7 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
     raw = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would make results private to one user
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
             f.flush()
@@ -95,6 +94,7 @@ def seed_all(seed: int) -> None:
     import random
 
     import numpy as np
+    import torch
 
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -113,7 +113,9 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+def resolve_device(name: str = "auto") -> Any:
+    import torch
+
     if name in ("auto", "gpu", "cuda"):
         if torch.cuda.is_available():
             return torch.device("cuda")

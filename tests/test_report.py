@@ -1,0 +1,665 @@
+"""Reports from sweeps (issue 7): collection, figures, AUC, HTML/Markdown, W&B blocks, CLI.
+
+Most tests run on a synthetic sweep tree written here (metrics.json + .hydra/ per job), so
+the known answers (rows, AUC, confusion counts) come from the files themselves. One slow
+test runs a tiny real sweep through run.py."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from matplotlib.image import imread
+
+from lineage.errors import LineageError
+from lineage.report.collect import COLUMNS, collect, pairs, sweep_info
+from lineage.report.figures import FIGURE_SIZES, make_sections
+from lineage.report.html import write_report
+from lineage.report.wandb_report import check_ready, report_blocks, sweep_groups, to_wandb
+
+ROOT = Path(__file__).resolve().parents[1]
+MODS = ("finetune", "pruning")
+RATIOS = (0.2, 0.5, 0.8)
+SEEDS = (0, 1)
+TASK = ["modification=finetune,pruning", "ratio=0.2,0.5,0.8", "seed=0,1", "logger=none"]
+
+
+def _yaml(path: Path, obj: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(obj, sort_keys=False))
+
+
+def _reference(seed: int, i: int) -> dict:
+    """The same reference (same id, same numbers) in every job of one seed, as in a sweep."""
+    score = [0.12, 0.45][i] + 0.03 * seed  # the second one overlaps heavy pruning
+    barrier = [0.9, 0.35][i] + 0.05 * seed
+    return {
+        "id": f"ind-s{seed}-{i}",
+        "path": f"/nowhere/ind-s{seed}-{i}.safetensors",
+        "accuracy": 0.9,
+        "determination.is_lineage": barrier < 0.3,
+        "determination.barrier": barrier,
+        "determination.threshold": 0.3,
+        "closeness.score": score,
+        "closeness.ci_low": score - 0.03,
+        "closeness.ci_high": score + 0.03,
+    }
+
+
+def synthetic_metrics(mod: str, ratio: float, seed: int) -> dict:
+    harsh = 1.3 if mod == "pruning" else 1.0
+    noise = 0.01 * ((seed * 7 + int(ratio * 10)) % 5 - 2)
+    score = float(np.clip(1 - 0.7 * ratio * harsh + noise, 0, 1))
+    barrier = 0.02 + 0.5 * ratio**2 * (2 if mod == "pruning" else 1) + abs(noise)
+    m = {
+        "modification": mod,
+        "ratio": ratio,
+        "data": "digits",
+        "model": "mlp",
+        "seed": seed,
+        "git_sha": "abc123",
+        "config_hash": f"h{mod}{ratio}{seed}",
+        "parent.id": f"p{seed}",
+        "parent.path": f"/nowhere/p{seed}.safetensors",
+        "parent.accuracy": 0.95,
+        "derived.id": f"d-{mod}-{ratio}-{seed}",
+        "derived.path": "derived.safetensors",
+        "derived.accuracy": 0.95 - 0.2 * ratio * harsh,
+        "derived.sparsity": ratio if mod == "pruning" else None,
+        "derived.determination.is_lineage": barrier < 0.3,
+        "derived.determination.basin_is_lineage": barrier < 0.3,
+        "derived.determination.function_is_lineage": False,
+        "derived.determination.barrier": barrier,
+        "derived.determination.threshold": 0.3,
+        "derived.determination.method": "basin",
+        "derived.determination.margin": 0.3 - barrier,
+        "derived.determination.calibrated": True,
+        "derived.closeness.score": score,
+        "derived.closeness.match_rate": score,
+        "derived.closeness.mean_distance": 1 - score,
+        "derived.closeness.n_points": 200,
+        "derived.closeness.ci_low": score - 0.04,
+        "derived.closeness.ci_high": score + 0.04,
+        "derived.closeness.seconds": 0.5,
+        "derived.closeness.threshold": 0.6,
+        "independent.accuracy": 0.9,
+        "independent.determination.barrier_min": 0.35,
+        "independent.determination.false_positives": 0,
+        "independent.closeness.score_max": 0.45 + 0.03 * seed,
+        "time.parent_s": 3.0,
+        "time.derive_s": 1.0 + ratio,
+        "time.determination_s": 0.4,
+        "time.closeness_s": 0.6,
+        "time.total_s": 5.0 + ratio,
+        "versions.torch": "2.x",
+    }
+    for i in (0, 1):
+        m.update({f"independent.{i}.{k}": v for k, v in _reference(seed, i).items()})
+    return m
+
+
+def job_name(mod: str, ratio: float, seed: int) -> str:
+    return f"modification={mod},ratio={ratio},seed={seed}"
+
+
+def write_job(d: Path, mod: str, ratio: float, seed: int, metrics: object | None) -> None:
+    cfg = {
+        "name": "t",
+        "seed": seed,
+        "ratio": ratio,
+        "modification": {"name": mod},
+        "data": {"name": "digits", "limit": 120},
+        "model": {"name": "mlp"},
+        "logger": {"name": "none", "project": "lineage-test"},
+    }
+    ov = [f"modification={mod}", f"ratio={ratio}", f"seed={seed}", "logger=none"]
+    _yaml(d / ".hydra" / "config.yaml", cfg)
+    _yaml(d / ".hydra" / "overrides.yaml", ov)
+    _yaml(
+        d / ".hydra" / "hydra.yaml",
+        {
+            "hydra": {
+                "mode": "MULTIRUN",
+                "overrides": {"hydra": ["hydra.mode=MULTIRUN"], "task": ov},
+            }
+        },
+    )
+    if metrics is not None:
+        text = metrics if isinstance(metrics, str) else json.dumps(metrics)
+        (d / "metrics.json").write_text(text)
+
+
+def write_sweep(root: Path, broken: bool = True, multirun: bool = True) -> Path:
+    """12 good jobs; with `broken`, also one missing, one failed and two malformed."""
+    sweep = root / "sweep"
+    if multirun:
+        _yaml(
+            sweep / "multirun.yaml",
+            {
+                "hydra": {
+                    "overrides": {
+                        "hydra": ["hydra.sweep.dir=out/sweep", "hydra.mode=MULTIRUN"],
+                        "task": TASK,
+                    }
+                }
+            },
+        )
+    for mod in MODS:
+        for ratio in RATIOS:
+            for seed in SEEDS:
+                write_job(
+                    sweep / job_name(mod, ratio, seed),
+                    mod,
+                    ratio,
+                    seed,
+                    synthetic_metrics(mod, ratio, seed),
+                )
+    if broken:
+        write_job(sweep / "missing_job", "finetune", 0.9, 0, None)
+        write_job(sweep / "failed_job", "pruning", 0.9, 0, None)
+        (sweep / "failed_job" / "error.json").write_text(
+            json.dumps({"error": "ratio=0.9 leaves no channel", "overrides": []})
+        )
+        write_job(sweep / "truncated_job", "pruning", 0.9, 1, '{"modification": "pru')
+        write_job(sweep / "list_job", "pruning", 0.95, 1, "[1, 2, 3]")
+    return sweep
+
+
+def mann_whitney_auc(pos: list[float], neg: list[float]) -> float:
+    """AUC as P(pos > neg) + P(pos == neg)/2, by brute force: independent of sklearn."""
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def auc_from_files(sweep: Path) -> dict[str, float]:
+    """Read every metrics.json directly; positives = derived models, negatives = each
+    (parent, reference) pair once."""
+    pos: dict[str, list[float]] = {"closeness": [], "barrier": []}
+    neg: dict[str, list[float]] = {"closeness": [], "barrier": []}
+    seen = set()
+    for f in sorted(sweep.rglob("metrics.json")):
+        try:
+            m = json.loads(f.read_text())
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(m, dict):
+            continue
+        add(pos, m, "derived.")
+        i = 0
+        while f"independent.{i}.id" in m:
+            key = (m["parent.id"], m[f"independent.{i}.id"])
+            if key not in seen:
+                seen.add(key)
+                add(neg, m, f"independent.{i}.")
+            i += 1
+    return {k: mann_whitney_auc(pos[k], neg[k]) for k in pos}
+
+
+def add(scores: dict[str, list[float]], m: dict, p: str) -> None:
+    if m.get(p + "closeness.score") is not None:
+        scores["closeness"].append(m[p + "closeness.score"])
+    if m.get(p + "determination.barrier") is not None:
+        scores["barrier"].append(-m[p + "determination.barrier"])
+
+
+def md_auc(md: str) -> dict[str, float]:
+    return {
+        name: float(v)
+        for name, v in re.findall(
+            r"^\| (closeness|barrier) \| (?:closeness score|-barrier) \| ([0-9.]+) \|", md, re.M
+        )
+    }
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rep")
+    sweep = write_sweep(root)
+    c = collect([sweep])
+    files = write_report(c, sweep / "report", decision_planes=False)
+    return sweep, c, files
+
+
+# --- collect -------------------------------------------------------------------------------
+
+
+def test_one_row_per_job_with_documented_columns(built):
+    sweep, c, _ = built
+    t = c.table
+    assert len(t) == len(MODS) * len(RATIOS) * len(SEEDS)
+    assert list(t.columns[: len(COLUMNS)]) == COLUMNS
+    assert t["job"].is_unique
+    got = {(r.modification, float(r.ratio), int(r.seed)) for r in t.itertuples()}
+    assert got == {(m, r, s) for m in MODS for r in RATIOS for s in SEEDS}
+    row = t.set_index("job").loc[job_name("pruning", 0.8, 1)]
+    assert row["derived.closeness.score"] == pytest.approx(
+        synthetic_metrics("pruning", 0.8, 1)["derived.closeness.score"]
+    )
+    assert row["overrides"] == "modification=pruning,ratio=0.8,seed=1,logger=none"
+    assert "independent.1.closeness.score" in t.columns  # every key, not just the core ones
+
+
+def test_malformed_named_and_skipped_with_warning(tmp_path, caplog):
+    sweep = write_sweep(tmp_path)
+    with caplog.at_level("WARNING", logger="lineage"):
+        c = collect([sweep])
+    bad = {i.path for i in c.issues_of("malformed")}
+    assert bad == {sweep / "truncated_job" / "metrics.json", sweep / "list_job" / "metrics.json"}
+    assert "truncated_job" in caplog.text and "list_job" in caplog.text
+    assert "not a JSON object" in next(
+        i.detail for i in c.issues_of("malformed") if "list_job" in str(i.path)
+    )
+    assert not any("truncated" in j or "list_job" in j for j in c.table["job"])
+
+
+def test_missing_and_failed_runs_listed(built):
+    sweep, c, files = built
+    assert [i.path for i in c.issues_of("missing")] == [sweep / "missing_job"]
+    (err,) = c.issues_of("error")
+    assert err.path == sweep / "failed_job" and "leaves no channel" in err.detail
+    md = files.markdown.read_text()
+    assert "missing_job" in md and "failed_job" in md and "truncated_job" in md
+    kinds = sorted(i["kind"] for i in files.summary_data["issues"])
+    assert kinds == ["error", "malformed", "malformed", "missing"]
+
+
+def test_identity_keys_fall_back_to_the_job_config(tmp_path):
+    d = tmp_path / "run"
+    write_job(d, "quantize", 0.25, 3, {"parent.id": "p", "time.total_s": 1.0})
+    c = collect([d])
+    (row,) = c.table.to_dict("records")
+    assert (row["modification"], row["ratio"], row["seed"], row["job"]) == (
+        "quantize",
+        0.25,
+        3,
+        "run",
+    )
+
+
+def test_partial_rows_are_flagged(tmp_path):
+    sweep = write_sweep(tmp_path, broken=False)
+    m = synthetic_metrics("finetune", 0.2, 0)
+    del m["derived.closeness.score"]
+    (sweep / job_name("finetune", 0.2, 0) / "metrics.json").write_text(json.dumps(m))
+    (p,) = collect([sweep]).issues_of("partial")
+    assert p.path.name == job_name("finetune", 0.2, 0) and "derived.closeness.score" in p.detail
+
+
+def test_bad_paths_are_clear_errors(tmp_path):
+    with pytest.raises(LineageError, match="no such file"):
+        collect([tmp_path / "nope"])
+    with pytest.raises(LineageError, match="no metrics.json"):
+        collect([tmp_path])
+
+
+def test_same_jobs_through_two_paths_are_counted_once(tmp_path):
+    sweep = write_sweep(tmp_path, broken=False)
+    c = collect([sweep, sweep / job_name("finetune", 0.2, 0)])
+    assert len(c.table) == 12
+
+
+def test_pairs_dedupe_references_per_parent(built):
+    _, c, _ = built
+    p = pairs(c.table)
+    assert (p["role"] == "derived").sum() == 12
+    refs = p[p["role"] == "independent"]
+    assert sorted(refs["suspect_id"]) == ["ind-s0-0", "ind-s0-1", "ind-s1-0", "ind-s1-1"]
+
+
+# --- figures, AUC, tables ------------------------------------------------------------------
+
+
+def test_figures_are_pngs_of_the_expected_size(built):
+    sweep, _, files = built
+    for name, (w, h) in FIGURE_SIZES.items():
+        png = sweep / "report" / f"{name}.png"
+        assert png.stat().st_size > 5000, name
+        img = imread(png)
+        assert img.shape[:2] == (h, w), name
+        assert img[..., :3].std() > 0.05, f"{name} is blank"
+    assert set(files.summary_data["figures"]) == set(FIGURE_SIZES)
+
+
+def test_auc_in_report_equals_auc_from_the_files(built):
+    sweep, _, files = built
+    want = auc_from_files(sweep)
+    assert 0.5 < want["closeness"] < 1.0  # the overlap makes it a real test, not 1 == 1
+    got_md = md_auc(files.markdown.read_text())
+    got_json = files.summary_data["auc"]
+    for k in ("closeness", "barrier"):
+        assert got_md[k] == pytest.approx(want[k], abs=1e-6)
+        assert got_json[k] == pytest.approx(want[k], abs=1e-6)
+        assert f"{want[k]:.6f}" in files.html.read_text()
+
+
+def test_determination_accuracy_and_confusion_counts(built):
+    sweep, _, files = built
+    det = next(s for s in files.sections if s.key == "determination")
+    acc = dict(det.tables)["Judged correctly, per modification"].set_index("models")
+    for mod in MODS:
+        judged = [
+            synthetic_metrics(mod, r, s)["derived.determination.is_lineage"]
+            for r in RATIOS
+            for s in SEEDS
+        ]
+        assert acc.loc[mod, "correct"] == sum(judged)
+        assert acc.loc[mod, "accuracy"] == pytest.approx(sum(judged) / len(judged))
+    cm = dict(det.tables)["Confusion matrix (pairs)"].set_index("")
+    tp = sum(
+        synthetic_metrics(m, r, s)["derived.determination.is_lineage"]
+        for m in MODS
+        for r in RATIOS
+        for s in SEEDS
+    )
+    fp = sum(_reference(s, i)["determination.barrier"] < 0.3 for s in SEEDS for i in (0, 1))
+    assert cm.loc["truly lineage"].tolist() == [tp, 12 - tp]
+    assert cm.loc["truly independent"].tolist() == [fp, 4 - fp]
+
+
+def test_timing_table(built):
+    _, c, files = built
+    (_, t), (_, per_mod) = next(s for s in files.sections if s.key == "timing").tables
+    t = t.set_index("stage")
+    per_mod = per_mod.set_index("modification")
+    assert per_mod.loc["pruning", "derive"] == pytest.approx(1.0 + sum(RATIOS) / 3)
+    assert list(t.index) == ["parent", "derive", "determination", "closeness", "total"]
+    assert t.loc["total", "sum_s"] == pytest.approx(sum(5.0 + r for r in RATIOS) * 4)
+    assert t.loc["derive", "max_s"] == pytest.approx(1.8)
+
+
+def test_html_is_self_contained_and_markdown_links_exist(built):
+    sweep, _, files = built
+    page = files.html.read_text()
+    srcs = re.findall(r'<img src="([^"]+)"', page)
+    assert len(srcs) == len(FIGURE_SIZES)
+    for s in srcs:
+        assert s.startswith("data:image/png;base64,")
+        assert base64.b64decode(s.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "http://" not in page and "https://" not in page
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", files.markdown.read_text())
+    assert len(links) == len(FIGURE_SIZES)
+    assert all((sweep / "report" / link).is_file() for link in links)
+    assert (sweep / "report" / "metrics.csv").read_text().count("\n") == 13
+
+
+def test_provenance_config_sha_and_command(built):
+    sweep, c, files = built
+    info = sweep_info(c)
+    assert info.git_shas == ["abc123"]
+    assert info.commands == ["python run.py -m " + " ".join(TASK) + " hydra.sweep.dir=out/sweep"]
+    assert not info.reconstructed
+    md = files.markdown.read_text()
+    assert "abc123" in md and "modification=finetune,pruning" in md
+    assert "name: finetune" in md  # the composed config is shown
+
+
+def test_sweep_command_reconstructed_without_multirun_yaml(tmp_path):
+    sweep = write_sweep(tmp_path, broken=False, multirun=False)
+    info = sweep_info(collect([sweep]))
+    assert info.reconstructed
+    assert info.commands == ["python run.py -m " + " ".join(TASK)]
+
+
+def test_missing_columns_skip_sections_without_crashing(tmp_path):
+    sweep = tmp_path / "sweep"
+    for r in (0.1, 0.9):
+        write_job(
+            sweep / f"ratio={r}",
+            "finetune",
+            r,
+            0,
+            {"parent.id": "p0", "parent.accuracy": 0.9, "time.total_s": 2.0},
+        )
+    files = write_report(collect([sweep]), tmp_path / "out", decision_planes=False)
+    assert files.summary_data["figures"] == {}
+    skipped = files.summary_data["skipped"]
+    assert {"closeness", "barrier", "determination", "roc", "accuracy"} <= set(skipped)
+    assert "derived.closeness.score" in skipped["closeness"][0]
+    assert files.summary_data["auc"] == {"closeness": None, "barrier": None}
+    assert "<table>" in files.html.read_text()
+
+
+# --- decision planes -----------------------------------------------------------------------
+
+
+@pytest.fixture()
+def sweep_with_models(tmp_path):
+    """Two jobs with real (tiny, untrained) model files, so the planes can be drawn."""
+    import torch
+
+    from lineage import models
+
+    torch.manual_seed(0)
+    zoo = tmp_path / "zoo"
+    files = {}
+    for name in ("p0", "ind-s0-0", "d1", "d2"):
+        m = models.build("mlp", 10, 1, (8, 8), hidden=[16])
+        files[name] = models.save(m, zoo / f"{name}.safetensors", {"id": name})
+    sweep = tmp_path / "sweep"
+    for mod, did in (("finetune", "d1"), ("pruning", "d2")):
+        m = synthetic_metrics(mod, 0.5, 0)
+        m.update(
+            {
+                "parent.path": str(files["p0"]),
+                "derived.path": str(files[did]),
+                "independent.0.path": str(files["ind-s0-0"]),
+            }
+        )
+        write_job(sweep / job_name(mod, 0.5, 0), mod, 0.5, 0, m)
+    return sweep
+
+
+def test_decision_planes_drawn_from_the_jobs_models(sweep_with_models, tmp_path):
+    pytest.importorskip("lineage.plots")
+    secs = make_sections(collect([sweep_with_models]), tmp_path / "out")
+    planes = next(s for s in secs if s.key == "decision_plane")
+    assert planes.notes == []
+    ((png, caption),) = planes.figures
+    assert imread(png).shape[:2] == (300, 4 * 300)  # parent, 2 derived, 1 independent
+    assert "parent" in caption and "independent" in caption
+
+
+def test_decision_plane_failure_is_a_note(sweep_with_models, tmp_path, monkeypatch):
+    fake = types.ModuleType("lineage.plots")
+
+    def boom(*a, **k):
+        raise RuntimeError("kaboom")
+
+    fake.decision_plane = boom
+    monkeypatch.setitem(sys.modules, "lineage.plots", fake)
+    import lineage
+
+    monkeypatch.setattr(lineage, "plots", fake, raising=False)
+    secs = make_sections(collect([sweep_with_models]), tmp_path / "out")
+    planes = next(s for s in secs if s.key == "decision_plane")
+    assert planes.figures == [] and "kaboom" in planes.notes[0]
+    assert next(s for s in secs if s.key == "roc").figures  # the rest is still there
+
+
+# --- W&B -----------------------------------------------------------------------------------
+
+
+def test_wandb_blocks_mirror_the_local_report(built):
+    sweep, c, files = built
+    groups = sweep_groups(list(c.table["job_dir"]))
+    assert groups == ["sweep"]
+    blocks = report_blocks(files.sections, files.summary_data, "proj", "me", groups)
+    json.dumps(blocks)  # plain data, nothing from wandb
+    heads = [b["section"] for b in blocks if b["type"] == "h2"]
+    assert heads == [s.key for s in files.sections]
+    grids = [b for b in blocks if b["type"] == "panel_grid"]
+    assert {g["section"] for g in grids} >= {"closeness", "barrier", "accuracy", "timing"}
+    for g in grids:
+        assert g["runset"]["filters"] == "Metric('group') == 'sweep'"
+        assert (g["runset"]["project"], g["runset"]["entity"]) == ("proj", "me")
+        for p in g["panels"]:
+            refs = [p["x"], p["y"]] if p["type"] == "scatter" else p["metrics"]
+            for ref in refs:
+                key = ref.get("summary") or ref.get("config")
+                assert key in c.table.columns, key  # every panel plots a recorded metric
+    text = "\n".join(b.get("text", "") for b in blocks)
+    assert f"{files.summary_data['auc']['closeness']:.6f}" in text
+    assert any(b["type"] == "code" and "modification" in b["text"] for b in blocks)
+
+
+def test_to_wandb_maps_blocks_onto_the_workspaces_api(built, monkeypatch):
+    calls: list[tuple[str, tuple, dict]] = []
+
+    def recorder(name):
+        def make(*a, **k):
+            calls.append((name, a, k))
+            return (name, a, k)
+
+        return make
+
+    v2 = types.ModuleType("wandb_workspaces.reports.v2")
+    for name in (
+        "Report",
+        "TableOfContents",
+        "H2",
+        "P",
+        "MarkdownBlock",
+        "CodeBlock",
+        "Runset",
+        "PanelGrid",
+        "ScatterPlot",
+        "BarPlot",
+        "Config",
+        "SummaryMetric",
+    ):
+        setattr(v2, name, recorder(name))
+    pkg, reports = (
+        types.ModuleType("wandb_workspaces"),
+        types.ModuleType("wandb_workspaces.reports"),
+    )
+    pkg.reports, reports.v2 = reports, v2
+    for mod_name, mod in (
+        ("wandb_workspaces", pkg),
+        ("wandb_workspaces.reports", reports),
+        ("wandb_workspaces.reports.v2", v2),
+    ):
+        monkeypatch.setitem(sys.modules, mod_name, mod)
+    _, c, files = built
+    blocks = report_blocks(files.sections, files.summary_data, "proj", None, ["sweep"])
+    name, _, kw = to_wandb(blocks, "proj", None, "T")
+    assert name == "Report" and kw["project"] == "proj" and "entity" not in kw
+    assert len(kw["blocks"]) == len(blocks)
+    scatter = next(k for n, _, k in calls if n == "ScatterPlot")
+    assert scatter["x"] == ("Config", ("ratio",), {})
+    assert scatter["y"] == ("SummaryMetric", ("derived.closeness.score",), {})
+
+
+def test_check_ready_says_how_to_log_in(tmp_path):
+    home = {"HOME": str(tmp_path)}
+    with pytest.raises(LineageError, match="wandb login"):
+        check_ready({**home, "WANDB_MODE": "offline", "WANDB_API_KEY": "k" * 40})
+    with pytest.raises(LineageError, match="not logged in.*wandb login"):
+        check_ready(home)
+    (tmp_path / ".netrc").write_text(
+        "machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n"
+    )
+    os.chmod(tmp_path / ".netrc", 0o600)
+    if importlib.util.find_spec("wandb_workspaces") is None:  # past the login check
+        with pytest.raises(LineageError, match="pip install wandb-workspaces"):
+            check_ready(home)
+
+
+def _cli(*args: str, env: dict[str, str], timeout: float = 60):
+    e = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("WANDB_API_KEY", "NETRC", "WANDB_MODE", "WANDB_BASE_URL")
+    }
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "report.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**e, **env},
+    )
+
+
+@pytest.mark.parametrize("mode", ["offline", None])
+def test_cli_wandb_without_login_fails_fast(built, tmp_path, mode):
+    sweep, _, _ = built
+    env = {"HOME": str(tmp_path), **({"WANDB_MODE": mode} if mode else {})}
+    t0 = time.monotonic()
+    r = _cli(str(sweep), "--wandb", "--out", str(tmp_path / "out"), env=env, timeout=30)
+    assert time.monotonic() - t0 < 10
+    assert r.returncode != 0
+    assert "wandb login" in r.stderr and "WANDB_API_KEY" in r.stderr
+    assert not (tmp_path / "out").exists()  # failed before doing any slow work
+
+
+def test_cli_default_out_dir_and_exit_code(tmp_path):
+    sweep = write_sweep(tmp_path)
+    spec = importlib.util.spec_from_file_location("report_cli", ROOT / "scripts" / "report.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    assert cli.main([str(sweep), "--no-decision-planes"]) == 0
+    assert (sweep / "report" / "report.html").is_file()
+    assert (sweep / "report" / "report.md").is_file()
+    assert cli.main([str(tmp_path / "nope")]) == 1
+
+
+# --- end to end ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_real_sweep_report_end_to_end(tmp_path):
+    """A tiny real sweep through run.py, then the report through its CLI."""
+    from conftest import run_py
+
+    sweep = tmp_path / "sweep"
+    r = run_py(
+        "-m",
+        "experiment=smoke",
+        "modification=finetune,pruning",
+        "ratio=0.2,0.8",
+        "logger=none",
+        # Fewer samples and epochs than smoke: ~75 s instead of ~3 min on 2 shared cores.
+        "data.limit=500",
+        "data.epochs=3",
+        f"paths.zoo={tmp_path / 'zoo'}",
+        f"hydra.sweep.dir={sweep}",
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = tmp_path / "report"
+    rep = _cli(str(sweep), "--out", str(out), env={}, timeout=300)
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    c = collect([sweep])
+    assert len(c.table) == 4 and not c.issues, c.issues
+    assert set(COLUMNS) <= set(c.table.columns)
+    assert {(m, r) for m, r in zip(c.table["modification"], c.table["ratio"])} == {
+        (m, r) for m in ("finetune", "pruning") for r in (0.2, 0.8)
+    }
+    for col in (
+        "derived.closeness.score",
+        "derived.determination.barrier",
+        "derived.determination.is_lineage",
+        "derived.accuracy",
+        "time.total_s",
+    ):
+        assert c.table[col].notna().all(), col
+    for name, (w, h) in FIGURE_SIZES.items():
+        assert imread(out / f"{name}.png").shape[:2] == (h, w), name
+    summary = json.loads((out / "report.json").read_text())
+    want = auc_from_files(sweep)
+    got = md_auc((out / "report.md").read_text())
+    for k in ("closeness", "barrier"):
+        assert got[k] == pytest.approx(want[k], abs=1e-6)
+        assert summary["auc"][k] == pytest.approx(want[k], abs=1e-6)
+    if importlib.util.find_spec("lineage.plots"):
+        assert "decision_plane" in summary["figures"], summary["skipped"]
