@@ -1,13 +1,14 @@
 """One job, one direction:
 
-    config -> data -> parent (zoo) -> derived model -> determination / closeness
-           -> metrics.json + tracker -> console summary
+    config -> data -> parent and references (zoo) -> derived model (modification)
+           -> determination + closeness (judge) -> metrics.json + tracker -> console
 
-Each stage is a plain function call; nothing reaches back up the chain.
+Each stage is a plain function call with plain values; nothing reaches back up the chain.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -17,10 +18,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from . import models
+from .config import check_ranges
 from .data import DataModule, datamodule_from_config
 from .errors import LineageError
+from .judge import Suspect, judge
+from .modifications import Derived, derive, validate
 from .tracking import Tracker, make_tracker
-from .training import train_classifier
+from .training import accuracy, train_classifier
 from .utils import flatten, git_sha, package_versions, seed_all, stable_hash, write_json
 from .zoo import Zoo
 
@@ -50,6 +54,11 @@ def build_model(model_cfg: dict[str, Any], dm: DataModule) -> nn.Module:
     return models.build(model_cfg["name"], dm.num_classes, c, (h, w), **kw)
 
 
+def reference_seed(seed: int, i: int) -> int:
+    """Independent references use seeds far from any parent seed a sweep would use."""
+    return 1000 * (i + 1) + seed
+
+
 def trained_model(cfg: dict[str, Any], dm: DataModule, zoo: Zoo, seed: int, role: str,
                   tracker: Tracker) -> tuple[nn.Module, dict[str, Any], bool]:
     """A parent or an independent reference: same data and architecture, its own seed."""
@@ -61,56 +70,110 @@ def trained_model(cfg: dict[str, Any], dm: DataModule, zoo: Zoo, seed: int, role
         seed_all(seed)  # the initial weights are part of what the seed defines
         model, acc = train_classifier(build_model(cfg["model"], dm), dm, cfg["train"], seed,
                                       tracker.lightning_logger(role))
-        return model, {"accuracy": acc, "seed": seed, "parent_id": None,
+        return model, {"accuracy": acc, "seed": seed, "parent_id": None, "lineage": [],
                        "data": {"name": dm.name, "classes": dm.classes}}
 
     return zoo.get_or_train(spec, train, role)
+
+
+def derive_model(cfg: dict[str, Any], dm: DataModule, parent: nn.Module, pmeta: dict[str, Any],
+                 zoo: Zoo, tracker: Tracker) -> tuple[Derived, dict[str, Any], Path]:
+    """Apply the configured modification to the parent; save it with its lineage record."""
+    mod, ratio, seed = cfg["modification"], float(cfg["ratio"]), int(cfg["seed"])
+    did = "d-" + stable_hash({"parent": pmeta["id"], "modification": mod, "ratio": ratio,
+                              "seed": seed})
+    log.info("deriving %s (%s, ratio %g) from %s", did, mod["name"], ratio, pmeta["id"])
+    d = derive(parent, dm, mod, ratio, seed, tracker.lightning_logger("derived"))
+    acc = d.effect.get("accuracy")
+    if acc is None and d.model.head.out_features == dm.num_classes:
+        acc = accuracy(d.model, dm.test.x, dm.test.y)
+    step = {"modification": mod["name"], "ratio": ratio, "config": mod}
+    meta = {"id": did, "parent_id": pmeta["id"], "modification": mod["name"], "ratio": ratio,
+            "modification_config": mod, "lineage": [*pmeta.get("lineage", []), step],
+            "record": d.record, "accuracy": acc, "seed": seed, "data": pmeta.get("data")}
+    return d, meta, zoo.save_derived(d.model, meta)
+
+
+def check(cfg: dict[str, Any]) -> None:
+    """Everything that can be wrong with the config, before any data or training."""
+    check_ranges(cfg)
+    validate(cfg["modification"], cfg["ratio"])
+
+
+def previous_result(path: Path, chash: str) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        old = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return old if isinstance(old, dict) and old.get("config_hash") == chash else None
 
 
 def run(cfg: dict[str, Any], out_dir: Path, run_name: str = "run",
         group: str | None = None) -> dict[str, Any]:
     """Run one job from a resolved config dict; write and return its flat metrics."""
     t_start = time.time()
+    check(cfg)
     chash = config_hash(cfg)
     metrics_path = out_dir / "metrics.json"
-    if metrics_path.exists() and not cfg.get("force", False):
-        import json
-
-        old = json.loads(metrics_path.read_text())
-        if old.get("config_hash") == chash:
-            log.info("skipping: %s already holds this config's results (force=true reruns)",
-                     metrics_path)
-            return dict(old)
+    old = previous_result(metrics_path, chash)
+    if old is not None and not cfg.get("force", False):
+        log.info("skipping: %s already holds this config's results (force=true reruns)",
+                 metrics_path)
+        return old
     seed = int(cfg["seed"])
     zoo = Zoo(cfg["paths"]["zoo"])
     dm = datamodule_from_config(cfg["data"])
+    write_json(out_dir / "config.json", cfg)
     tracker = make_tracker(cfg, out_dir, run_name, group)
     try:
         m: dict[str, Any] = {
-            "data": dm.name, "model": cfg["model"]["name"], "seed": seed,
-            "git_sha": git_sha(), "config_hash": chash, "versions": package_versions(),
+            "modification": cfg["modification"]["name"], "ratio": float(cfg["ratio"]),
+            "data": dm.name, "model": cfg["model"]["name"], "seed": seed, "git_sha": git_sha(),
+            "config_hash": chash, "versions": package_versions(), "time": {},
         }
         t0 = time.time()
         parent, pmeta, _ = trained_model(cfg, dm, zoo, seed, "parent", tracker)
-        m["parent"] = {"id": pmeta["id"], "accuracy": pmeta["accuracy"]}
-        m["time"] = {"parent_s": time.time() - t0}
-        refs = []
-        for i in range(int(cfg.get("n_independent", 2))):
-            _, rmeta, _ = trained_model(cfg, dm, zoo, 1000 * (i + 1) + seed, "independent",
-                                        tracker)
-            refs.append(rmeta)
-        m["independent"] = {
-            "accuracy": sum(r["accuracy"] for r in refs) / len(refs) if refs else None,
-            **{str(i): {"id": r["id"], "accuracy": r["accuracy"]} for i, r in enumerate(refs)},
-        }
+        refs = [trained_model(cfg, dm, zoo, reference_seed(seed, i), "independent", tracker)
+                for i in range(int(cfg.get("n_independent", 2)))]
+        m["time"]["parent_s"] = time.time() - t0
+        t0 = time.time()
+        derived, dmeta, dpath = derive_model(cfg, dm, parent, pmeta, zoo, tracker)
+        m["time"]["derive_s"] = time.time() - t0
+        tracker.log_artifact(dpath, dmeta["id"])
+        verdict, ref_verdicts, times = judge(
+            parent, Suspect(derived.model, dmeta["record"], derived.blackbox),
+            [r[0] for r in refs], dm.test.x, dm.test.y, cfg, seed)
+        m["time"].update(times)
+        m["parent"] = {"id": pmeta["id"], "path": str(zoo.path(pmeta["id"])),
+                       "accuracy": pmeta["accuracy"]}
+        m["derived"] = {"id": dmeta["id"], "path": str(dpath), "accuracy": dmeta["accuracy"],
+                        **derived.effect, **(verdict.to_dict() if verdict else {})}
+        m["independent"] = independent_summary(refs, ref_verdicts, zoo)
         m["time"]["total_s"] = time.time() - t_start
         flat = flatten(m)
-        write_json(out_dir / "config.json", cfg)
         write_json(metrics_path, flat)
         tracker.log_summary({k: v for k, v in flat.items() if not k.startswith("versions.")})
     finally:
         tracker.finish()
     return flat
+
+
+def independent_summary(refs: list[tuple[nn.Module, dict[str, Any], bool]],
+                        verdicts: list[Any], zoo: Zoo) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    barriers = [v.determination.barrier for v in verdicts if v.determination.barrier is not None]
+    out["accuracy"] = sum(r[1]["accuracy"] for r in refs) / len(refs) if refs else None
+    out["determination"] = {
+        "barrier_min": min(barriers) if barriers else None,
+        "false_positives": sum(bool(v.determination.is_lineage) for v in verdicts),
+    }
+    out["closeness"] = {"score_max": max((v.closeness.score for v in verdicts), default=None)}
+    for i, ((_, meta, _), v) in enumerate(zip(refs, verdicts)):
+        out[str(i)] = {"id": meta["id"], "path": str(zoo.path(meta["id"])),
+                       "accuracy": meta["accuracy"], **v.to_dict()}
+    return out
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:

@@ -111,16 +111,3 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
-
-
-def resolve_device(name: str = "auto") -> Any:
-    import torch
-
-    if name in ("auto", "gpu", "cuda"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if name != "auto":
-            from .errors import LineageError
-
-            raise LineageError(f"device {name!r} asked for, but CUDA is not available")
-    return torch.device("cpu")

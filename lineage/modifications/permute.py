@@ -36,8 +36,14 @@ from .registry import Derived, register
 
 
 @register("permute", defaults={})
-def permute(parent: nn.Module, dm: DataModule, cfg: Mapping[str, Any], ratio: float, seed: int,
-            logger: Any = None) -> Derived:
+def permute(
+    parent: nn.Module,
+    dm: DataModule,
+    cfg: Mapping[str, Any],
+    ratio: float,
+    seed: int,
+    logger: Any = None,
+) -> Derived:
     model = copy_parent(parent).eval()
     spec = spec_of(model)
     gen = torch.Generator().manual_seed(seed)
