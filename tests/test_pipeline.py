@@ -1,0 +1,198 @@
+"""End-to-end: the real CLI (run.py, Hydra, launchers, W&B offline) in subprocesses."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_py
+
+pytestmark = pytest.mark.slow
+
+# Documented flat keys every job's metrics.json holds (README, "metrics.json").
+KEYS = [
+    "modification", "ratio", "data", "model", "seed", "git_sha", "config_hash",
+    "parent.id", "parent.path", "parent.accuracy", "derived.id", "derived.path",
+    "derived.accuracy",
+    "derived.determination.is_lineage", "derived.determination.basin_is_lineage",
+    "derived.determination.function_is_lineage", "derived.determination.barrier",
+    "derived.determination.threshold", "derived.determination.method",
+    "derived.closeness.score", "derived.closeness.match_rate",
+    "derived.closeness.mean_distance", "derived.closeness.n_points",
+    "derived.closeness.ci_low", "derived.closeness.ci_high", "derived.closeness.seconds",
+    "independent.accuracy", "independent.determination.barrier_min",
+    "independent.determination.false_positives", "independent.closeness.score_max",
+    "independent.0.id", "independent.0.determination.is_lineage",
+    "independent.0.determination.barrier", "independent.0.closeness.score",
+    "independent.1.id",
+    "time.parent_s", "time.derive_s", "time.determination_s", "time.closeness_s",
+    "time.total_s",
+]
+
+
+def smoke(tmp_path, *extra):
+    return ["experiment=smoke", f"paths.zoo={tmp_path / 'zoo'}", *extra]
+
+
+def metrics_files(d: Path):
+    return sorted(d.rglob("metrics.json"))
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("single")
+    r = run_py(*smoke(tmp, "modification=pruning", "ratio=0.5", f"hydra.run.dir={tmp / 'run'}"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return tmp, r, json.loads((tmp / "run" / "metrics.json").read_text())
+
+
+def test_single_run_writes_every_documented_key(single):
+    tmp, r, m = single
+    missing = [k for k in KEYS if k not in m]
+    assert not missing, missing
+    assert m["modification"] == "pruning" and m["ratio"] == 0.5
+    assert abs(m["derived.sparsity"] - 0.5) <= 0.01
+    assert m["derived.determination.is_lineage"] is True
+    assert m["independent.determination.false_positives"] == 0
+    assert 0.0 <= m["derived.closeness.score"] <= 1.0
+    assert Path(m["derived.path"]).exists() and Path(m["parent.path"]).exists()
+    assert "lineage?" in r.stdout  # the console summary table
+    # provenance: the composed config and git SHA are recorded with the results
+    assert (tmp / "run" / ".hydra" / "config.yaml").exists()
+    assert json.loads((tmp / "run" / "config.json").read_text())["ratio"] == 0.5
+    assert m["git_sha"] != ""
+
+
+def test_wandb_offline_run_holds_summary(single):
+    tmp, _, m = single
+    summaries = list((tmp / "run" / "wandb").glob("offline-run-*/files/wandb-summary.json"))
+    assert len(summaries) == 1
+    s = json.loads(summaries[0].read_text())
+    assert s["derived.closeness.score"] == pytest.approx(m["derived.closeness.score"])
+    assert s["parent.accuracy"] == pytest.approx(m["parent.accuracy"])
+    # Lightning's training curves go to the same run, under the stage's prefix
+    history = (summaries[0].parent / "wandb-summary.json").read_text()
+    assert "derived" in history or "parent-train" in history or "parent" in history
+
+
+def test_compare_gives_the_same_numbers(single):
+    tmp, _, m = single
+    r = subprocess.run([sys.executable, "-m", "lineage", "compare", m["parent.path"],
+                        m["derived.path"], "--references", "2", "--zoo", str(tmp / "zoo"),
+                        "--json", "experiment=smoke"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    c = json.loads(r.stdout.strip().splitlines()[-1])
+    for k in ("determination.is_lineage", "determination.barrier", "determination.threshold",
+              "determination.method", "closeness.score", "closeness.match_rate",
+              "closeness.n_points", "closeness.ci_low", "closeness.ci_high"):
+        assert c[k] == pytest.approx(m[f"derived.{k}"], rel=1e-6, abs=1e-9), k
+
+
+def test_logger_none_and_rerun_skips(tmp_path):
+    args = smoke(tmp_path, "logger=none", "modification=noise", "ratio=0.1",
+                 f"hydra.run.dir={tmp_path / 'run'}")
+    r = run_py(*args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not (tmp_path / "run" / "wandb").exists()
+    first = (tmp_path / "run" / "metrics.json").read_text()
+    r = run_py(*args)
+    assert r.returncode == 0 and "skipping" in r.stderr + r.stdout
+    assert (tmp_path / "run" / "metrics.json").read_text() == first
+    r = run_py(*args, "force=true")
+    assert r.returncode == 0 and "skipping" not in r.stderr + r.stdout
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_multirun_launchers(tmp_path, launcher):
+    sweep = tmp_path / "sweep"
+    args = ["-m", *smoke(tmp_path, "logger=none", f"hydra/launcher={launcher}",
+                         "modification=finetune,noise", f"hydra.sweep.dir={sweep}")]
+    r = run_py(*args, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    files = metrics_files(sweep)
+    assert len(files) == 2
+    assert {json.loads(f.read_text())["modification"] for f in files} == {"finetune", "noise"}
+    # output subdirs are named from the overrides
+    assert {f.parent.name for f in files} == {"modification=finetune", "modification=noise"}
+    # the parent (and each reference) was trained exactly once for the whole sweep
+    record = [json.loads(line) for line in (tmp_path / "zoo" / "record.jsonl").open()]
+    assert sum(e["role"] == "parent" for e in record) == 1
+    assert len({e["id"] for e in record}) == len(record) == 3
+    mtimes = [f.stat().st_mtime_ns for f in files]
+    r = run_py(*args, timeout=600)
+    assert r.returncode == 0
+    assert [f.stat().st_mtime_ns for f in metrics_files(sweep)] == mtimes
+
+
+def test_sweep_killed_then_resumed(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = [sys.executable, str(ROOT / "run.py"), "-m",
+            *smoke(tmp_path, "logger=none", "modification=noise", "ratio=0.1,0.2,0.3",
+                   f"hydra.sweep.dir={sweep}")]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    p = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not metrics_files(sweep) and time.time() < deadline and p.poll() is None:
+        time.sleep(0.2)
+    assert metrics_files(sweep), "first job never finished"
+    p.send_signal(signal.SIGTERM)
+    p.wait(timeout=60)
+    done_before = {f: f.read_text() for f in metrics_files(sweep)}
+    assert 1 <= len(done_before) < 3
+    r = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    files = metrics_files(sweep)
+    assert len(files) == 3
+    for f, text in done_before.items():  # finished work was kept, not redone
+        assert f.read_text() == text
+    edges = [json.loads(line) for line in (tmp_path / "zoo" / "lineage.jsonl").open()]
+    assert len(edges) == len({e["child"] for e in edges}) == 3
+
+
+@pytest.mark.parametrize("override,message", [
+    ("modification=bogus", "Available options in 'modification'"),
+    ("ratio=abc", "could not be converted to Float"),
+    ("ratio=1.5", "outside its range [0, 1]"),
+    ("data.limit=-3", "data.limit"),
+])
+def test_bad_config_gives_clear_error(tmp_path, override, message):
+    r = run_py(*smoke(tmp_path, "logger=none", override, f"hydra.run.dir={tmp_path / 'r'}"))
+    assert r.returncode != 0
+    assert message in r.stderr + r.stdout
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "zoo" / "record.jsonl").exists()  # failed before any training
+
+
+@pytest.mark.parametrize("where", ["zoo", "run"])
+def test_unwritable_output_dir(tmp_path, where):
+    # A path under a regular file cannot be created, even by root (CI runs as root).
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    target = {"zoo": [f"paths.zoo={blocker / 'zoo'}", f"hydra.run.dir={tmp_path / 'r'}"],
+              "run": [f"hydra.run.dir={blocker / 'run'}"]}[where]
+    r = run_py(*smoke(tmp_path, "logger=none", *target))
+    assert r.returncode != 0
+    assert "cannot create" in r.stderr or "Not a directory" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_compare_bad_inputs(single, tmp_path):
+    _, _, m = single
+
+    def compare(*a):
+        return subprocess.run([sys.executable, "-m", "lineage", "compare", *a], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+
+    r = compare(str(tmp_path / "missing.safetensors"), m["derived.path"])
+    assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    r = compare(m["parent.path"], str(bad))
+    assert r.returncode == 2 and "bad.safetensors" in r.stderr
