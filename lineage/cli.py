@@ -99,8 +99,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="train or load N independent references to calibrate thresholds")
     c.add_argument("--zoo", help="zoo folder for references (default outputs/zoo)")
     c.add_argument("--json", action="store_true", help="print one JSON object")
-    c.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. closeness.max_points=200")
-    args = p.parse_args(argv)
+    c.epilog = "Extra KEY=VALUE arguments are Hydra overrides, e.g. closeness.max_points=200."
+    args, extra = p.parse_known_args(argv)
+    args.overrides = [a for a in extra if "=" in a and not a.startswith("-")]
+    if len(args.overrides) != len(extra):
+        p.error(f"unrecognized arguments: {' '.join(a for a in extra if a not in args.overrides)}")
 
     from .errors import LineageError
     from .utils import flatten

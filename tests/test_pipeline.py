@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, run_py
+from wandb_offline import summary_and_history
 
 pytestmark = pytest.mark.slow
 
@@ -70,14 +71,14 @@ def test_single_run_writes_every_documented_key(single):
 
 def test_wandb_offline_run_holds_summary(single):
     tmp, _, m = single
-    summaries = list((tmp / "run" / "wandb").glob("offline-run-*/files/wandb-summary.json"))
-    assert len(summaries) == 1
-    s = json.loads(summaries[0].read_text())
-    assert s["derived.closeness.score"] == pytest.approx(m["derived.closeness.score"])
-    assert s["parent.accuracy"] == pytest.approx(m["parent.accuracy"])
-    # Lightning's training curves go to the same run, under the stage's prefix
-    history = (summaries[0].parent / "wandb-summary.json").read_text()
-    assert "derived" in history or "parent-train" in history or "parent" in history
+    summary, history, config = summary_and_history(tmp / "run")
+    assert summary["derived.closeness.score"] == pytest.approx(m["derived.closeness.score"])
+    assert summary["parent.accuracy"] == pytest.approx(m["parent.accuracy"])
+    assert summary["derived.determination.is_lineage"] is True
+    # Lightning's training curves went to the same run, under each stage's prefix
+    assert {"parent-train/loss", "independent-val/acc"} <= history
+    assert config["_run_name"] == "modification=pruning,ratio=0.5"
+    assert config["ratio"] == 0.5 and config["modification"]["name"] == "pruning"
 
 
 def test_compare_gives_the_same_numbers(single):
