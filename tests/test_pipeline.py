@@ -197,3 +197,22 @@ def test_compare_bad_inputs(single, tmp_path):
     bad.write_bytes(b"\x00" * 64)
     r = compare(m["parent.path"], str(bad))
     assert r.returncode == 2 and "bad.safetensors" in r.stderr
+
+
+def test_compare_different_tasks_needs_data(single, tmp_path):
+    """A transfer-derived model (digits 5-9) against its digits 0-9 parent: say which task."""
+    from lineage import models
+    from lineage.modifications import derive
+
+    _, _, m = single
+    parent, pmeta = models.load(m["parent.path"])
+    from lineage.data import build_datamodule
+
+    dm = build_datamodule("digits", limit=200)
+    d = derive(parent, dm, {"name": "transfer", "epochs": 0}, 0.5, 0)
+    child = models.save(d.model, tmp_path / "child.safetensors",
+                        {"id": "c", "data": {"name": "digits", "classes": [5, 6, 7, 8, 9]}})
+    r = subprocess.run([sys.executable, "-m", "lineage", "compare", m["parent.path"], str(child)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "different tasks" in r.stderr and "--data" in r.stderr
+    assert "Traceback" not in r.stderr
