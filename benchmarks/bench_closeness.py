@@ -1,0 +1,483 @@
+"""Lineage closeness benchmarks (each prints a table):
+
+    --speed     per-sample reference vs batched search on the same points: ms/point,
+                ratio, agreement of match decisions and distances
+    --table     closeness of pruned (0.1..0.9), 8-bit quantized and independent models
+    --sampling  points the sampling strategy needs vs uniform sampling, for the same CI
+
+    python benchmarks/bench_closeness.py --speed --table --sampling --data-root ../shared/data
+    python benchmarks/bench_closeness.py --speed --device cuda --data cifar10 --model resnet18 \
+        --data-root DIR --points 1000
+
+The parent and independent references come from the zoo (outputs/zoo), trained on first use
+with the project's configs (conf/data, conf/model, conf/train), exactly as run.py would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from reference_closeness import reference_closeness  # noqa: E402
+
+from lineage import models  # noqa: E402
+from lineage.data import DataModule, datamodule_from_config  # noqa: E402
+from lineage.evaluate.closeness import References, closeness, filter_points, measure_points  # noqa: E402
+from lineage.training import accuracy, train_classifier  # noqa: E402
+from lineage.utils import seed_all  # noqa: E402
+from lineage.zoo import Zoo  # noqa: E402
+
+BASE: list[str] = []  # the Hydra overrides of this run (data, model, data.root, device)
+
+
+def compose(*overrides: str) -> dict[str, Any]:
+    """The config run.py composes with these overrides (Hydra, schemas and all)."""
+    from lineage.cli import compose as lineage_compose
+
+    return lineage_compose([*BASE, "logger=none", *overrides])
+
+
+def closeness_cfg(**over: Any) -> dict[str, Any]:
+    return {**compose()["closeness"], **over}
+
+
+def zoo_model(cfg: dict[str, Any], dm: DataModule, zoo: Zoo, seed: int, role: str) -> nn.Module:
+    """A parent or independent reference from the zoo, keyed by the same spec as run.py's
+    (lineage.pipeline.trained_model), so both share the cached models."""
+    data = {
+        k: cfg["data"].get(k)
+        for k in ("name", "classes", "limit", "val_fraction", "split_seed", "batch_size")
+    }
+    train = {k: v for k, v in cfg["train"].items() if k not in ("accelerator", "progress")}
+    spec = {"data": data, "model": dict(cfg["model"]), "train": train, "seed": seed}
+
+    def fit() -> tuple[nn.Module, dict[str, Any]]:
+        print(f"training {role} (seed {seed}) ...", file=sys.stderr)
+        seed_all(seed)
+        c, h, w = dm.input_shape
+        kw = {k: v for k, v in cfg["model"].items() if k != "name"}
+        model = models.build(cfg["model"]["name"], dm.num_classes, c, (h, w), **kw)
+        model, acc = train_classifier(model, dm, cfg["train"], seed)
+        return model, {
+            "accuracy": acc,
+            "seed": seed,
+            "parent_id": None,
+            "lineage": [],
+            "data": {"name": dm.name, "classes": dm.classes},
+        }
+
+    model, meta, _ = zoo.get_or_train(spec, fit, role)
+    print(
+        f"{role} {meta['id']} (seed {seed}): test accuracy {meta['accuracy']:.4f}", file=sys.stderr
+    )
+    return model.eval()
+
+
+def zoo_models(
+    cfg: dict[str, Any], dm: DataModule, zoo: Path, n_refs: int, device: str, seed: int = 0
+) -> tuple[nn.Module, list[nn.Module]]:
+    """The parent (seed) and independent references (seeds 1000 i + seed, as run.py)."""
+    z = Zoo(zoo)
+    parent = zoo_model(cfg, dm, z, seed, "parent").to(device)
+    refs = [
+        zoo_model(cfg, dm, z, 1000 * (i + 1) + seed, "independent").to(device)
+        for i in range(n_refs)
+    ]
+    return parent, refs
+
+
+def modification_cfg(name: str, **over: Any) -> dict[str, Any]:
+    path = ROOT / "conf" / "modification" / f"{name}.yaml"
+    while not path.exists():  # another helper writes the modifications concurrently
+        print(f"waiting for {path} ...", file=sys.stderr)
+        time.sleep(30)
+    return {**compose(f"modification={name}")["modification"], **over}
+
+
+def derive(
+    parent: nn.Module,
+    dm: DataModule,
+    name: str,
+    ratio: float,
+    device: str,
+    seed: int = 0,
+    **over: Any,
+) -> nn.Module:
+    from lineage.modifications import derive as lineage_derive
+
+    cfg = modification_cfg(name, **over)
+    d = lineage_derive(copy.deepcopy(parent).cpu(), dm, cfg, ratio, seed)
+    return d.model.to(device).eval()
+
+
+def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3e}"
+        return str(v)
+
+    cells = [cols] + [[fmt(r.get(c, "")) for c in cols] for r in rows]
+    w = [max(len(r[j]) for r in cells) for j in range(len(cols))]
+    lines = ["  ".join(c.rjust(w[j]) for j, c in enumerate(r)) for r in cells]
+    return "\n".join([lines[0], "  ".join("-" * x for x in w), *lines[1:]])
+
+
+# ---------------------------------------------------------------- --speed
+
+
+def speed(
+    parent: nn.Module,
+    suspect: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: str,
+    segments: int = 10,
+    ref_points: int | None = None,
+) -> None:
+    """Reference and batched search on the same points, timed side by side: the reference
+    runs in `segments` slices, each right after a batched run over all points, so both see
+    the same machine load (this machine is shared); the ratio is the median of the pairs."""
+    cfg = closeness_cfg(progress=False)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    n = len(x)
+    n_ref = min(n, ref_points or n)
+    # warm both paths up (allocator, kernels) on a few points
+    measure_points(parent, suspect, x[:16], y[:16], cfg)
+    reference_closeness(parent, suspect, x[:2], y[:2])
+    load0 = os.getloadavg()[0]
+    batched, pairs, t_ref, parts = [], [], 0.0, []
+    bounds = [round(i * n_ref / segments) for i in range(segments + 1)]
+    for a, b in zip(bounds, bounds[1:]):
+        sync()
+        t = time.perf_counter()
+        pts, evals = measure_points(parent, suspect, x, y, cfg)
+        sync()
+        batched.append((time.perf_counter() - t) / n)
+        t = time.perf_counter()
+        parts.append(reference_closeness(parent, suspect, x[a:b], y[a:b]))
+        sync()
+        dt = time.perf_counter() - t
+        t_ref += dt
+        pairs.append(dt / (b - a) / batched[-1])
+    load1 = os.getloadavg()[0]
+    ref = {
+        k: [v for p in parts for v in getattr(p, k)] for k in ("d_source", "d_suspect", "matched")
+    }
+    d_src_ref = torch.tensor(ref["d_source"], dtype=torch.float64)
+    d_sus_ref = torch.tensor(ref["d_suspect"], dtype=torch.float64)
+    m_ref = torch.tensor(ref["matched"])
+    mine = pts.take(torch.arange(n_ref))
+    same_match = (mine.matched == m_ref).float().mean().item()
+    both = mine.matched & m_ref
+    err_src = (mine.d_source[both] - d_src_ref[both]).abs()
+    err_sus = (mine.d_suspect[both] - d_sus_ref[both]).abs()
+    close = ((err_src <= 1e-4) & (err_sus <= 1e-4)).float().mean().item() if both.any() else 0
+    t_b = torch.tensor(batched)
+    rows = [
+        {
+            "search": "reference (batch 1)",
+            "ms/point": 1e3 * t_ref / n_ref,
+            "points": n_ref,
+            "matched": int(m_ref.sum()),
+        },
+        {
+            "search": f"batched (median of {segments} runs)",
+            "ms/point": 1e3 * t_b.median().item(),
+            "points": n,
+            "matched": int(mine.matched.sum()),
+            "evals/point": evals,
+        },
+    ]
+    print(
+        f"\n## speed: device {device}, {torch.get_num_threads()} threads, "
+        f"load average {load0:.1f} -> {load1:.1f}"
+    )
+    print(table(rows, ["search", "ms/point", "points", "matched", "evals/point"]))
+    ratio = torch.tensor(pairs).median().item()
+    print(
+        f"\nspeed-up per point: {ratio:.1f}x, median of {segments} side-by-side pairs "
+        f"(range {min(pairs):.1f}x .. {max(pairs):.1f}x; target >= 25x on 2 CPU cores); "
+        f"batched runs {1e3 * t_b.min():.3f} .. {1e3 * t_b.max():.3f} ms/point"
+    )
+    print(f"same match decision: {100 * same_match:.2f}% of {n_ref} points (target >= 99%)")
+    print(
+        f"|d - d_ref| <= 1e-4 (source and suspect): {100 * close:.2f}% of {int(both.sum())} "
+        f"points matched by both (target >= 99%); max error source "
+        f"{err_src.max().item():.2e}, suspect {err_sus.max().item():.2e}"
+    )
+    median = torch.median(pts.d_source[pts.valid]).item()
+    print(f"median source distance {median:.4f}; valid points {int(pts.valid.sum())} of {n}")
+
+
+# ---------------------------------------------------------------- --table
+
+
+def closeness_table(
+    parent: nn.Module,
+    refs: list[nn.Module],
+    dm: DataModule,
+    device: str,
+    figure: Path | None = None,
+    dump: Path | None = None,
+) -> list[dict[str, Any]]:
+    from scipy.stats import spearmanr
+
+    x, y = dm.test.x.to(device), dm.test.y.to(device)
+    cfg = closeness_cfg()
+    rows = []
+    suspects: dict[str, nn.Module] = {}
+
+    def add(name: str, ratio: Any, model: nn.Module) -> dict[str, Any]:
+        r = closeness(parent, model, x, y, cfg)
+        suspects[f"{name} {ratio}" if ratio != "-" else name] = model
+        if dump is not None and r.points is not None:
+            dump.mkdir(parents=True, exist_ok=True)
+            torch.save(r.points.arrays(), dump / f"{name.replace(' ', '_')}_{ratio}.pt")
+        row = {
+            "suspect": name,
+            "ratio": ratio,
+            "accuracy": accuracy(model, dm.test.x, dm.test.y),
+            **{
+                k: getattr(r, k)
+                for k in (
+                    "score",
+                    "match_rate",
+                    "mean_distance",
+                    "signed_mean_distance",
+                    "ci_low",
+                    "ci_high",
+                    "n_points",
+                    "seconds",
+                )
+            },
+        }
+        rows.append(row)
+        print(f"  {name} {ratio}: score {r.score:.3f}", file=sys.stderr)
+        return row
+
+    for ratio in (0.1, 0.3, 0.5, 0.7, 0.9):
+        add("pruning", ratio, derive(parent, dm, "pruning", ratio, device))
+    add("quantize (8 bit)", 0.0, derive(parent, dm, "quantize", 0.0, device))
+    for i, ref in enumerate(refs):
+        add(f"independent {i}", "-", ref)
+    print("\n## closeness table (MNIST LeNet parent, default closeness config)")
+    print(
+        table(
+            rows,
+            [
+                "suspect",
+                "ratio",
+                "accuracy",
+                "score",
+                "ci_low",
+                "ci_high",
+                "match_rate",
+                "mean_distance",
+                "signed_mean_distance",
+                "n_points",
+                "seconds",
+            ],
+        )
+    )
+    pr = [r for r in rows if r["suspect"] == "pruning"]
+    rho = spearmanr([r["ratio"] for r in pr], [r["score"] for r in pr]).statistic
+    q = next(r for r in rows if r["suspect"].startswith("quantize"))["score"]
+    ind = max(r["score"] for r in rows if r["suspect"].startswith("independent"))
+    print(
+        f"\nSpearman(pruning ratio, score) = {rho:.3f} (target <= -0.9): "
+        f"{'PASS' if rho <= -0.9 else 'FAIL'}"
+    )
+    print(f"8-bit quantize score = {q:.3f} (target >= 0.95): {'PASS' if q >= 0.95 else 'FAIL'}")
+    print(f"max independent score = {ind:.3f} (target <= 0.3): {'PASS' if ind <= 0.3 else 'FAIL'}")
+    if figure is not None:
+        from lineage.plots import decision_plane
+
+        # three test points of different classes that the parent gets right
+        with torch.no_grad():
+            ok = (parent(x[:200]).argmax(1) == y[:200]).nonzero().squeeze(1).tolist()
+        picks: list[int] = []
+        for i in ok:
+            if all(int(y[i]) != int(y[j]) for j in picks):
+                picks.append(i)
+            if len(picks) == 3:
+                break
+        names = ("pruning 0.1", "pruning 0.5", "pruning 0.9", "independent 0")
+        show = {"parent": parent, **{k: suspects[k] for k in names}}
+        decision_plane(
+            show,
+            *(x[i] for i in picks),
+            figure,
+            resolution=200,
+            title="decision regions on the plane through three MNIST test points",
+        )
+        print(f"decision-plane figure: {figure}")
+    return rows
+
+
+# ---------------------------------------------------------------- --sampling
+
+
+def sampling_table(parent: nn.Module, refs: list[nn.Module], dm: DataModule, device: str) -> None:
+    """Points needed for a CI half-width <= ci_tol: uniform sampling vs the strategy (drop
+    invalid points, stratify by class) vs the strategy on AAAI-filtered points. The filter's
+    references are models other than the suspects judged; its points are found once."""
+    x, y = dm.test.x.to(device), dm.test.y.to(device)
+    lineage_refs = [
+        derive(parent, dm, "pruning", 0.3, device),
+        derive(parent, dm, "quantize", 0.0, device),
+    ]
+    independent_refs, judged_ind = refs[:-1], refs[-1]
+    suspects = {
+        "pruning 0.5": derive(parent, dm, "pruning", 0.5, device),
+        "pruning 0.9": derive(parent, dm, "pruning", 0.9, device),
+        "independent": judged_ind,
+    }
+    base = closeness_cfg(max_points=5000, filter_pool=2000, progress=False)
+    t = time.perf_counter()
+    kept = filter_points(parent, x, y, References(lineage_refs, independent_refs), base)
+    t_filter = time.perf_counter() - t
+    rows = []
+    for name, sus in suspects.items():
+        for label, over, candidates in (
+            ("uniform", {"strategy": "uniform"}, None),
+            ("stratified, valid only", {}, None),
+            ("+ AAAI filter", {}, kept),
+        ):
+            r = closeness(parent, sus, x, y, {**base, **over}, candidates=candidates)
+            rows.append(
+                {
+                    "suspect": name,
+                    "sampling": label,
+                    "score": r.score,
+                    "ci_half_width": (r.ci_high - r.ci_low) / 2,
+                    "points": r.n_points,
+                    "drawn": r.n_drawn,
+                    "stopped": r.stopped,
+                    "seconds": r.seconds,
+                }
+            )
+            print(f"  {name} / {label}: {r.n_drawn} drawn", file=sys.stderr)
+    print(
+        f"\n## sampling: points drawn until the 95% CI half-width <= {base['ci_tol']} "
+        f"(min {base['min_points']}, max {base['max_points']}, batches of "
+        f"{base['batch_points']})"
+    )
+    print(
+        f"AAAI filter: {len(kept)} points kept of the MNIST test set, found once in "
+        f"{t_filter:.1f} s with lineage references pruning 0.3 and 8-bit quantize and "
+        f"{len(independent_refs)} independent references (seeds other than the judged one)"
+    )
+    print(
+        table(
+            rows,
+            [
+                "suspect",
+                "sampling",
+                "score",
+                "ci_half_width",
+                "points",
+                "drawn",
+                "stopped",
+                "seconds",
+            ],
+        )
+    )
+
+
+# ---------------------------------------------------------------- main
+
+
+def simple_prune(model: nn.Module, ratio: float) -> nn.Module:
+    """Global magnitude pruning of weights, for --speed when no modification is given."""
+    m = copy.deepcopy(model)
+    ws = [p for n, p in m.named_parameters() if n.endswith("weight") and p.dim() > 1]
+    flat = torch.cat([w.detach().abs().flatten() for w in ws])
+    cut = torch.kthvalue(flat.cpu(), max(1, int(ratio * len(flat)))).values.item()
+    with torch.no_grad():
+        for w in ws:
+            w.mul_((w.abs() > cut).to(w.dtype))
+    return m.eval()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--speed", action="store_true")
+    ap.add_argument("--table", action="store_true")
+    ap.add_argument("--sampling", action="store_true")
+    ap.add_argument("--data", default="mnist")
+    ap.add_argument("--model", default="lenet")
+    ap.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--zoo", default=str(ROOT / "outputs" / "zoo"))
+    ap.add_argument("--points", type=int, default=500)
+    ap.add_argument(
+        "--ref-points",
+        type=int,
+        default=None,
+        help="--speed: run the reference on the first N points only (default all)",
+    )
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument(
+        "--figure",
+        default=str(ROOT / "outputs" / "closeness_plane.png"),
+        help="--table: where to draw the decision-plane figure",
+    )
+    ap.add_argument(
+        "--dump",
+        type=Path,
+        default=None,
+        help="--table: save each suspect's per-point measurements here",
+    )
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--suspect",
+        default="pruning",
+        help="--speed suspect: pruning (the modification, ratio 0.3) or simple "
+        "(a magnitude-pruned copy, no modification code needed)",
+    )
+    args = ap.parse_args()
+    if not (args.speed or args.table or args.sampling):
+        ap.error("choose at least one of --speed, --table, --sampling")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    BASE.extend(
+        [
+            f"data={args.data}",
+            f"model={args.model}",
+            f"data.root={Path(args.data_root).resolve()}",
+            f"train.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}",
+        ]
+    )
+    cfg = compose()
+    dm = datamodule_from_config(cfg["data"])
+    n_refs = 3 if (args.table or args.sampling) else 0
+    parent, refs = zoo_models(cfg, dm, Path(args.zoo), n_refs, args.device)
+    if args.speed:
+        suspect = (
+            simple_prune(parent, 0.3)
+            if args.suspect == "simple"
+            else derive(parent, dm, "pruning", 0.3, args.device)
+        )
+        x, y = dm.test.x[: args.points].to(args.device), dm.test.y[: args.points].to(args.device)
+        speed(parent, suspect, x, y, args.device, ref_points=args.ref_points)
+    if args.table:
+        closeness_table(parent, refs, dm, args.device, Path(args.figure), args.dump)
+    if args.sampling:
+        sampling_table(parent, refs, dm, args.device)
+
+
+if __name__ == "__main__":
+    main()

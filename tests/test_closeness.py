@@ -1,0 +1,221 @@
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lineage import models
+from lineage.errors import LineageError
+from lineage.evaluate.closeness import (
+    LabelOnly,
+    Points,
+    closeness,
+    closeness_threshold,
+    measure_points,
+    score_terms,
+)
+from lineage.training import train_classifier
+
+TOL = 1e-5
+FAST = {"min_points": 60, "batch_points": 60, "max_points": 240, "n_boot": 300, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def digits_mlps(digits_dm, fast_train):
+    out = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        m = models.build("mlp", 10, 1, 8, hidden=[32])
+        out.append(train_classifier(m, digits_dm, fast_train, seed)[0])
+    return out
+
+
+def linear_model(d=16, c=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lin = nn.Linear(d, c)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(c, d, generator=g))
+        lin.bias.copy_(torch.randn(c, generator=g))
+    return nn.Sequential(nn.Flatten(), lin).eval()
+
+
+def linear_closed_form(lin: nn.Linear, x: torch.Tensor, y: torch.Tensor, d_max: float):
+    """Exact first flip along s = sign(W^T (softmax - onehot_y)).
+
+    Margin of y over class k on the ray: m_k(t) = m_k(0) - t (w_k - w_y).s, so class k
+    overtakes y at t_k = m_k(0) / ((w_k - w_y).s) when that slope is positive; every m_k is
+    linear, so their minimum crosses zero once, at min_k t_k, into class argmin_k t_k."""
+    W, b = lin.weight.double(), lin.bias.double()
+    x = x.flatten(1).double()
+    z = x @ W.T + b
+    p = torch.softmax(z, 1)
+    onehot = torch.nn.functional.one_hot(y, W.shape[0]).double()
+    s = torch.sign((p - onehot) @ W)
+    slope = s @ W.T - (s * W[y]).sum(1, keepdim=True)  # (w_k - w_y).s
+    m0 = z.gather(1, y[:, None]) - z
+    t = torch.where(slope > 0, m0 / slope.clamp(min=1e-300), torch.full_like(m0, math.inf))
+    t.scatter_(1, y[:, None], math.inf)
+    d, cls = t.min(1)
+    return torch.where(d <= d_max, d, math.inf), torch.where(d <= d_max, cls, -1)
+
+
+def test_linear_classifier_distance_matches_closed_form():
+    model = linear_model(d=4, c=4)
+    x = 3 * torch.randn(400, 1, 2, 2, generator=torch.Generator().manual_seed(1))
+    y = model(x).argmax(1)  # the source is right everywhere
+    d, cls = linear_closed_form(model[1], x, y, d_max=2.0)
+    finite = torch.isfinite(d)
+    assert 300 < finite.sum() < 400  # flips within d_max, and beyond it
+    evals = {}
+    for search in ("brent", "bisection"):
+        pts, evals[search] = measure_points(
+            model, model, x, y, {"search": search, "tol": TOL, "d_max": 2.0}
+        )
+        assert torch.equal(torch.isfinite(pts.d_source), finite)
+        err = pts.d_source[finite] - d[finite]
+        # d is the flipped end of a bracket of width <= tol around the boundary
+        assert err.min() >= -1e-6 and err.max() <= TOL + 1e-6
+        assert torch.equal(pts.adv_source[finite], cls[finite])
+        assert torch.equal(pts.matched, finite)
+    # a linear margin is hit by the first secant step, so the root search is much cheaper
+    assert evals["brent"] < 0.6 * evals["bisection"]
+
+
+def test_identical_models_score_exactly_one(digits_mlps, digits_dm):
+    m = digits_mlps[0]
+    x, y = digits_dm.test.x, digits_dm.test.y
+    for suspect in (m, copy.deepcopy(m)):
+        r = closeness(m, suspect, x, y, FAST)
+        assert r.score == 1.0 and r.match_rate == 1.0 and r.mean_distance == 0.0
+        assert r.ci_low == r.ci_high == 1.0 and r.stopped == "ci"
+        assert r.n_points == int(r.points.valid.sum()) >= FAST["min_points"]
+
+
+class Constant(nn.Module):
+    def __init__(self, num_classes: int, cls: int):
+        super().__init__()
+        self.logits = nn.Parameter(
+            torch.nn.functional.one_hot(torch.tensor(cls), num_classes).float()
+        )
+
+    def forward(self, x):
+        return self.logits.expand(len(x), -1)
+
+
+def test_suspect_predicting_one_class_never_matches(digits_mlps, digits_dm):
+    x, y = digits_dm.test.x, digits_dm.test.y
+    r = closeness(digits_mlps[0], Constant(10, 3), x, y, FAST)
+    assert r.match_rate == 0.0 and r.score == 0.0
+    p = r.points
+    # it is right on the 3s, but never flips
+    assert p.suspect_correct.sum() == (p.label == 3).sum() > 0
+    assert not torch.isfinite(p.d_suspect).any()
+
+
+def test_label_only_suspect_gives_the_white_box_result(digits_mlps, digits_dm):
+    src, sus = digits_mlps
+    x, y = digits_dm.test.x[:300], digits_dm.test.y[:300]
+    white, ev_white = measure_points(src, sus, x, y)
+    black, ev_black = measure_points(src, LabelOnly(sus), x, y)
+    assert torch.equal(white.matched, black.matched)
+    assert torch.equal(white.adv_suspect, black.adv_suspect)
+    both = torch.isfinite(white.d_suspect)
+    assert torch.equal(both, torch.isfinite(black.d_suspect)) and both.sum() > 100
+    assert (white.d_suspect[both] - black.d_suspect[both]).abs().max() <= TOL
+    assert ev_black > ev_white  # bisection needs more passes than the margin search
+    w = closeness(src, sus, x, y, FAST)
+    b = closeness(src, LabelOnly(sus), x, y, FAST)
+    assert b.suspect_output == "labels" and w.suspect_output == "logits"
+    assert w.match_rate == b.match_rate and abs(w.score - b.score) < 1e-3
+
+
+def test_ci_shrinks_as_points_grow(digits_mlps, digits_dm):
+    src, sus = digits_mlps
+    x, y = digits_dm.test.x, digits_dm.test.y
+    widths = []
+    for n in (40, 160):
+        r = closeness(
+            src,
+            sus,
+            x,
+            y,
+            {**FAST, "ci_tol": 1e-9, "min_points": n, "max_points": n, "batch_points": 40},
+        )
+        assert r.n_points == n and r.stopped == "max_points"
+        assert r.ci_low <= r.score <= r.ci_high
+        widths.append(r.ci_high - r.ci_low)
+    assert 0 < widths[1] < 0.75 * widths[0]  # ~ 1/sqrt(4) = 0.5 of the width
+
+
+def test_score_formula_known_answer():
+    p = Points(
+        index=torch.arange(4),
+        label=torch.zeros(4, dtype=torch.long),
+        valid=torch.ones(4, dtype=torch.bool),
+        d_source=torch.tensor([1.0, 2.0, 1.0, 1.0], dtype=torch.float64),
+        d_suspect=torch.tensor([1.5, 2.0, math.inf, 3.0], dtype=torch.float64),
+        adv_source=torch.tensor([1, 2, 3, 4]),
+        adv_suspect=torch.tensor([1, 2, -1, 5]),
+        suspect_correct=torch.ones(4, dtype=torch.bool),
+        matched=torch.tensor([True, True, False, False]),
+    )
+    t = score_terms(p, torch.ones(1, 4), tol=0.0)
+    assert t["match_rate"].item() == 0.5
+    assert t["mean_distance"].item() == pytest.approx(0.5 / 3)
+    assert t["signed_mean_distance"].item() == pytest.approx(0.5 / 3)
+    assert t["score"].item() == pytest.approx(0.5 * (1 - 0.5 / 3))
+    # shifts within tol are no shift; a huge shift floors the distance term at 0
+    assert score_terms(p, torch.ones(1, 4), tol=0.5)["score"].item() == 0.5
+    p.d_suspect[0] = 100.0
+    assert score_terms(p, torch.ones(1, 4), tol=0.0)["score"].item() == 0.0
+
+
+def test_closeness_threshold_is_calibrated_on_references():
+    assert closeness_threshold([0.2, 0.1]) == pytest.approx(0.2 + 0.25 * 0.8)
+    assert closeness_threshold([]) == 0.5
+    assert closeness_threshold([1.0]) == 1.0
+    with pytest.raises(LineageError, match="reference scores"):
+        closeness_threshold([0.1, float("nan")])
+
+
+def test_bad_input_raises_clear_errors(digits_mlps, digits_dm):
+    src = digits_mlps[0]
+    x, y = digits_dm.test.x[:50], digits_dm.test.y[:50]
+    five = models.build("mlp", 5, 1, 8, hidden=[8])
+    with pytest.raises(LineageError, match="suspect has 5 classes, the source 10"):
+        closeness(src, five, x, y, FAST)
+    r = closeness(src, five, x, y, {**FAST, "allow_class_mismatch": True})
+    assert r.n_points > 0  # the transfer route compares labels
+    bad = x.clone()
+    bad[3, 0, 2, 2] = math.nan
+    with pytest.raises(LineageError, match="NaN or Inf"):
+        closeness(src, src, bad, y, FAST)
+    with pytest.raises(LineageError, match="empty"):
+        closeness(src, src, x[:0], y[:0], FAST)
+    wrong = (src(x).argmax(1) + 1) % 10  # labels the source always gets wrong
+    with pytest.raises(LineageError, match="no valid point left"):
+        closeness(src, src, x, wrong, FAST)
+    with pytest.raises(LineageError, match="unknown keys"):
+        closeness(src, src, x, y, {"d_mx": 3})
+    with pytest.raises(LineageError, match="white-box"):
+        closeness(LabelOnly(src), src, x, y, FAST)
+    nan_model = copy.deepcopy(src)
+    with torch.no_grad():
+        nan_model.head.bias[0] = math.nan
+    with pytest.raises(LineageError, match="suspect: produced NaN"):
+        closeness(src, nan_model, x, y, FAST)
+    with pytest.raises(LineageError, match="labels must lie in 0..9"):
+        closeness(src, src, x, y + 10, FAST)
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch):
+    from lineage.evaluate import closeness as mod
+
+    monkeypatch.setattr(mod.sys.stderr, "isatty", lambda: False, raising=False)
+    assert mod._progress(True, 10, "closeness") is None
+    monkeypatch.setattr(mod.sys.stderr, "isatty", lambda: True, raising=False)
+    bar = mod._progress(True, 10, "closeness")
+    assert bar is not None and bar.total == 10
+    bar.close()
+    assert mod._progress(False, 10, "closeness") is None

@@ -1,0 +1,288 @@
+import copy
+import math
+
+import pytest
+import torch
+
+from lineage import models
+from lineage.errors import LineageError
+from lineage.evaluate.basin import (
+    DeterminationResult,
+    barrier_of,
+    determine,
+    evaluate,
+    kept_channels,
+    reestimate_bn,
+    settings,
+)
+from lineage.evaluate.calibration import calibrate
+from lineage.evaluate.verdict import combine
+from lineage.modifications import derive
+from lineage.modifications.pruning import shrink
+from lineage.training import train_classifier
+from lineage.utils import seed_all
+
+CFG: dict = {}  # conf/determination defaults: 11 alphas, BN re-estimation, alignment
+
+
+def trained(dm, train_cfg, arch, seed, **kw):
+    seed_all(seed)
+    model, _ = train_classifier(models.build(arch, 10, 1, 8, **kw), dm, train_cfg, seed)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def mlps(digits_dm, fast_train):
+    """A parent and two independent references (other seeds)."""
+    return [trained(digits_dm, fast_train, "mlp", s) for s in (0, 1, 2)]
+
+
+@pytest.fixture(scope="module")
+def resnets(digits_dm, fast_train):
+    return [trained(digits_dm, fast_train, "resnet18", s, width=0.125) for s in (0, 1)]
+
+
+@pytest.fixture(scope="module")
+def probe(digits_dm):
+    return digits_dm.test.x, digits_dm.test.y
+
+
+def noisy(model, std, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in out.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * std)
+    return out
+
+
+def rescaled(model, c):
+    """Each conv feeding a BatchNorm scaled by c, the BN statistics with it: BN makes this
+    the same function (up to BN's eps), but the running statistics no longer interpolate
+    linearly along the path."""
+    out = copy.deepcopy(model)
+    mods = dict(out.named_modules())
+    with torch.no_grad():
+        for name, m in mods.items():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                base, last = name.rsplit(".", 1)
+                conv = (
+                    {"bn1": f"{base}.conv1", "bn2": f"{base}.conv2", "1": f"{base}.0"}.get(last)
+                    if not base == "features"
+                    else f"features.{int(last) - 1}"
+                )
+                mods[conv].weight.mul_(c)
+                m.running_mean.mul_(c)
+                m.running_var.mul_(c * c)
+    return out
+
+
+def test_identical_models_have_no_barrier(mlps, probe):
+    p, r1, r2 = mlps
+    refs = [barrier_of(p, r1, *probe, CFG)]
+    res = determine(p, copy.deepcopy(p), *probe, CFG, refs)
+    assert abs(res.barrier) < 1e-6 and res.is_lineage and res.basin_is_lineage
+    assert res.calibrated and res.threshold == pytest.approx(0.5 * refs[0])
+    assert len(res.curve) == 11 and [c["alpha"] for c in res.curve][::5] == [0.0, 0.5, 1.0]
+    assert all(c["loss"] == pytest.approx(res.loss_parent, abs=1e-6) for c in res.curve)
+    assert res.method == "basin+aligned" and res.aligned and res.margin > 0
+
+
+def test_tiny_weight_noise_is_lineage(mlps, probe):
+    p, r1, _ = mlps
+    refs = [barrier_of(p, r1, *probe, CFG)]
+    assert determine(p, noisy(p, 1e-4), *probe, CFG, refs).is_lineage
+    assert determine(p, noisy(p, 1e-4), *probe, CFG).is_lineage  # uncalibrated fallback
+
+
+def test_independent_models_are_not_lineage(mlps, probe):
+    p, r1, r2 = mlps
+    refs = [barrier_of(p, r2, *probe, CFG)]  # calibrated on a third independent model
+    res = determine(p, r1, *probe, CFG, refs)
+    assert not res.is_lineage and res.calibrated and res.barrier > res.threshold > 0
+    fallback = determine(p, r1, *probe, CFG)
+    assert not fallback.is_lineage and not fallback.calibrated
+    assert fallback.threshold == pytest.approx(
+        0.1 * (fallback.loss_parent + fallback.loss_suspect) / 2
+    )
+
+
+@pytest.mark.parametrize("arch", ["mlp", "resnet18"])
+def test_permuted_copy_is_lineage_only_with_alignment(mlps, resnets, probe, digits_dm, arch):
+    p, r1 = (mlps if arch == "mlp" else resnets)[:2]
+    perm = derive(p, digits_dm, {"name": "permute"}, 1.0, seed=0).model
+    refs = [barrier_of(p, r1, *probe, CFG)]
+    aligned = determine(p, perm, *probe, CFG, refs)
+    assert aligned.is_lineage and aligned.aligned and aligned.barrier < 1e-4
+    raw = determine(p, perm, *probe, {"align": False}, refs)
+    assert not raw.is_lineage and not raw.aligned and raw.method == "basin"
+    assert raw.barrier > raw.threshold and raw.barrier > 1000 * max(aligned.barrier, 1e-6)
+
+
+def test_bn_reestimation_is_what_makes_a_bn_child_lineage(resnets, probe):
+    p, r1 = resnets
+    child = rescaled(p, 4.0)
+    x = probe[0][:64]
+    assert (child(x) - p(x)).abs().max() < 0.05  # the same function, up to BN's eps
+    res = determine(p, child, *probe, CFG, [barrier_of(p, r1, *probe, CFG)])
+    assert res.is_lineage and res.barrier < 1e-3
+    off = {"bn_reestimate": False}
+    stale = determine(p, child, *probe, off, [barrier_of(p, r1, *probe, off)])
+    assert not stale.is_lineage and stale.barrier > 100 * max(res.barrier, 1e-5)
+
+
+def test_reestimate_bn_is_a_cumulative_average_over_the_batches():
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.BatchNorm1d(3)).eval()
+    m[0].running_mean.fill_(5.0)
+    x = torch.randn(40, 3) * 2 + 1
+    reestimate_bn(m, x, batches=4, batch_size=10)
+    assert torch.allclose(m[0].running_mean, x.mean(0), atol=1e-6)
+    batch_vars = torch.stack([x[i : i + 10].var(0) for i in range(0, 40, 10)])
+    assert torch.allclose(m[0].running_var, batch_vars.mean(0), atol=1e-5)
+    assert m[0].momentum == 0.1 and not m.training
+
+
+def test_transfer_head_uses_the_trunk_route(mlps, probe):
+    p = mlps[0]
+    child = models.build("mlp", 5, 1, 8)
+    child.load_state_dict(
+        {**p.state_dict(), "head.weight": torch.randn(5, 128), "head.bias": torch.zeros(5)}
+    )
+    res = determine(p, child, *probe, CFG)
+    assert res.method.startswith("trunk") and res.is_lineage
+    assert res.barrier == pytest.approx(0, abs=1e-6)
+    assert res.loss_suspect == pytest.approx(res.loss_parent, abs=1e-6)  # parent's head
+    same = determine(p, copy.deepcopy(p), *probe, CFG, suspect_record={"task": {"x": 1}})
+    assert same.method.startswith("trunk")
+
+
+@pytest.mark.parametrize("arch", ["mlp", "resnet18"])
+def test_structured_pruned_suspect_maps_back(mlps, resnets, probe, arch):
+    p = (mlps if arch == "mlp" else resnets)[0]
+    small, kept = shrink(p, 0.25)
+    own_loss, _ = evaluate(small, *probe, 500)
+    for record, route in (
+        ({"kept_channels": kept}, "basin+pruned-map+aligned"),
+        (None, "basin+pruned-match+aligned"),
+    ):
+        res = determine(p, small, *probe, {"bn_reestimate": False}, suspect_record=record)
+        assert res.method == route
+        assert res.loss_suspect == pytest.approx(own_loss, abs=1e-4)  # zeros keep the function
+    no_align = determine(p, small, *probe, {"align": False}, suspect_record={"kept_channels": kept})
+    assert no_align.method == "basin+pruned-map" and not no_align.aligned
+
+
+def test_kept_channels_compose_along_a_chain():
+    rec = {
+        "chain": [
+            {"name": "pruning", "record": {"kept_channels": {"a": [1, 3, 5, 7]}}},
+            {"name": "finetune"},
+            {"name": "pruning", "record": {"kept_channels": {"a": [0, 2]}}},
+        ]
+    }
+    assert kept_channels(rec) == {"a": [1, 5]}
+    assert kept_channels({"kept_channels": {"b": [2]}}) == {"b": [2]}
+    assert kept_channels(None) is None
+
+
+def test_other_architecture_falls_back_to_function(mlps, probe):
+    p = mlps[0]
+    student = models.build("lenet", 10, 1, 8)
+    res = determine(p, student, *probe, CFG)
+    assert res.method == "function" and res.basin_is_lineage is None
+    assert res.barrier is None and not res.is_lineage and "lenet" in res.reason
+    yes = combine(res, 0.9, 0.5)
+    assert yes.is_lineage and yes.function_is_lineage and yes.method == "function"
+    no = combine(res, 0.2, 0.5)
+    assert not no.is_lineage and no.function_is_lineage is False
+    # a wider MLP has no weight-space route either (more units than the parent)
+    wide = models.build("mlp", 10, 1, 8, hidden=[256, 128])
+    assert determine(p, wide, *probe, CFG).method == "function"
+
+
+def result(basin):
+    return DeterminationResult(
+        is_lineage=basin,
+        basin_is_lineage=basin,
+        function_is_lineage=None,
+        barrier=0.1,
+        barrier_rel=0.5,
+        error_barrier=0.0,
+        threshold=0.2,
+        margin=0.1,
+        method="basin+aligned",
+        route="basin+aligned",
+        aligned=True,
+        calibrated=True,
+    )
+
+
+def test_combine_records_which_evidence_decided():
+    both = combine(result(True), 0.9, 0.5)
+    assert both.is_lineage and both.method == "basin+aligned" and both.function_is_lineage
+    func = combine(result(False), 0.9, 0.5)
+    assert func.is_lineage and func.method == "function" and func.basin_is_lineage is False
+    neither = combine(result(False), 0.1, 0.5)
+    assert not neither.is_lineage and neither.method == "basin+aligned"
+    unknown = combine(result(False), None, None)
+    assert unknown.function_is_lineage is None and not unknown.is_lineage
+    assert combine(result(False), math.nan, 0.5).function_is_lineage is None
+    flat = func.to_dict()
+    assert flat["function_score"] == 0.9 and "curve" not in flat
+    assert all(not isinstance(v, list | dict) for v in flat.values())
+
+
+def test_calibrate():
+    s = settings({})
+    assert calibrate([0.4, 0.2, None, math.nan], (1.0, 1.0), s) == (pytest.approx(0.1), True)
+    assert calibrate([], (0.2, 0.4), s) == (pytest.approx(0.1 * 0.3), False)
+    assert calibrate(None, (0.2, 0.4), {**s, "fallback_rel": 0.5}) == (pytest.approx(0.15), False)
+
+
+def test_refinement_bisects_around_the_maximum(mlps, probe):
+    p, r1, _ = mlps
+    grid = determine(p, r1, *probe, CFG)
+    fine = determine(p, r1, *probe, {"refine": 2})
+    alphas = [c["alpha"] for c in fine.curve]
+    assert alphas == sorted(alphas) and 11 < len(alphas) <= 15
+    assert fine.barrier >= grid.barrier - 1e-9
+    assert "curve" in fine.to_dict(curve=True)
+
+
+def test_parent_and_suspect_are_not_modified(resnets, probe):
+    p, r1 = resnets
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in (p, r1)]
+    determine(p, r1, *probe, CFG)
+    for m, b in zip((p, r1), before):
+        assert all(torch.equal(m.state_dict()[k], v) for k, v in b.items())
+
+
+def test_bad_inputs(mlps, probe):
+    p = mlps[0]
+    x, y = probe
+    for bad in (math.nan, math.inf):
+        s = copy.deepcopy(p)
+        with torch.no_grad():
+            s.features[1].weight[0, 0] = bad
+        with pytest.raises(LineageError, match=r"suspect.*features\.1\.weight.*NaN or Inf"):
+            determine(p, s, x, y, CFG)
+        with pytest.raises(LineageError, match="parent"):
+            determine(s, p, x, y, CFG)
+    with pytest.raises(LineageError, match="empty"):
+        determine(p, p, x[:0], y[:0], CFG)
+    with pytest.raises(LineageError, match="labels"):
+        determine(p, p, x[:10], y[:9], CFG)
+    with pytest.raises(LineageError, match="class indices"):
+        determine(p, p, x[:10], y[:10] + 10, CFG)
+    with pytest.raises(LineageError, match="do not fit"):
+        determine(p, p, torch.rand(10, 1, 5, 5), y[:10], CFG)
+    shallow = models.build("mlp", 10, 1, 8, hidden=[128])  # same name "mlp", fewer layers
+    with pytest.raises(LineageError, match=r"missing \['features\.3\.bias', 'features\.3"):
+        determine(p, shallow, x, y, CFG)
+    with pytest.raises(LineageError, match="determination.alphas"):
+        determine(p, p, x, y, {"alphas": 1})
+    with pytest.raises(LineageError, match="determination.gamma"):
+        determine(p, p, x, y, {"gamma": -1})
+    with pytest.raises(LineageError, match="determination.align"):
+        determine(p, p, x, y, {"align": "yes"})
