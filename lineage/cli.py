@@ -75,8 +75,8 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         cfg["data"]["classes"] = task_of(pmeta)[1]
     seed = int(pmeta.get("seed") or 0)
     dm = datamodule_from_config(cfg["data"])
-    if parent.head.out_features != dm.num_classes:
-        raise LineageError(f"{args.parent} has {parent.head.out_features} outputs but data "
+    if models.head_of(parent).out_features != dm.num_classes:
+        raise LineageError(f"{args.parent} has {models.head_of(parent).out_features} outputs but data "
                            f"{dm.name!r} has {dm.num_classes} classes")
     zoo = Zoo(cfg["paths"]["zoo"])
     refs = [trained_model(cfg, dm, zoo, reference_seed(seed, i), "independent", Tracker())[0]

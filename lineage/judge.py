@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .models import head_of
+
 from .evaluate.basin import DeterminationResult, determine, settings
 from .evaluate.calibration import calibrate
 from .evaluate.closeness import ClosenessResult, closeness, closeness_threshold
@@ -48,7 +50,8 @@ class Graft(nn.Module):
 
     def __init__(self, suspect: nn.Module, parent: nn.Module):
         super().__init__()
-        self.features, self.head = suspect.features, parent.head
+        self.features: nn.Module = suspect.features  # type: ignore[assignment]
+        self.head = head_of(parent)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -56,12 +59,12 @@ class Graft(nn.Module):
 
 def closeness_view(parent: nn.Module, suspect: Suspect) -> tuple[Callable[..., Any], str]:
     """What closeness queries, and the route it takes."""
-    if suspect.model.head.out_features != parent.head.out_features:
+    if head_of(suspect.model).out_features != head_of(parent).out_features:
         return Graft(suspect.model, parent), "trunk"
     return (suspect.blackbox or suspect.model), "direct"
 
 
-def _recalibrate(r: DeterminationResult, barriers: Sequence[float | None],
+def _recalibrate(r: DeterminationResult, barriers: Sequence[float],
                  cfg: Mapping[str, Any]) -> DeterminationResult:
     if r.barrier is None or r.loss_parent is None or r.loss_suspect is None:
         return r
@@ -84,7 +87,8 @@ def judge(parent: nn.Module, suspect: Suspect | None, references: Sequence[nn.Mo
     px, py = x[:probe], y[:probe]
     t0 = time.perf_counter()
     ref_det = [determine(parent, r, px, py, dcfg) for r in references]
-    barriers = [r.barrier for r in ref_det]
+    all_barriers = [r.barrier for r in ref_det]
+    barriers = [b for b in all_barriers if b is not None]
     sus_det = (determine(parent, suspect.model, px, py, dcfg, barriers, None, suspect.record)
                if suspect else None)
     t1 = time.perf_counter()
@@ -97,7 +101,7 @@ def judge(parent: nn.Module, suspect: Suspect | None, references: Sequence[nn.Mo
     t2 = time.perf_counter()
     out_refs = []
     for i, (d, c) in enumerate(zip(ref_det, ref_close)):
-        others = [b for j, b in enumerate(barriers) if j != i]
+        others = [b for j, b in enumerate(all_barriers) if j != i and b is not None]
         other_scores = [s for j, s in enumerate(scores) if j != i]
         d = combine(_recalibrate(d, others, dcfg), c.score, closeness_threshold(other_scores))
         out_refs.append(Verdict(d, c))

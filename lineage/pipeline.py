@@ -85,7 +85,7 @@ def derive_model(cfg: dict[str, Any], dm: DataModule, parent: nn.Module, pmeta: 
     log.info("deriving %s (%s, ratio %g) from %s", did, mod["name"], ratio, pmeta["id"])
     d = derive(parent, dm, mod, ratio, seed, tracker.lightning_logger("derived"))
     acc = d.effect.get("accuracy")
-    if acc is None and d.model.head.out_features == dm.num_classes:
+    if acc is None and models.head_of(d.model).out_features == dm.num_classes:
         acc = accuracy(d.model, dm.test.x, dm.test.y)
     step = {"modification": mod["name"], "ratio": ratio, "config": mod}
     meta = {"id": did, "parent_id": pmeta["id"], "modification": mod["name"], "ratio": ratio,

@@ -59,7 +59,8 @@ class WandbTracker(Tracker):
                                "use logger=csv or logger=none") from None
         self.online = mode == "online"
         self.run = wandb.init(
-            project=project, name=name, group=group, config=cfg, dir=str(out_dir), mode=mode,
+            project=project, name=name, group=group, config=cfg, dir=str(out_dir),
+            mode=mode,  # type: ignore[arg-type]  # checked against wandb's literals by wandb
             tags=tags, reinit="finish_previous",
             settings=wandb.Settings(console="off", x_disable_stats=True, silent=True,
                                     disable_git=True),

@@ -122,5 +122,7 @@ def train_classifier(model: nn.Module, datamodule: Any, cfg: TrainCfg, seed: int
                      logger: Any = None) -> tuple[nn.Module, float]:
     """Train `model` on the datamodule's task; return it (eval mode) and its test accuracy."""
     module = fit(Classifier(model, cfg, datamodule.num_classes), datamodule, cfg, seed, logger)
-    model = module.model.eval()
+    assert isinstance(module, Classifier)
+    model = module.model
+    model.eval()
     return model, accuracy(model, datamodule.test.x, datamodule.test.y)

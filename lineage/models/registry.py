@@ -38,3 +38,11 @@ def arch_of(model: nn.Module) -> dict[str, Any]:
     if not isinstance(arch, dict):
         raise LineageError("model was not built by lineage.models.build (no .arch record)")
     return arch
+
+
+def head_of(model: nn.Module) -> nn.Linear:
+    """The last Linear of a lineage model (every architecture here has one as `.head`)."""
+    head = getattr(model, "head", None)
+    if not isinstance(head, nn.Linear):
+        raise LineageError("model has no Linear .head (was it built by lineage.models.build?)")
+    return head

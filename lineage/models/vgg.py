@@ -4,7 +4,7 @@ from torch import nn
 
 from .registry import register
 
-VGG11 = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
+VGG11: list[int | str] = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
 
 
 class VGG(nn.Module):
@@ -40,5 +40,5 @@ class VGG(nn.Module):
 def vgg11(num_classes: int, in_channels: int, input_size: tuple[int, int], width: float = 0.25,
           channels: Sequence[int] | None = None) -> nn.Module:
     if channels is None:
-        channels = [max(1, int(round(v * width))) for v in VGG11 if v != "M"]
+        channels = [max(1, int(round(v * width))) for v in VGG11 if isinstance(v, int)]
     return VGG(in_channels, input_size, num_classes, list(channels))
