@@ -1,0 +1,71 @@
+"""What every experiment shares: where outputs go, reading the zoo's pairs table, and writing
+one table as CSV + Markdown and one figure as PNG."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+# A modification's own data (transfer) is read beside the parent's, from the shared root.
+os.environ.setdefault("LINEAGE_DATA", str(ROOT.parent / "shared" / "data"))
+
+from lineage.errors import LineageError  # noqa: E402
+from lineage.report.html import md_table  # noqa: E402
+
+OUTPUTS = ROOT / "outputs" / "experiments"
+
+# The project's detectors and the peer baselines, as score columns of the pairs table
+# (higher = lineage). verdict_score is >= 0 exactly when the project's verdict is lineage.
+PROJECT_SCORES = {"verdict": "verdict_score", "-barrier": "neg_barrier", "closeness": "closeness"}
+BASELINE_NAMES = ("agreement", "modeldiff", "ipguard", "sacw", "akh", "weights")
+
+
+def out_dir(preset: str, experiment: str | None = None, root: Path = OUTPUTS) -> Path:
+    d = root / preset / experiment if experiment else root / preset
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def read_pairs(preset: str, root: Path = OUTPUTS) -> pd.DataFrame:
+    path = root / preset / "pairs.csv"
+    if not path.exists():
+        raise LineageError(
+            f"{path} does not exist: build the zoo first (python experiments/zoo.py "
+            f"--preset {preset})"
+        )
+    return pd.read_csv(path)
+
+
+def write_table(df: pd.DataFrame, out: Path, name: str, title: str) -> str:
+    """`name`.csv and `name`.md (a titled Markdown table); returns the Markdown."""
+    df.to_csv(out / f"{name}.csv", index=False)
+    md = f"### {title}\n\n{md_table(df)}\n"
+    (out / f"{name}.md").write_text(md)
+    return md
+
+
+def save_figure(fig: Figure, out: Path, name: str) -> Path:
+    path = out / f"{name}.png"
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    return path
+
+
+def new_figure(width: float = 6.4, height: float = 4.2) -> Figure:
+    return Figure(figsize=(width, height), dpi=100)
+
+
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=(doc or "").splitlines()[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    p.add_argument("--preset", default="digits_mlp", help="zoo preset (see experiments/zoo.py)")
+    p.add_argument("--outputs", type=Path, default=OUTPUTS, help="experiments output root")
+    return p

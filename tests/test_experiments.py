@@ -1,0 +1,255 @@
+"""The benchmark zoo and the paper's experiments, end to end on a tiny digits zoo: the tables
+have their documented columns, ground truth follows the lineage records, a rerun resumes from
+the cache, the per-parent judging equals lineage.judge.judge, and the metrics equal a hand
+computation on the produced rows."""
+
+from __future__ import annotations
+
+import math
+from itertools import product
+
+import pandas as pd
+import pytest
+
+from experiments import closeness, compare, determination, runtime, sampling, zoo
+from lineage import models
+from lineage.cli import compose
+from lineage.data import datamodule_from_config
+from lineage.judge import Suspect, judge
+
+pytestmark = pytest.mark.slow
+
+TINY = zoo.Preset(
+    name="tiny",
+    overrides=[
+        "experiment=smoke",
+        "data.epochs=10",
+        "determination.probe_points=200",
+        "closeness.max_points=100",
+    ],
+    parents=2,
+    ratios=[0.1, 0.5],
+    modifications=["finetune", "noise", "pruning"],
+    options={"finetune": {"epochs": 1}},
+    grand=[(("pruning", 0.5), ("noise", 0.1))],
+    references=2,
+    seeds=1,
+    halves=1,
+    cross_arch=["model=lenet"],
+    baselines={
+        "agreement": {"n_points": 200},
+        "modeldiff": {"n_points": 30},
+        "ipguard": {"n_points": 30, "steps": 20},
+        "sacw": {"n_points": 20},
+        "akh": {"n_points": 30},
+    },
+)
+PAIR_COLUMNS = [
+    "parent_id",
+    "model_id",
+    "kind",
+    "truth",
+    "modification",
+    "ratio",
+    "model_accuracy",
+    "is_lineage",
+    "basin_is_lineage",
+    "function_is_lineage",
+    "method",
+    "route",
+    "barrier",
+    "neg_barrier",
+    "threshold",
+    "margin",
+    "closeness",
+    "closeness_threshold",
+    "match_rate",
+    "mean_distance",
+    "closeness_ci_low",
+    "closeness_ci_high",
+    "closeness_points",
+    "verdict_score",
+    "determination_s",
+    "closeness_s",
+    *(f"{b}{s}" for b, s in product(zoo.BASELINE_NAMES, ("", "_s", "_note"))),
+]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("experiments")
+    out, zoo_root = root / "tiny", root / "zoo"
+    pairs = zoo.build(TINY, out, zoo_root, say=lambda s: None)
+    return pairs, out, zoo_root
+
+
+def test_pairs_table_columns_and_size(built):
+    pairs, out, _ = built
+    assert set(PAIR_COLUMNS) <= set(pairs.columns)
+    # per parent: 3 modifications x 2 ratios + 1 derived-of-derived = 7 own derived models;
+    # the other parent's 7, the other parent itself, 3 independents: 18 pairs per parent.
+    assert len(pairs) == 2 * 18
+    assert pairs.groupby("parent_id").size().tolist() == [18, 18]
+    assert not pairs.duplicated(["parent_id", "model_id"]).any()
+    m = pd.read_csv(out / "models.csv")
+    assert sorted(m["role"].value_counts().items()) == [
+        ("derived", 14),
+        ("independent_arch", 1),
+        ("independent_half", 1),
+        ("independent_seed", 1),
+        ("parent", 2),
+        ("reference", 4),
+    ]
+    assert (out / "pairs.csv").exists() and (out / "zoo.md").exists()
+
+
+def test_ground_truth_follows_lineage_records(built):
+    pairs, out, _ = built
+    m = pd.read_csv(out / "models.csv").set_index("id")
+    expected = {
+        "derived": 1,
+        "other_parent_derived": 0,
+        "other_parent": 0,
+        "independent_seed": 0,
+        "independent_half": 0,
+        "independent_arch": 0,
+    }
+    assert set(pairs["kind"]) == set(expected)
+    for _, r in pairs.iterrows():
+        assert r["truth"] == expected[r["kind"]], (r["kind"], r["model_id"])
+        assert r["truth"] == int(m.loc[r["model_id"], "root_id"] == r["parent_id"])
+    # derived-of-derived is lineage to the root, and its record names both steps
+    grand = pairs[pairs["modification"] == "pruning>noise"]
+    assert len(grand) == 4 and sorted(grand["truth"]) == [0, 0, 1, 1]
+    own = grand[grand["truth"] == 1]
+    assert (own["parent_id"].to_numpy() != m.loc[own["model_id"], "parent_id"].to_numpy()).all()
+    # the references calibrate; they are never judged as suspects
+    refs = set(m[m["role"] == "reference"].index)
+    assert not refs & set(pairs["model_id"])
+
+
+def test_verdicts_on_tiny_zoo(built):
+    pairs, _, _ = built
+    # mildly modified models share the parent's basin; the other parent does not
+    mild = pairs[(pairs["kind"] == "derived") & (pairs["ratio"] == 0.1)]
+    assert mild["is_lineage"].all()
+    assert not pairs[pairs["kind"] == "other_parent"]["is_lineage"].any()
+    cross = pairs[pairs["kind"] == "independent_arch"]
+    assert cross["barrier"].isna().all() and cross["weights"].isna().all()
+    assert (cross["method"] == "function").all()
+    # the verdict score's sign is the verdict
+    s = pairs["verdict_score"]
+    assert ((s >= 0) == pairs["is_lineage"].astype(bool)).all()
+
+
+def test_rerun_resumes_from_cache(built):
+    pairs, out, zoo_root = built
+    again = zoo.build(TINY, out, zoo_root, say=lambda s: None)
+    summary = pd.read_csv(out / "zoo.csv")
+    assert int(summary["pairs_judged_now"].iloc[0]) == 0
+    cols = ["parent_id", "model_id", "truth", "is_lineage", "barrier", "closeness", "akh"]
+    pd.testing.assert_frame_equal(again[cols], pairs[cols])
+
+
+def test_judge_suspect_equals_judge(built):
+    pairs, _, zoo_root = built
+    cfg = compose([*TINY.overrides, "logger=none", "closeness.progress=false"])
+    dm = datamodule_from_config(cfg["data"])
+    r = pairs[(pairs["kind"] == "derived") & (pairs["modification"] == "finetune")].iloc[0]
+    store = zoo.Zoo(zoo_root)
+    parent, _ = models.load(store.path(r["parent_id"]))
+    suspect, meta = models.load(store.path(r["model_id"]))
+    m = pd.read_csv(built[1] / "models.csv")
+    seed = int(m.set_index("id").loc[r["parent_id"], "seed"])
+    ref_ids = m[
+        (m["role"] == "reference") & m["seed"].isin([zoo.reference_seed(seed, i) for i in range(2)])
+    ]["id"]
+    refs = [models.load(store.path(i))[0] for i in ref_ids]
+    assert len(refs) == 2
+    want, _, _ = judge(
+        parent, Suspect(suspect, meta.get("record")), refs, dm.test.x, dm.test.y, cfg, seed
+    )
+    assert want is not None
+    assert r["barrier"] == pytest.approx(want.determination.barrier)
+    assert r["threshold"] == pytest.approx(want.determination.threshold)
+    assert r["closeness"] == pytest.approx(want.closeness.score)
+    assert r["closeness_threshold"] == pytest.approx(want.determination.function_threshold)
+    assert bool(r["is_lineage"]) == want.determination.is_lineage
+
+
+def _auc_by_hand(truth: list[int], score: list[float]) -> float:
+    pos = [s for t, s in zip(truth, score) if t == 1]
+    neg = [s for t, s in zip(truth, score) if t == 0]
+    pos = [-math.inf if math.isnan(s) else s for s in pos]
+    neg = [-math.inf if math.isnan(s) else s for s in neg]
+    won = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return won / (len(pos) * len(neg))
+
+
+def test_experiment_tables_match_hand_computation(built, tmp_path):
+    pairs, _, _ = built
+    det = determination.run(pairs, tmp_path)
+    s = det["summary"].set_index("pairs").loc["all pairs"]
+    truth = pairs["truth"].tolist()
+    said = pairs["is_lineage"].astype(bool).tolist()
+    tp = sum(t == 1 and v for t, v in zip(truth, said))
+    fp = sum(t == 0 and v for t, v in zip(truth, said))
+    assert s["accuracy"] == pytest.approx(sum((t == 1) == v for t, v in zip(truth, said)) / 36)
+    assert s["tpr"] == pytest.approx(tp / sum(truth))
+    assert s["fpr"] == pytest.approx(fp / (36 - sum(truth)))
+    assert s["auc -barrier"] == pytest.approx(_auc_by_hand(truth, (-pairs["barrier"]).tolist()))
+    assert len(det["misjudged"]) == sum((t == 1) != v for t, v in zip(truth, said))
+    cm = det["confusion"].set_index("truth")
+    assert (
+        cm.loc["lineage", "judged lineage"] == tp and cm.loc["not lineage", "judged lineage"] == fp
+    )
+    for name in ("summary", "confusion", "by_modification", "by_kind", "misjudged"):
+        assert (tmp_path / f"{name}.csv").exists() and (tmp_path / f"{name}.md").exists()
+    assert (tmp_path / "confusion.png").exists() and (tmp_path / "barrier.png").exists()
+
+    cmp = compare.run(pairs, tmp_path)["methods"]
+    allp = cmp[cmp["pairs"] == "all pairs"].set_index("method")
+    assert list(allp.index) == ["verdict", "-barrier", "closeness", *zoo.BASELINE_NAMES]
+    for b in ("akh", "weights", "verdict"):
+        col = {"verdict": "verdict_score"}.get(b, b)
+        assert allp.loc[b, "auc"] == pytest.approx(_auc_by_hand(truth, pairs[col].tolist()))
+    assert allp.loc["weights", "scored"] == 36 - 2  # NaN across architectures
+    assert (tmp_path / "roc.png").exists() and (tmp_path / "verdict_vs.md").exists()
+
+    close = closeness.run(pairs, tmp_path)["spearman"].set_index("modification")
+    assert set(close.index) == {"finetune", "noise", "pruning"}
+    assert (close["n"] == 4).all()  # 2 parents x 2 ratios
+    assert (tmp_path / "closeness_vs_ratio.png").exists()
+
+    rt = runtime.run(pd.read_csv(built[1] / "models.csv"), pairs, tmp_path)["stages"]
+    stages = rt.set_index("stage")
+    assert stages.loc["judge: closeness", "n"] == 36
+    assert stages.loc["all stages", "total_s"] == pytest.approx(stages["total_s"].iloc[:-1].sum())
+
+
+def test_sampling_ablation(built, tmp_path):
+    pairs, _, zoo_root = built
+    t = sampling.run(
+        pairs, tmp_path, TINY.overrides, n_pairs=2, tols=(0.1,), max_points=100, zoo_root=zoo_root
+    )
+    runs = t["runs"]
+    assert len(runs) == 2 * 2 and set(runs["strategy"]) == {"stratified", "uniform"}
+    assert (runs["n_drawn"] >= runs["n_points"]).all()
+    assert ((runs["half_width"] <= 0.1) | (runs["stopped"] != "ci")).all()
+    assert (tmp_path / "points_vs_ci.png").exists()
+
+
+def test_presets_are_consistent():
+    for name, p in zoo.PRESETS.items():
+        assert p.name == name
+        assert p.parents >= 2 and len(p.ratios) == 3
+        assert p.seeds + p.halves + len(p.cross_arch) >= 6
+        # every preset composes: its base config, each modification with its options, and
+        # the cross-architecture models
+        base = [*p.overrides, "logger=none"]
+        mods = zoo.modification_configs(p, base)
+        assert "chain" not in mods and {"finetune", "permute", "transfer"} <= set(mods)
+        for m, opts in p.options.items():
+            assert all(mods[m][k] == v for k, v in opts.items())
+        for over in p.cross_arch:
+            assert compose([*base, over])["model"]["name"] != compose(base)["model"]["name"]
