@@ -25,8 +25,12 @@ def main(cfg: DictConfig) -> None:
     out_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     try:
-        metrics = run(to_container(cfg), out_dir, run_name=hc.job.override_dirname or "default",
-                      group=Path(hc.sweep.dir).name if multirun else None)
+        metrics = run(
+            to_container(cfg),
+            out_dir,
+            run_name=hc.job.override_dirname or "default",
+            group=Path(hc.sweep.dir).name if multirun else None,
+        )
     except LineageError as e:
         logging.getLogger("lineage").error("%s", e)
         if not multirun:

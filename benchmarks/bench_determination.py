@@ -6,7 +6,9 @@
 Parents and independent references come from the zoo (outputs/zoo, the same cache and
 specs as run.py); derived models are cached there too, so reruns only re-judge. Every
 suspect is judged with the threshold calibrated on all references; every reference is
-judged leave-one-out (threshold from the *other* references). The last table is the cost
+judged leave-one-out (threshold from the *other* references). With --closeness the
+function evidence (lineage.evaluate.closeness) joins in through verdict.combine, as in
+run.py, which is what can call distilled/extracted students lineage. The last table is the cost
 of one pair (11 alphas, the probe set, alignment included) with 2 and with 1 CPU threads.
 """
 
@@ -31,6 +33,8 @@ from lineage.cli import compose  # noqa: E402
 from lineage.data import datamodule_from_config  # noqa: E402
 from lineage.evaluate.basin import determine, settings  # noqa: E402
 from lineage.evaluate.calibration import calibrate  # noqa: E402
+from lineage.evaluate.closeness import closeness, closeness_threshold  # noqa: E402
+from lineage.evaluate.verdict import combine  # noqa: E402
 from lineage.pipeline import derive_model, reference_seed, trained_model  # noqa: E402
 from lineage.tracking import Tracker  # noqa: E402
 from lineage.training import accuracy  # noqa: E402
@@ -100,6 +104,8 @@ def row(
         "threshold": r.threshold,
         "verdict": verdict,
         "uncal.": fallback,
+        "closeness": r.function_score,
+        "close_tau": r.function_threshold,
         "method": r.method,
         "expect": expect,
         "ok": "" if ok is None else ("yes" if ok else "NO"),
@@ -118,7 +124,12 @@ def timing(
     before = torch.get_num_threads()
     for threads in (2, 1):
         torch.set_num_threads(threads)
-        secs = [determine(parent, other, x, y, dcfg).seconds for _ in range(7)]
+        secs, cpu = [], []
+        for _ in range(7):
+            c0 = time.process_time()
+            secs.append(determine(parent, other, x, y, dcfg).seconds)
+            cpu.append(time.process_time() - c0)
+        # CPU seconds show the work itself when other jobs share the cores (wall >> CPU).
         out.append(
             {
                 "threads": threads,
@@ -126,6 +137,8 @@ def timing(
                 "probe": len(y),
                 "best_s": min(secs),
                 "median_s": statistics.median(secs),
+                "cpu_s": min(cpu),
+                "load_avg_1min": os.getloadavg()[0],
             }
         )
     torch.set_num_threads(before)
@@ -152,12 +165,25 @@ def bench(setting: str, args: argparse.Namespace) -> None:
         f"{pmeta['accuracy']:.4f}, {len(refs)} references, {len(y)} probe points",
         flush=True,
     )
+    ccfg = {**cfg["closeness"], "progress": False}
+
+    def score(m: torch.nn.Module) -> float | None:
+        """The function evidence (closeness score), only with --closeness (it is slower)."""
+        if not args.closeness:
+            return None
+        return closeness(parent, m, dm.test.x, dm.test.y, ccfg, seed=int(cfg["seed"])).score
+
     ref_res = [determine(parent, r, x, y, dcfg) for r in refs]
     barriers = [r.barrier for r in ref_res]
+    scores = [score(r) for r in refs]
     rows = []
     for i, r in enumerate(refs):
+        # leave-one-out: each reference is judged against thresholds the others set
         loo = determine(parent, r, x, y, dcfg, [b for j, b in enumerate(barriers) if j != i])
+        others = [c for j, c in enumerate(scores) if j != i and c is not None]
+        loo = combine(loo, scores[i], closeness_threshold(others) if args.closeness else None)
         rows.append(row(f"independent {i}", "-", loo, dcfg, accuracy(r, x, y), "not"))
+    tau_close = closeness_threshold([c for c in scores if c is not None])
     for name, ratio, over in CASES:
         if args.only and name not in args.only:
             continue
@@ -166,6 +192,7 @@ def bench(setting: str, args: argparse.Namespace) -> None:
         model, meta = derived(mcfg, dm, parent, pmeta, zoo)
         made = time.time() - t0
         res = determine(parent, model, x, y, dcfg, barriers, None, meta.get("record"))
+        res = combine(res, score(model), tau_close if args.closeness else None)
         label = name + ("/" + ",".join(o.split("=")[1] for o in over) if over else "")
         acc = accuracy(model, x, y) if model.head.out_features == dm.num_classes else None
         rows.append(
@@ -195,6 +222,11 @@ def main() -> None:
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     p.add_argument("--references", type=int, default=3, help="independent references (>= 2)")
     p.add_argument("--only", nargs="*", help="modifications to run (default: all)")
+    p.add_argument(
+        "--closeness",
+        action="store_true",
+        help="also measure closeness and show the combined verdict",
+    )
     args = p.parse_args()
     args.data_root = str(Path(args.data_root).resolve())
     os.environ.setdefault("LINEAGE_DATA", args.data_root)  # a modification's own data

@@ -17,8 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def timed(args: list[str]) -> tuple[float, dict]:
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, capture_output=True, text=True
+    )
     dt = time.perf_counter() - t0
     if r.returncode != 0:
         sys.exit(r.stderr[-3000:])
@@ -36,19 +37,45 @@ def main() -> None:
         for label in ("empty zoo", "cached zoo"):
             dt, _ = timed(base)
             m = json.loads((Path(tmp) / "run" / "metrics.json").read_text())
-            rows.append((f"python run.py ({label})", dt, m["parent.accuracy"],
-                         m["derived.determination.is_lineage"], m["derived.closeness.score"]))
+            rows.append(
+                (
+                    f"python run.py ({label})",
+                    dt,
+                    m["parent.accuracy"],
+                    m["derived.determination.is_lineage"],
+                    m["derived.closeness.score"],
+                )
+            )
         if a.mnist:
-            args = ["data=mnist", f"data.root={ROOT.parent / 'shared' / 'data'}", "model=lenet",
-                    f"paths.zoo={tmp}/zoo", f"hydra.run.dir={tmp}/mnist", "logger=none"]
+            args = [
+                "data=mnist",
+                f"data.root={ROOT.parent / 'shared' / 'data'}",
+                "model=lenet",
+                f"paths.zoo={tmp}/zoo",
+                f"hydra.run.dir={tmp}/mnist",
+                "logger=none",
+            ]
             dt, _ = timed(args)
             m = json.loads((Path(tmp) / "mnist" / "metrics.json").read_text())
-            rows.append(("data=mnist model=lenet (empty zoo)", dt, m["parent.accuracy"],
-                         m["derived.determination.is_lineage"], m["derived.closeness.score"]))
+            rows.append(
+                (
+                    "data=mnist model=lenet (empty zoo)",
+                    dt,
+                    m["parent.accuracy"],
+                    m["derived.determination.is_lineage"],
+                    m["derived.closeness.score"],
+                )
+            )
         if a.sweep:
-            args = ["-m", "modification=finetune,pruning,distill,quantize", "ratio=0.1,0.5,0.9",
-                    "hydra/launcher=joblib", "logger=none", f"paths.zoo={tmp}/zoo2",
-                    f"hydra.sweep.dir={tmp}/sweep"]
+            args = [
+                "-m",
+                "modification=finetune,pruning,distill,quantize",
+                "ratio=0.1,0.5,0.9",
+                "hydra/launcher=joblib",
+                "logger=none",
+                f"paths.zoo={tmp}/zoo2",
+                f"hydra.sweep.dir={tmp}/sweep",
+            ]
             dt, _ = timed(args)
             files = list((Path(tmp) / "sweep").rglob("metrics.json"))
             rows.append((f"12-job joblib sweep ({len(files)} metrics.json)", dt, None, None, None))
@@ -56,8 +83,10 @@ def main() -> None:
     for name, dt, acc, lin, score in rows:
         acc_s = f"{acc:.4f}" if acc is not None else "-"
         score_s = f"{score:.3f}" if score is not None else "-"
-        print(f"{name:48} {dt:8.1f} {acc_s:>10} {str(lin if lin is not None else '-'):>8} "
-              f"{score_s:>9}")
+        print(
+            f"{name:48} {dt:8.1f} {acc_s:>10} {str(lin if lin is not None else '-'):>8} "
+            f"{score_s:>9}"
+        )
 
 
 if __name__ == "__main__":

@@ -58,7 +58,8 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         if task_of(smeta) != task_of(pmeta):
             raise LineageError(
                 f"the models were trained on different tasks ({task_of(pmeta)} vs "
-                f"{task_of(smeta)}); pass --data to say which task to compare them on")
+                f"{task_of(smeta)}); pass --data to say which task to compare them on"
+            )
     spec = pmeta.get("spec") or {}
     overrides = [f"data={args.data or task_of(pmeta)[0]}", *args.overrides]
     if args.data_root:
@@ -76,13 +77,18 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     seed = int(pmeta.get("seed") or 0)
     dm = datamodule_from_config(cfg["data"])
     if models.head_of(parent).out_features != dm.num_classes:
-        raise LineageError(f"{args.parent} has {models.head_of(parent).out_features} outputs but data "
-                           f"{dm.name!r} has {dm.num_classes} classes")
+        raise LineageError(
+            f"{args.parent} has {models.head_of(parent).out_features} outputs but data "
+            f"{dm.name!r} has {dm.num_classes} classes"
+        )
     zoo = Zoo(cfg["paths"]["zoo"])
-    refs = [trained_model(cfg, dm, zoo, reference_seed(seed, i), "independent", Tracker())[0]
-            for i in range(args.references)]
-    verdict, _, _ = judge(parent, Suspect(suspect, smeta.get("record")), refs, dm.test.x,
-                          dm.test.y, cfg, seed)
+    refs = [
+        trained_model(cfg, dm, zoo, reference_seed(seed, i), "independent", Tracker())[0]
+        for i in range(args.references)
+    ]
+    verdict, _, _ = judge(
+        parent, Suspect(suspect, smeta.get("record")), refs, dm.test.x, dm.test.y, cfg, seed
+    )
     assert verdict is not None
     return verdict.to_dict()
 
@@ -95,8 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("suspect", type=Path)
     c.add_argument("--data", help="dataset to compare on (default: the parent's)")
     c.add_argument("--data-root", help="folder holding the dataset files")
-    c.add_argument("--references", type=int, default=0,
-                   help="train or load N independent references to calibrate thresholds")
+    c.add_argument(
+        "--references",
+        type=int,
+        default=0,
+        help="train or load N independent references to calibrate thresholds",
+    )
     c.add_argument("--zoo", help="zoo folder for references (default outputs/zoo)")
     c.add_argument("--json", action="store_true", help="print one JSON object")
     c.epilog = "Extra KEY=VALUE arguments are Hydra overrides, e.g. closeness.max_points=200."
@@ -119,9 +129,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, default=str))
     else:
         d = "lineage" if result["determination.is_lineage"] else "not lineage"
-        print(f"determination: {d} (method {result['determination.method']}, barrier "
-              f"{result['determination.barrier']}, threshold {result['determination.threshold']})")
-        print(f"closeness: {result['closeness.score']:.4f} "
-              f"[{result['closeness.ci_low']:.4f}, {result['closeness.ci_high']:.4f}], "
-              f"match rate {result['closeness.match_rate']:.4f}")
+        print(
+            f"determination: {d} (method {result['determination.method']}, barrier "
+            f"{result['determination.barrier']}, threshold {result['determination.threshold']})"
+        )
+        print(
+            f"closeness: {result['closeness.score']:.4f} "
+            f"[{result['closeness.ci_low']:.4f}, {result['closeness.ci_high']:.4f}], "
+            f"match rate {result['closeness.match_rate']:.4f}"
+        )
     return 0

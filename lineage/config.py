@@ -94,8 +94,12 @@ def register_schemas() -> None:
     cs.store(name="root_schema", node=RootConf)
     cs.store(group="schema", name="data", node=DataConf)
     cs.store(group="schema", name="train", node=TrainConf)
-    for name, node in (("mlp", MLPConf), ("lenet", LeNetConf), ("resnet18", ResNetConf),
-                       ("vgg11", VGGConf)):
+    for name, node in (
+        ("mlp", MLPConf),
+        ("lenet", LeNetConf),
+        ("resnet18", ResNetConf),
+        ("vgg11", VGGConf),
+    ):
         cs.store(group="schema/model", name=name, node=node)
 
 

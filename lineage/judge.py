@@ -17,12 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .models import head_of
-
 from .evaluate.basin import DeterminationResult, determine, settings
 from .evaluate.calibration import calibrate
 from .evaluate.closeness import ClosenessResult, closeness, closeness_threshold
 from .evaluate.verdict import combine
+from .models import head_of
 
 
 @dataclasses.dataclass
@@ -39,8 +38,10 @@ class Verdict:
     closeness_route: str = "direct"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"determination": self.determination.to_dict(),
-                "closeness": {**self.closeness.to_dict(), "route": self.closeness_route}}
+        return {
+            "determination": self.determination.to_dict(),
+            "closeness": {**self.closeness.to_dict(), "route": self.closeness_route},
+        }
 
 
 class Graft(nn.Module):
@@ -64,19 +65,32 @@ def closeness_view(parent: nn.Module, suspect: Suspect) -> tuple[Callable[..., A
     return (suspect.blackbox or suspect.model), "direct"
 
 
-def _recalibrate(r: DeterminationResult, barriers: Sequence[float],
-                 cfg: Mapping[str, Any]) -> DeterminationResult:
+def _recalibrate(
+    r: DeterminationResult, barriers: Sequence[float], cfg: Mapping[str, Any]
+) -> DeterminationResult:
     if r.barrier is None or r.loss_parent is None or r.loss_suspect is None:
         return r
     tau, calibrated = calibrate(barriers, (r.loss_parent, r.loss_suspect), settings(cfg))
     basin = r.barrier <= tau
-    return dataclasses.replace(r, threshold=tau, calibrated=calibrated, margin=tau - r.barrier,
-                               basin_is_lineage=basin, is_lineage=basin)
+    return dataclasses.replace(
+        r,
+        threshold=tau,
+        calibrated=calibrated,
+        margin=tau - r.barrier,
+        basin_is_lineage=basin,
+        is_lineage=basin,
+    )
 
 
-def judge(parent: nn.Module, suspect: Suspect | None, references: Sequence[nn.Module],
-          x: torch.Tensor, y: torch.Tensor, cfg: Mapping[str, Any], seed: int,
-          ) -> tuple[Verdict | None, list[Verdict], dict[str, float]]:
+def judge(
+    parent: nn.Module,
+    suspect: Suspect | None,
+    references: Sequence[nn.Module],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: Mapping[str, Any],
+    seed: int,
+) -> tuple[Verdict | None, list[Verdict], dict[str, float]]:
     """Returns (verdict on the suspect, verdict on each reference, seconds per stage).
 
     `cfg` holds the `determination` and `closeness` groups; `x, y` are the probe points of
@@ -89,8 +103,11 @@ def judge(parent: nn.Module, suspect: Suspect | None, references: Sequence[nn.Mo
     ref_det = [determine(parent, r, px, py, dcfg) for r in references]
     all_barriers = [r.barrier for r in ref_det]
     barriers = [b for b in all_barriers if b is not None]
-    sus_det = (determine(parent, suspect.model, px, py, dcfg, barriers, None, suspect.record)
-               if suspect else None)
+    sus_det = (
+        determine(parent, suspect.model, px, py, dcfg, barriers, None, suspect.record)
+        if suspect
+        else None
+    )
     t1 = time.perf_counter()
     ref_close = [closeness(parent, r, x, y, ccfg, seed=seed) for r in references]
     scores = [c.score for c in ref_close]
@@ -107,6 +124,7 @@ def judge(parent: nn.Module, suspect: Suspect | None, references: Sequence[nn.Mo
         out_refs.append(Verdict(d, c))
     verdict = None
     if suspect and sus_det is not None and sus_close is not None:
-        verdict = Verdict(combine(sus_det, sus_close.score, closeness_threshold(scores)),
-                          sus_close, route)
+        verdict = Verdict(
+            combine(sus_det, sus_close.score, closeness_threshold(scores)), sus_close, route
+        )
     return verdict, out_refs, {"determination_s": t1 - t0, "closeness_s": t2 - t1}

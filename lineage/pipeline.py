@@ -40,8 +40,10 @@ def config_hash(cfg: dict[str, Any]) -> str:
 
 def data_spec(cfg: dict[str, Any]) -> dict[str, Any]:
     d = cfg["data"]
-    return {k: d.get(k) for k in ("name", "classes", "limit", "val_fraction", "split_seed",
-                                  "batch_size")}
+    return {
+        k: d.get(k)
+        for k in ("name", "classes", "limit", "val_fraction", "split_seed", "batch_size")
+    }
 
 
 def train_spec(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -59,38 +61,65 @@ def reference_seed(seed: int, i: int) -> int:
     return 1000 * (i + 1) + seed
 
 
-def trained_model(cfg: dict[str, Any], dm: DataModule, zoo: Zoo, seed: int, role: str,
-                  tracker: Tracker) -> tuple[nn.Module, dict[str, Any], bool]:
+def trained_model(
+    cfg: dict[str, Any], dm: DataModule, zoo: Zoo, seed: int, role: str, tracker: Tracker
+) -> tuple[nn.Module, dict[str, Any], bool]:
     """A parent or an independent reference: same data and architecture, its own seed."""
-    spec = {"data": data_spec(cfg), "model": dict(cfg["model"]), "train": train_spec(cfg),
-            "seed": seed}
+    spec = {
+        "data": data_spec(cfg),
+        "model": dict(cfg["model"]),
+        "train": train_spec(cfg),
+        "seed": seed,
+    }
 
     def train() -> tuple[nn.Module, dict[str, Any]]:
         log.info("training %s (%s on %s, seed %d)", role, cfg["model"]["name"], dm.name, seed)
         seed_all(seed)  # the initial weights are part of what the seed defines
-        model, acc = train_classifier(build_model(cfg["model"], dm), dm, cfg["train"], seed,
-                                      tracker.lightning_logger(role))
-        return model, {"accuracy": acc, "seed": seed, "parent_id": None, "lineage": [],
-                       "data": {"name": dm.name, "classes": dm.classes}}
+        model, acc = train_classifier(
+            build_model(cfg["model"], dm), dm, cfg["train"], seed, tracker.lightning_logger(role)
+        )
+        return model, {
+            "accuracy": acc,
+            "seed": seed,
+            "parent_id": None,
+            "lineage": [],
+            "data": {"name": dm.name, "classes": dm.classes},
+        }
 
     return zoo.get_or_train(spec, train, role)
 
 
-def derive_model(cfg: dict[str, Any], dm: DataModule, parent: nn.Module, pmeta: dict[str, Any],
-                 zoo: Zoo, tracker: Tracker) -> tuple[Derived, dict[str, Any], Path]:
+def derive_model(
+    cfg: dict[str, Any],
+    dm: DataModule,
+    parent: nn.Module,
+    pmeta: dict[str, Any],
+    zoo: Zoo,
+    tracker: Tracker,
+) -> tuple[Derived, dict[str, Any], Path]:
     """Apply the configured modification to the parent; save it with its lineage record."""
     mod, ratio, seed = cfg["modification"], float(cfg["ratio"]), int(cfg["seed"])
-    did = "d-" + stable_hash({"parent": pmeta["id"], "modification": mod, "ratio": ratio,
-                              "seed": seed})
+    did = "d-" + stable_hash(
+        {"parent": pmeta["id"], "modification": mod, "ratio": ratio, "seed": seed}
+    )
     log.info("deriving %s (%s, ratio %g) from %s", did, mod["name"], ratio, pmeta["id"])
     d = derive(parent, dm, mod, ratio, seed, tracker.lightning_logger("derived"))
     acc = d.effect.get("accuracy")
     if acc is None and models.head_of(d.model).out_features == dm.num_classes:
         acc = accuracy(d.model, dm.test.x, dm.test.y)
     step = {"modification": mod["name"], "ratio": ratio, "config": mod}
-    meta = {"id": did, "parent_id": pmeta["id"], "modification": mod["name"], "ratio": ratio,
-            "modification_config": mod, "lineage": [*pmeta.get("lineage", []), step],
-            "record": d.record, "accuracy": acc, "seed": seed, "data": pmeta.get("data")}
+    meta = {
+        "id": did,
+        "parent_id": pmeta["id"],
+        "modification": mod["name"],
+        "ratio": ratio,
+        "modification_config": mod,
+        "lineage": [*pmeta.get("lineage", []), step],
+        "record": d.record,
+        "accuracy": acc,
+        "seed": seed,
+        "data": pmeta.get("data"),
+    }
     return d, meta, zoo.save_derived(d.model, meta)
 
 
@@ -110,8 +139,9 @@ def previous_result(path: Path, chash: str) -> dict[str, Any] | None:
     return old if isinstance(old, dict) and old.get("config_hash") == chash else None
 
 
-def run(cfg: dict[str, Any], out_dir: Path, run_name: str = "run",
-        group: str | None = None) -> dict[str, Any]:
+def run(
+    cfg: dict[str, Any], out_dir: Path, run_name: str = "run", group: str | None = None
+) -> dict[str, Any]:
     """Run one job from a resolved config dict; write and return its flat metrics."""
     t_start = time.time()
     check(cfg)
@@ -119,8 +149,9 @@ def run(cfg: dict[str, Any], out_dir: Path, run_name: str = "run",
     metrics_path = out_dir / "metrics.json"
     old = previous_result(metrics_path, chash)
     if old is not None and not cfg.get("force", False):
-        log.info("skipping: %s already holds this config's results (force=true reruns)",
-                 metrics_path)
+        log.info(
+            "skipping: %s already holds this config's results (force=true reruns)", metrics_path
+        )
         return old
     seed = int(cfg["seed"])
     zoo = Zoo(cfg["paths"]["zoo"])
@@ -129,27 +160,49 @@ def run(cfg: dict[str, Any], out_dir: Path, run_name: str = "run",
     tracker = make_tracker(cfg, out_dir, run_name, group)
     try:
         m: dict[str, Any] = {
-            "modification": cfg["modification"]["name"], "ratio": float(cfg["ratio"]),
-            "data": dm.name, "model": cfg["model"]["name"], "seed": seed, "git_sha": git_sha(),
-            "config_hash": chash, "versions": package_versions(), "time": {},
+            "modification": cfg["modification"]["name"],
+            "ratio": float(cfg["ratio"]),
+            "data": dm.name,
+            "model": cfg["model"]["name"],
+            "seed": seed,
+            "git_sha": git_sha(),
+            "config_hash": chash,
+            "versions": package_versions(),
+            "time": {},
         }
         t0 = time.time()
         parent, pmeta, _ = trained_model(cfg, dm, zoo, seed, "parent", tracker)
-        refs = [trained_model(cfg, dm, zoo, reference_seed(seed, i), "independent", tracker)
-                for i in range(int(cfg.get("n_independent", 2)))]
+        refs = [
+            trained_model(cfg, dm, zoo, reference_seed(seed, i), "independent", tracker)
+            for i in range(int(cfg.get("n_independent", 2)))
+        ]
         m["time"]["parent_s"] = time.time() - t0
         t0 = time.time()
         derived, dmeta, dpath = derive_model(cfg, dm, parent, pmeta, zoo, tracker)
         m["time"]["derive_s"] = time.time() - t0
         tracker.log_artifact(dpath, dmeta["id"])
         verdict, ref_verdicts, times = judge(
-            parent, Suspect(derived.model, dmeta["record"], derived.blackbox),
-            [r[0] for r in refs], dm.test.x, dm.test.y, cfg, seed)
+            parent,
+            Suspect(derived.model, dmeta["record"], derived.blackbox),
+            [r[0] for r in refs],
+            dm.test.x,
+            dm.test.y,
+            cfg,
+            seed,
+        )
         m["time"].update(times)
-        m["parent"] = {"id": pmeta["id"], "path": str(zoo.path(pmeta["id"])),
-                       "accuracy": pmeta["accuracy"]}
-        m["derived"] = {"id": dmeta["id"], "path": str(dpath), "accuracy": dmeta["accuracy"],
-                        **derived.effect, **(verdict.to_dict() if verdict else {})}
+        m["parent"] = {
+            "id": pmeta["id"],
+            "path": str(zoo.path(pmeta["id"])),
+            "accuracy": pmeta["accuracy"],
+        }
+        m["derived"] = {
+            "id": dmeta["id"],
+            "path": str(dpath),
+            "accuracy": dmeta["accuracy"],
+            **derived.effect,
+            **(verdict.to_dict() if verdict else {}),
+        }
         m["independent"] = independent_summary(refs, ref_verdicts, zoo)
         m["time"]["total_s"] = time.time() - t_start
         flat = flatten(m)
@@ -160,8 +213,9 @@ def run(cfg: dict[str, Any], out_dir: Path, run_name: str = "run",
     return flat
 
 
-def independent_summary(refs: list[tuple[nn.Module, dict[str, Any], bool]],
-                        verdicts: list[Any], zoo: Zoo) -> dict[str, Any]:
+def independent_summary(
+    refs: list[tuple[nn.Module, dict[str, Any], bool]], verdicts: list[Any], zoo: Zoo
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     barriers = [v.determination.barrier for v in verdicts if v.determination.barrier is not None]
     out["accuracy"] = sum(r[1]["accuracy"] for r in refs) / len(refs) if refs else None
@@ -171,8 +225,12 @@ def independent_summary(refs: list[tuple[nn.Module, dict[str, Any], bool]],
     }
     out["closeness"] = {"score_max": max((v.closeness.score for v in verdicts), default=None)}
     for i, ((_, meta, _), v) in enumerate(zip(refs, verdicts)):
-        out[str(i)] = {"id": meta["id"], "path": str(zoo.path(meta["id"])),
-                       "accuracy": meta["accuracy"], **v.to_dict()}
+        out[str(i)] = {
+            "id": meta["id"],
+            "path": str(zoo.path(meta["id"])),
+            "accuracy": meta["accuracy"],
+            **v.to_dict(),
+        }
     return out
 
 

@@ -12,6 +12,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from torch import nn
 
 from .errors import LineageError
@@ -129,7 +130,7 @@ def decision_plane(
     colours = matplotlib.colormaps[base].resampled(max(k, 2))
     cmap = ListedColormap([colours(i) for i in range(max(k, 2))])
     norm = BoundaryNorm([i - 0.5 for i in range(max(k, 2) + 1)], cmap.N)
-    fig = Figure(figsize=(panel_size * len(named), panel_size), dpi=dpi)
+    fig = Figure(figsize=(panel_size * len(named), panel_size), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(named), squeeze=False)[0]
     for ax, (name, (grid, extent, coords)) in zip(axes, maps.items()):
@@ -148,6 +149,9 @@ def decision_plane(
         ax.set_title(name, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
+    present = sorted({int(v) for g, _, _ in maps.values() for v in g.unique().tolist()})
+    handles = [Patch(color=cmap(k), label=f"class {k}") for k in present]
+    fig.legend(handles=handles, loc="outside right center", fontsize=7, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
     buf = io.BytesIO()

@@ -50,20 +50,35 @@ class CSVTracker(Tracker):
 
 
 class WandbTracker(Tracker):
-    def __init__(self, out_dir: Path, cfg: dict[str, Any], project: str, name: str,
-                 group: str | None, mode: str, tags: list[str]):
+    def __init__(
+        self,
+        out_dir: Path,
+        cfg: dict[str, Any],
+        project: str,
+        name: str,
+        group: str | None,
+        mode: str,
+        tags: list[str],
+    ):
         try:
             import wandb
         except Exception as e:  # a broken install can fail with anything at import
-            raise LineageError(f"logger=wandb but wandb does not import ({e}); "
-                               "use logger=csv or logger=none") from None
+            raise LineageError(
+                f"logger=wandb but wandb does not import ({e}); use logger=csv or logger=none"
+            ) from None
         self.online = mode == "online"
         self.run = wandb.init(
-            project=project, name=name, group=group, config=cfg, dir=str(out_dir),
+            project=project,
+            name=name,
+            group=group,
+            config=cfg,
+            dir=str(out_dir),
             mode=mode,  # type: ignore[arg-type]  # checked against wandb's literals by wandb
-            tags=tags, reinit="finish_previous",
-            settings=wandb.Settings(console="off", x_disable_stats=True, silent=True,
-                                    disable_git=True),
+            tags=tags,
+            reinit="finish_previous",
+            settings=wandb.Settings(
+                console="off", x_disable_stats=True, silent=True, disable_git=True
+            ),
         )
 
     def lightning_logger(self, stage: str) -> Any:
@@ -87,8 +102,7 @@ class WandbTracker(Tracker):
         self.run.finish()
 
 
-def make_tracker(cfg: dict[str, Any], out_dir: Path, run_name: str,
-                 group: str | None) -> Tracker:
+def make_tracker(cfg: dict[str, Any], out_dir: Path, run_name: str, group: str | None) -> Tracker:
     kind = cfg["logger"]["name"]
     if kind == "none":
         return Tracker()
@@ -97,6 +111,13 @@ def make_tracker(cfg: dict[str, Any], out_dir: Path, run_name: str,
     if kind == "wandb":
         lg = cfg["logger"]
         mode = os.environ.get("WANDB_MODE") or lg.get("mode", "offline")
-        return WandbTracker(out_dir, cfg, lg.get("project", "lineage"), run_name, group,
-                            mode, list(lg.get("tags") or []))
+        return WandbTracker(
+            out_dir,
+            cfg,
+            lg.get("project", "lineage"),
+            run_name,
+            group,
+            mode,
+            list(lg.get("tags") or []),
+        )
     raise LineageError(f"logger={kind!r}: valid are wandb, csv, none")

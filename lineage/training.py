@@ -24,8 +24,12 @@ from .errors import LineageError
 TrainCfg = Mapping[str, Any]
 
 # Lightning's hints about dataloader workers and tiny datasets are noise for in-memory tensors.
-for pattern in (".*does not have many workers.*", ".*number of training batches.*",
-                ".*LeafSpec.*", ".*is_grad_enabled.*"):
+for pattern in (
+    ".*does not have many workers.*",
+    ".*number of training batches.*",
+    ".*LeafSpec.*",
+    ".*is_grad_enabled.*",
+):
     warnings.filterwarnings("ignore", pattern)
 logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
 logging.getLogger("pytorch_lightning.accelerators.cuda").setLevel(logging.WARNING)
@@ -67,10 +71,16 @@ class Classifier(pl.LightningModule):
         name = c.get("optimizer", "adam")
         if name == "adam":
             opt: torch.optim.Optimizer = torch.optim.Adam(
-                params, lr=c["lr"], weight_decay=c.get("weight_decay", 0.0))
+                params, lr=c["lr"], weight_decay=c.get("weight_decay", 0.0)
+            )
         elif name == "sgd":
-            opt = torch.optim.SGD(params, lr=c["lr"], momentum=c.get("momentum", 0.9),
-                                  weight_decay=c.get("weight_decay", 0.0), nesterov=True)
+            opt = torch.optim.SGD(
+                params,
+                lr=c["lr"],
+                momentum=c.get("momentum", 0.9),
+                weight_decay=c.get("weight_decay", 0.0),
+                nesterov=True,
+            )
         else:
             raise LineageError(f"train.optimizer={name!r}: valid are adam, sgd")
         if c.get("scheduler", "none") == "cosine":
@@ -79,22 +89,37 @@ class Classifier(pl.LightningModule):
         return opt
 
 
-def make_trainer(cfg: TrainCfg, logger: Any = None, callbacks: Iterable[pl.Callback] = (),
-                 epochs: int | None = None) -> pl.Trainer:
+def make_trainer(
+    cfg: TrainCfg,
+    logger: Any = None,
+    callbacks: Iterable[pl.Callback] = (),
+    epochs: int | None = None,
+) -> pl.Trainer:
     """One device per job (no DDP inside a multirun), quiet bar when not on a terminal."""
     return pl.Trainer(
         max_epochs=int(cfg["epochs"] if epochs is None else epochs),
-        accelerator=cfg.get("accelerator", "auto"), devices=1,
-        deterministic=True, logger=logger if logger is not None else False,
-        callbacks=list(callbacks), enable_checkpointing=False, enable_model_summary=False,
+        accelerator=cfg.get("accelerator", "auto"),
+        devices=1,
+        deterministic=True,
+        logger=logger if logger is not None else False,
+        callbacks=list(callbacks),
+        enable_checkpointing=False,
+        enable_model_summary=False,
         enable_progress_bar=bool(cfg.get("progress", True)) and sys.stderr.isatty(),
-        num_sanity_val_steps=0, log_every_n_steps=1,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
     )
 
 
-def fit(module: pl.LightningModule, datamodule: pl.LightningDataModule, cfg: TrainCfg,
-        seed: int, logger: Any = None, callbacks: Iterable[pl.Callback] = (),
-        epochs: int | None = None) -> pl.LightningModule:
+def fit(
+    module: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    cfg: TrainCfg,
+    seed: int,
+    logger: Any = None,
+    callbacks: Iterable[pl.Callback] = (),
+    epochs: int | None = None,
+) -> pl.LightningModule:
     """Seeded, deterministic Lightning fit. Returns the module with the model on CPU."""
     pl.seed_everything(seed, workers=True, verbose=False)
     trainer = make_trainer(cfg, logger, callbacks, epochs)
@@ -108,8 +133,16 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.
     """Logits of `model` on `x`, batched, on the model's device; returned on CPU."""
     model.eval()
     dev = next(model.parameters()).device
-    return torch.cat([model(x[i: i + batch_size].to(dev)).float().cpu()
-                      for i in range(0, len(x), batch_size)]) if len(x) else torch.empty(0)
+    return (
+        torch.cat(
+            [
+                model(x[i : i + batch_size].to(dev)).float().cpu()
+                for i in range(0, len(x), batch_size)
+            ]
+        )
+        if len(x)
+        else torch.empty(0)
+    )
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -118,8 +151,9 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((predict(model, x).argmax(1) == y).float().mean())
 
 
-def train_classifier(model: nn.Module, datamodule: Any, cfg: TrainCfg, seed: int,
-                     logger: Any = None) -> tuple[nn.Module, float]:
+def train_classifier(
+    model: nn.Module, datamodule: Any, cfg: TrainCfg, seed: int, logger: Any = None
+) -> tuple[nn.Module, float]:
     """Train `model` on the datamodule's task; return it (eval mode) and its test accuracy."""
     module = fit(Classifier(model, cfg, datamodule.num_classes), datamodule, cfg, seed, logger)
     assert isinstance(module, Classifier)

@@ -70,7 +70,10 @@ def git_sha() -> str:
             return "unknown"
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here, capture_output=True, text=True, timeout=5,
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -81,8 +84,17 @@ def package_versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {}
-    for name in ("torch", "pytorch-lightning", "hydra-core", "omegaconf", "wandb", "numpy",
-                 "pandas", "scikit-learn", "safetensors"):
+    for name in (
+        "torch",
+        "pytorch-lightning",
+        "hydra-core",
+        "omegaconf",
+        "wandb",
+        "numpy",
+        "pandas",
+        "scikit-learn",
+        "safetensors",
+    ):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

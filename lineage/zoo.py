@@ -45,8 +45,9 @@ class Zoo:
     def lock(self, name: str) -> FileLock:
         return FileLock(str(self.root / "locks" / f"{name}.lock"))
 
-    def get_or_train(self, spec: Mapping[str, Any], train: Callable[[], tuple[nn.Module, dict]],
-                     role: str) -> tuple[nn.Module, dict[str, Any], bool]:
+    def get_or_train(
+        self, spec: Mapping[str, Any], train: Callable[[], tuple[nn.Module, dict]], role: str
+    ) -> tuple[nn.Module, dict[str, Any], bool]:
         """Load the model that `spec` defines, or train it once under a lock.
 
         `train()` returns (model, meta). Returns (model, meta, trained_now).
@@ -66,9 +67,18 @@ class Zoo:
             model, meta = train()
             meta = {**meta, "id": mid, "spec": dict(spec), "role": role}
             models.save(model, path, meta)
-            append_line(self.root / "record.jsonl", json.dumps(
-                {"event": "trained", "id": mid, "role": role, "seconds": time.time() - t0,
-                 "time": time.time()}))
+            append_line(
+                self.root / "record.jsonl",
+                json.dumps(
+                    {
+                        "event": "trained",
+                        "id": mid,
+                        "role": role,
+                        "seconds": time.time() - t0,
+                        "time": time.time(),
+                    }
+                ),
+            )
         return model, meta, True
 
     def save_derived(self, model: nn.Module, meta: dict[str, Any]) -> Path:
@@ -78,10 +88,19 @@ class Zoo:
         with self.lock("lineage"):
             models.save(model, path, meta)
             if mid not in self.edges():
-                append_line(self.root / "lineage.jsonl", json.dumps({
-                    "parent": meta.get("parent_id"), "child": mid,
-                    "modification": meta.get("modification"), "ratio": meta.get("ratio"),
-                    "chain": meta.get("lineage"), "time": time.time()}))
+                append_line(
+                    self.root / "lineage.jsonl",
+                    json.dumps(
+                        {
+                            "parent": meta.get("parent_id"),
+                            "child": mid,
+                            "modification": meta.get("modification"),
+                            "ratio": meta.get("ratio"),
+                            "chain": meta.get("lineage"),
+                            "time": time.time(),
+                        }
+                    ),
+                )
         return path
 
     def edges(self) -> dict[str, dict[str, Any]]:

@@ -20,8 +20,14 @@ def digits_dm():
     return build_datamodule("digits", limit=600, batch_size=64)
 
 
-FAST_TRAIN = {"epochs": 4, "lr": 3e-3, "optimizer": "adam", "scheduler": "none",
-              "accelerator": "cpu", "progress": False}
+FAST_TRAIN = {
+    "epochs": 4,
+    "lr": 3e-3,
+    "optimizer": "adam",
+    "scheduler": "none",
+    "accelerator": "cpu",
+    "progress": False,
+}
 
 
 @pytest.fixture(scope="session")
@@ -34,5 +40,11 @@ def run_py(*overrides: str, cwd: Path = ROOT, timeout: int = 300, env: dict | No
     import subprocess
 
     e = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", **(env or {})}
-    return subprocess.run([sys.executable, str(ROOT / "run.py"), *overrides], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout, env=e)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *overrides],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=e,
+    )

@@ -12,6 +12,7 @@ from lineage.evaluate.closeness import (
     Points,
     closeness,
     closeness_threshold,
+    contributions,
     measure_points,
     score_terms,
 )
@@ -164,11 +165,16 @@ def test_score_formula_known_answer():
     assert t["match_rate"].item() == 0.5
     assert t["mean_distance"].item() == pytest.approx(0.5 / 3)
     assert t["signed_mean_distance"].item() == pytest.approx(0.5 / 3)
-    assert t["score"].item() == pytest.approx(0.5 * (1 - 0.5 / 3))
-    # shifts within tol are no shift; a huge shift floors the distance term at 0
+    # matched points keep 1 - 0.5/1 and 1 - 0/2 of their boundary; the others add 0
+    assert t["score"].item() == pytest.approx((0.5 + 1.0) / 4)
+    assert contributions(p, 0.0).tolist() == [0.5, 1.0, 0.0, 0.0]
+    # shifts within tol are no shift; a shift beyond d_src counts as a full one
     assert score_terms(p, torch.ones(1, 4), tol=0.5)["score"].item() == 0.5
     p.d_suspect[0] = 100.0
-    assert score_terms(p, torch.ones(1, 4), tol=0.0)["score"].item() == 0.0
+    assert score_terms(p, torch.ones(1, 4), tol=0.0)["score"].item() == 0.25
+    # bootstrap weights: a resample holding point 1 twice and point 0 twice
+    w = torch.tensor([[2.0, 2.0, 0.0, 0.0]])
+    assert score_terms(p, w, tol=0.0)["score"].item() == 0.5
 
 
 def test_closeness_threshold_is_calibrated_on_references():

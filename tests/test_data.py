@@ -14,8 +14,11 @@ from lineage.errors import LineageError
 
 def idx_bytes(arr: np.ndarray) -> bytes:
     magic = 0x00000800 | arr.ndim
-    return struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in arr.shape) + \
-        arr.astype(np.uint8).tobytes()
+    return (
+        struct.pack(">I", magic)
+        + b"".join(struct.pack(">I", d) for d in arr.shape)
+        + arr.astype(np.uint8).tobytes()
+    )
 
 
 def write_mnist(root, n_train=20, n_test=10, gz=True):
@@ -115,8 +118,10 @@ def write_cifar(root, n=4):
     d.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                 b"labels": [i % 10 for i in range(n)]}
+        batch = {
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"labels": [i % 10 for i in range(n)],
+        }
         (d / name).write_bytes(pickle.dumps(batch, protocol=2))
     return d
 
@@ -130,8 +135,9 @@ def test_cifar_reader(tmp_path):
 
 def test_cifar_corrupt_length(tmp_path):
     d = write_cifar(tmp_path)
-    (d / "test_batch").write_bytes(pickle.dumps(
-        {b"data": np.zeros((3, 100), np.uint8), b"labels": [0, 1, 2]}, protocol=2))
+    (d / "test_batch").write_bytes(
+        pickle.dumps({b"data": np.zeros((3, 100), np.uint8), b"labels": [0, 1, 2]}, protocol=2)
+    )
     with pytest.raises(LineageError, match="corrupt CIFAR-10"):
         build_datamodule("cifar10", root=tmp_path)
 
@@ -173,10 +179,14 @@ def test_limit_and_fixed_split():
     assert not torch.equal(a.train.x, c.train.x)
 
 
-@pytest.mark.parametrize("kw,msg", [
-    ({"classes": [3, 3]}, "distinct"), ({"classes": [12]}, "distinct"),
-    ({"limit": 0}, "positive"),
-])
+@pytest.mark.parametrize(
+    "kw,msg",
+    [
+        ({"classes": [3, 3]}, "distinct"),
+        ({"classes": [12]}, "distinct"),
+        ({"limit": 0}, "positive"),
+    ],
+)
 def test_bad_data_options(kw, msg):
     with pytest.raises(LineageError, match=msg):
         build_datamodule("digits", **kw)

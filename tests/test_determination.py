@@ -82,7 +82,7 @@ def test_identical_models_have_no_barrier(mlps, probe):
     refs = [barrier_of(p, r1, *probe, CFG)]
     res = determine(p, copy.deepcopy(p), *probe, CFG, refs)
     assert abs(res.barrier) < 1e-6 and res.is_lineage and res.basin_is_lineage
-    assert res.calibrated and res.threshold == pytest.approx(0.5 * refs[0])
+    assert res.calibrated and res.threshold == pytest.approx(0.25 * refs[0])
     assert len(res.curve) == 11 and [c["alpha"] for c in res.curve][::5] == [0.0, 0.5, 1.0]
     assert all(c["loss"] == pytest.approx(res.loss_parent, abs=1e-6) for c in res.curve)
     assert res.method == "basin+aligned" and res.aligned and res.margin > 0
@@ -103,7 +103,7 @@ def test_independent_models_are_not_lineage(mlps, probe):
     fallback = determine(p, r1, *probe, CFG)
     assert not fallback.is_lineage and not fallback.calibrated
     assert fallback.threshold == pytest.approx(
-        0.1 * (fallback.loss_parent + fallback.loss_suspect) / 2
+        0.02 * (fallback.loss_parent + fallback.loss_suspect) / 2
     )
 
 
@@ -235,8 +235,8 @@ def test_combine_records_which_evidence_decided():
 
 def test_calibrate():
     s = settings({})
-    assert calibrate([0.4, 0.2, None, math.nan], (1.0, 1.0), s) == (pytest.approx(0.1), True)
-    assert calibrate([], (0.2, 0.4), s) == (pytest.approx(0.1 * 0.3), False)
+    assert calibrate([0.4, 0.2, None, math.nan], (1.0, 1.0), s) == (pytest.approx(0.05), True)
+    assert calibrate([], (0.2, 0.4), s) == (pytest.approx(0.02 * 0.3), False)
     assert calibrate(None, (0.2, 0.4), {**s, "fallback_rel": 0.5}) == (pytest.approx(0.15), False)
 
 

@@ -15,8 +15,11 @@ from hypothesis import strategies as st
 from lineage import models
 from lineage.errors import LineageError
 
-FUZZ = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.too_slow,
-                HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=150,
+    deadline=2000,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,7 @@ def load_bytes(tmp_path, blob: bytes, name: str = "fuzz.safetensors"):
 def split(path):
     raw = path.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
-    return json.loads(raw[8:8 + n]), raw[8 + n:]
+    return json.loads(raw[8 : 8 + n]), raw[8 + n :]
 
 
 def join(header, body):
@@ -65,14 +68,20 @@ def test_huge_declared_header(tmp_path, n, rest):
     load_bytes(tmp_path, struct.pack("<Q", n) + rest)
 
 
-JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-                       lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c,
-                                                                          max_size=3), max_leaves=8)
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
+    max_leaves=8,
+)
 
 
 @FUZZ
-@given(key=st.sampled_from(["arch", "id", "seed", "accuracy", "format", "lineage", "data",
-                            "parent_id", "ratio"]), value=JSONISH)
+@given(
+    key=st.sampled_from(
+        ["arch", "id", "seed", "accuracy", "format", "lineage", "data", "parent_id", "ratio"]
+    ),
+    value=JSONISH,
+)
 def test_metadata_wrong_types(tmp_path, good, key, value):
     header, body = split(good)
     meta = json.loads(header["__metadata__"]["lineage"])
@@ -91,8 +100,11 @@ def test_metadata_wrong_types(tmp_path, good, key, value):
 
 
 @FUZZ
-@given(arch_kw=st.dictionaries(st.sampled_from(["channels", "hidden", "width", "bogus"]),
-                               JSONISH, min_size=1, max_size=2))
+@given(
+    arch_kw=st.dictionaries(
+        st.sampled_from(["channels", "hidden", "width", "bogus"]), JSONISH, min_size=1, max_size=2
+    )
+)
 def test_shapes_disagree_with_architecture(tmp_path, good, arch_kw):
     header, body = split(good)
     meta = json.loads(header["__metadata__"]["lineage"])
@@ -107,7 +119,7 @@ def test_forged_tensor_entries(tmp_path, good, data):
     header, body = split(good)
     k = data.draw(st.sampled_from(sorted(k for k in header if k != "__metadata__")))
     field = data.draw(st.sampled_from(["dtype", "shape", "data_offsets"]))
-    header[k][field] = data.draw(JSONISH | st.lists(st.integers(-2**63, 2**64), max_size=4))
+    header[k][field] = data.draw(JSONISH | st.lists(st.integers(-(2**63), 2**64), max_size=4))
     load_bytes(tmp_path, join(header, body))
 
 

@@ -10,8 +10,10 @@ from lineage import models
 from lineage.errors import LineageError
 
 
-@pytest.mark.parametrize("name,kw", [("mlp", {}), ("lenet", {}), ("resnet18", {"width": 0.125}),
-                                     ("vgg11", {"width": 0.125})])
+@pytest.mark.parametrize(
+    "name,kw",
+    [("mlp", {}), ("lenet", {}), ("resnet18", {"width": 0.125}), ("vgg11", {"width": 0.125})],
+)
 @pytest.mark.parametrize("c,size", [(1, 8), (1, 28), (3, 32)])
 def test_architectures_build_and_run(name, kw, c, size):
     m = models.build(name, num_classes=7, in_channels=c, input_size=size, **kw)
@@ -73,12 +75,12 @@ def test_forged_header_refused(tmp_path):
     p, _ = save_small(tmp_path)
     raw = p.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + n])
+    header = json.loads(raw[8 : 8 + n])
     # Point a tensor's offsets past the end of the file.
     k = next(k for k in header if k != "__metadata__")
     header[k]["data_offsets"] = [0, 10**9]
     blob = json.dumps(header).encode()
-    p.write_bytes(struct.pack("<Q", len(blob)) + blob + raw[8 + n:])
+    p.write_bytes(struct.pack("<Q", len(blob)) + blob + raw[8 + n :])
     with pytest.raises(LineageError, match="outside the file"):
         models.load(p)
     # A huge declared header length is refused before anything is allocated.
@@ -90,13 +92,13 @@ def test_forged_header_refused(tmp_path):
 def _rewrite_meta(p, fn):
     raw = p.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + n])
+    header = json.loads(raw[8 : 8 + n])
     meta = json.loads(header["__metadata__"]["lineage"])
     fn(meta, header)
     header["__metadata__"]["lineage"] = json.dumps(meta)
     blob = json.dumps(header).encode()
     blob += b" " * (-len(blob) % 8)
-    p.write_bytes(struct.pack("<Q", len(blob)) + blob + raw[8 + n:])
+    p.write_bytes(struct.pack("<Q", len(blob)) + blob + raw[8 + n :])
 
 
 def test_shape_mismatch_named(tmp_path):

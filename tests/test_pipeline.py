@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, run_py
 from wandb_offline import summary_and_history
 
@@ -17,21 +16,45 @@ pytestmark = pytest.mark.slow
 
 # Documented flat keys every job's metrics.json holds (README, "metrics.json").
 KEYS = [
-    "modification", "ratio", "data", "model", "seed", "git_sha", "config_hash",
-    "parent.id", "parent.path", "parent.accuracy", "derived.id", "derived.path",
+    "modification",
+    "ratio",
+    "data",
+    "model",
+    "seed",
+    "git_sha",
+    "config_hash",
+    "parent.id",
+    "parent.path",
+    "parent.accuracy",
+    "derived.id",
+    "derived.path",
     "derived.accuracy",
-    "derived.determination.is_lineage", "derived.determination.basin_is_lineage",
-    "derived.determination.function_is_lineage", "derived.determination.barrier",
-    "derived.determination.threshold", "derived.determination.method",
-    "derived.closeness.score", "derived.closeness.match_rate",
-    "derived.closeness.mean_distance", "derived.closeness.n_points",
-    "derived.closeness.ci_low", "derived.closeness.ci_high", "derived.closeness.seconds",
-    "independent.accuracy", "independent.determination.barrier_min",
-    "independent.determination.false_positives", "independent.closeness.score_max",
-    "independent.0.id", "independent.0.determination.is_lineage",
-    "independent.0.determination.barrier", "independent.0.closeness.score",
+    "derived.determination.is_lineage",
+    "derived.determination.basin_is_lineage",
+    "derived.determination.function_is_lineage",
+    "derived.determination.barrier",
+    "derived.determination.threshold",
+    "derived.determination.method",
+    "derived.closeness.score",
+    "derived.closeness.match_rate",
+    "derived.closeness.mean_distance",
+    "derived.closeness.n_points",
+    "derived.closeness.ci_low",
+    "derived.closeness.ci_high",
+    "derived.closeness.seconds",
+    "independent.accuracy",
+    "independent.determination.barrier_min",
+    "independent.determination.false_positives",
+    "independent.closeness.score_max",
+    "independent.0.id",
+    "independent.0.determination.is_lineage",
+    "independent.0.determination.barrier",
+    "independent.0.closeness.score",
     "independent.1.id",
-    "time.parent_s", "time.derive_s", "time.determination_s", "time.closeness_s",
+    "time.parent_s",
+    "time.derive_s",
+    "time.determination_s",
+    "time.closeness_s",
     "time.total_s",
 ]
 
@@ -83,21 +106,54 @@ def test_wandb_offline_run_holds_summary(single):
 
 def test_compare_gives_the_same_numbers(single):
     tmp, _, m = single
-    r = subprocess.run([sys.executable, "-m", "lineage", "compare", m["parent.path"],
-                        m["derived.path"], "--references", "2", "--zoo", str(tmp / "zoo"),
-                        "--json", "experiment=smoke"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lineage",
+            "compare",
+            m["parent.path"],
+            m["derived.path"],
+            "--references",
+            "2",
+            "--zoo",
+            str(tmp / "zoo"),
+            "--json",
+            "experiment=smoke",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     c = json.loads(r.stdout.strip().splitlines()[-1])
-    for k in ("determination.is_lineage", "determination.barrier", "determination.threshold",
-              "determination.method", "closeness.score", "closeness.match_rate",
-              "closeness.n_points", "closeness.ci_low", "closeness.ci_high"):
-        assert c[k] == pytest.approx(m[f"derived.{k}"], rel=1e-6, abs=1e-9), k
+    for k in (
+        "determination.is_lineage",
+        "determination.barrier",
+        "determination.threshold",
+        "determination.method",
+        "closeness.score",
+        "closeness.match_rate",
+        "closeness.n_points",
+        "closeness.ci_low",
+        "closeness.ci_high",
+    ):
+        want = m[f"derived.{k}"]
+        if isinstance(want, float):
+            assert c[k] == pytest.approx(want, rel=1e-6, abs=1e-9), k
+        else:
+            assert c[k] == want, k
 
 
 def test_logger_none_and_rerun_skips(tmp_path):
-    args = smoke(tmp_path, "logger=none", "modification=noise", "ratio=0.1",
-                 f"hydra.run.dir={tmp_path / 'run'}")
+    args = smoke(
+        tmp_path,
+        "logger=none",
+        "modification=noise",
+        "ratio=0.1",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     r = run_py(*args)
     assert r.returncode == 0, r.stderr[-3000:]
     assert not (tmp_path / "run" / "wandb").exists()
@@ -112,8 +168,16 @@ def test_logger_none_and_rerun_skips(tmp_path):
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
 def test_multirun_launchers(tmp_path, launcher):
     sweep = tmp_path / "sweep"
-    args = ["-m", *smoke(tmp_path, "logger=none", f"hydra/launcher={launcher}",
-                         "modification=finetune,noise", f"hydra.sweep.dir={sweep}")]
+    args = [
+        "-m",
+        *smoke(
+            tmp_path,
+            "logger=none",
+            f"hydra/launcher={launcher}",
+            "modification=finetune,noise",
+            f"hydra.sweep.dir={sweep}",
+        ),
+    ]
     r = run_py(*args, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     files = metrics_files(sweep)
@@ -133,12 +197,22 @@ def test_multirun_launchers(tmp_path, launcher):
 
 def test_sweep_killed_then_resumed(tmp_path):
     sweep = tmp_path / "sweep"
-    args = [sys.executable, str(ROOT / "run.py"), "-m",
-            *smoke(tmp_path, "logger=none", "modification=noise", "ratio=0.1,0.2,0.3",
-                   f"hydra.sweep.dir={sweep}")]
+    args = [
+        sys.executable,
+        str(ROOT / "run.py"),
+        "-m",
+        *smoke(
+            tmp_path,
+            "logger=none",
+            "modification=noise",
+            "ratio=0.1,0.2,0.3",
+            f"hydra.sweep.dir={sweep}",
+        ),
+    ]
     env = {**os.environ, "WANDB_MODE": "offline"}
-    p = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 300
     while not metrics_files(sweep) and time.time() < deadline and p.poll() is None:
         time.sleep(0.2)
@@ -157,12 +231,15 @@ def test_sweep_killed_then_resumed(tmp_path):
     assert len(edges) == len({e["child"] for e in edges}) == 3
 
 
-@pytest.mark.parametrize("override,message", [
-    ("modification=bogus", "Available options in 'modification'"),
-    ("ratio=abc", "could not be converted to Float"),
-    ("ratio=1.5", "outside its range [0, 1]"),
-    ("data.limit=-3", "data.limit"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("modification=bogus", "Available options in 'modification'"),
+        ("ratio=abc", "could not be converted to Float"),
+        ("ratio=1.5", "outside its range [0, 1]"),
+        ("data.limit=-3", "data.limit"),
+    ],
+)
 def test_bad_config_gives_clear_error(tmp_path, override, message):
     r = run_py(*smoke(tmp_path, "logger=none", override, f"hydra.run.dir={tmp_path / 'r'}"))
     assert r.returncode != 0
@@ -176,8 +253,10 @@ def test_unwritable_output_dir(tmp_path, where):
     # A path under a regular file cannot be created, even by root (CI runs as root).
     blocker = tmp_path / "file"
     blocker.write_text("")
-    target = {"zoo": [f"paths.zoo={blocker / 'zoo'}", f"hydra.run.dir={tmp_path / 'r'}"],
-              "run": [f"hydra.run.dir={blocker / 'run'}"]}[where]
+    target = {
+        "zoo": [f"paths.zoo={blocker / 'zoo'}", f"hydra.run.dir={tmp_path / 'r'}"],
+        "run": [f"hydra.run.dir={blocker / 'run'}"],
+    }[where]
     r = run_py(*smoke(tmp_path, "logger=none", *target))
     assert r.returncode != 0
     assert "cannot create" in r.stderr or "Not a directory" in r.stderr
@@ -188,8 +267,13 @@ def test_compare_bad_inputs(single, tmp_path):
     _, _, m = single
 
     def compare(*a):
-        return subprocess.run([sys.executable, "-m", "lineage", "compare", *a], cwd=ROOT,
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "lineage", "compare", *a],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     r = compare(str(tmp_path / "missing.safetensors"), m["derived.path"])
     assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
@@ -210,9 +294,17 @@ def test_compare_different_tasks_needs_data(single, tmp_path):
 
     dm = build_datamodule("digits", limit=200)
     d = derive(parent, dm, {"name": "transfer", "epochs": 0}, 0.5, 0)
-    child = models.save(d.model, tmp_path / "child.safetensors",
-                        {"id": "c", "data": {"name": "digits", "classes": [5, 6, 7, 8, 9]}})
-    r = subprocess.run([sys.executable, "-m", "lineage", "compare", m["parent.path"], str(child)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    child = models.save(
+        d.model,
+        tmp_path / "child.safetensors",
+        {"id": "c", "data": {"name": "digits", "classes": [5, 6, 7, 8, 9]}},
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "lineage", "compare", m["parent.path"], str(child)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "different tasks" in r.stderr and "--data" in r.stderr
     assert "Traceback" not in r.stderr

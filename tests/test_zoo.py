@@ -21,6 +21,7 @@ def test_same_config_same_model_other_seed_other_model(tmp_path, digits_dm, fast
             m = models.build("mlp", 10, 1, 8, hidden=[32])
             m, acc = train_classifier(m, digits_dm, fast_train, seed)
             return m, {"accuracy": acc, "seed": seed}
+
         return train
 
     spec = {"model": "mlp", "seed": 0}
@@ -73,8 +74,12 @@ WORKER = textwrap.dedent("""
 
 
 def test_two_processes_train_once(tmp_path):
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path)],
-                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     outs = [json.loads(p.communicate(timeout=240)[0].strip().splitlines()[-1]) for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert outs[0]["id"] == outs[1]["id"]

@@ -25,11 +25,11 @@ def records(path: Path):
         if room < 7:  # block trailer: padding
             pos += room
             continue
-        _crc, length, kind = struct.unpack("<IHB", raw[pos:pos + 7])
+        _crc, length, kind = struct.unpack("<IHB", raw[pos : pos + 7])
         if kind == 0 and length == 0:
             pos += room
             continue
-        data = raw[pos + 7:pos + 7 + length]
+        data = raw[pos + 7 : pos + 7 + length]
         pos += 7 + length
         buf = data if kind in (FULL, FIRST) else buf + data
         if kind in (FULL, LAST):

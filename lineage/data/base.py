@@ -35,9 +35,17 @@ DATASETS: Registry[Loader] = Registry("dataset")
 
 
 class DataModule(pl.LightningDataModule):
-    def __init__(self, name: str, train: Split, val: Split, test: Split,
-                 num_classes: int, classes: list[int] | None, batch_size: int = 128,
-                 root: str = "data"):
+    def __init__(
+        self,
+        name: str,
+        train: Split,
+        val: Split,
+        test: Split,
+        num_classes: int,
+        classes: list[int] | None,
+        batch_size: int = 128,
+        root: str = "data",
+    ):
         super().__init__()
         self.name = name
         self.root = root  # a modification's own data (transfer, distill) reads beside it
@@ -53,8 +61,12 @@ class DataModule(pl.LightningDataModule):
 
     def _loader(self, s: Split, shuffle: bool) -> DataLoader:
         g = torch.Generator().manual_seed(0)
-        return DataLoader(TensorDataset(s.x, s.y), batch_size=self.batch_size,
-                          shuffle=shuffle, generator=g if shuffle else None)
+        return DataLoader(
+            TensorDataset(s.x, s.y),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            generator=g if shuffle else None,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train, True)
@@ -84,9 +96,16 @@ def _take(s: Split, n: int | None, seed: int) -> Split:
     return Split(s.x[idx], s.y[idx])
 
 
-def build_datamodule(name: str, root: str | Path = "data", classes: Sequence[int] | None = None,
-                     limit: int | None = None, val_fraction: float = 0.1, split_seed: int = 0,
-                     batch_size: int = 128, download: bool = False) -> DataModule:
+def build_datamodule(
+    name: str,
+    root: str | Path = "data",
+    classes: Sequence[int] | None = None,
+    limit: int | None = None,
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+    batch_size: int = 128,
+    download: bool = False,
+) -> DataModule:
     """Load a registered dataset, subset classes, split off validation, apply `limit`."""
     train, test = DATASETS.get(name)(root=Path(root), download=download)
     n_all = int(train.y.max().item()) + 1 if len(train) else 0
@@ -106,13 +125,30 @@ def build_datamodule(name: str, root: str | Path = "data", classes: Sequence[int
     if limit is not None:
         if limit <= 0:
             raise LineageError(f"data.limit={limit}: must be a positive number of samples")
-        train, val, test = (_take(s, limit, split_seed + i) for i, s in enumerate((train, val, test)))
-    return DataModule(name, train, val, test, num_classes,
-                      list(classes) if classes else None, batch_size, str(root))
+        train, val, test = (
+            _take(s, limit, split_seed + i) for i, s in enumerate((train, val, test))
+        )
+    return DataModule(
+        name,
+        train,
+        val,
+        test,
+        num_classes,
+        list(classes) if classes else None,
+        batch_size,
+        str(root),
+    )
 
 
 def datamodule_from_config(d: Mapping[str, Any]) -> DataModule:
     """Build from a `data` config group (also used for a modification's own `data`)."""
-    return build_datamodule(d["name"], d.get("root", "data"), d.get("classes"), d.get("limit"),
-                            d.get("val_fraction", 0.1), d.get("split_seed", 0),
-                            d.get("batch_size", 128), bool(d.get("download", False)))
+    return build_datamodule(
+        d["name"],
+        d.get("root", "data"),
+        d.get("classes"),
+        d.get("limit"),
+        d.get("val_fraction", 0.1),
+        d.get("split_seed", 0),
+        d.get("batch_size", 128),
+        bool(d.get("download", False)),
+    )

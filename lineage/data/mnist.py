@@ -36,7 +36,7 @@ def read_idx(path: Path) -> np.ndarray:
     if raw[:3] != b"\x00\x00\x08" or MAGIC.get(ndim) != magic:
         raise LineageError(f"{path}: bad IDX magic number {magic:#010x}")
     header = 4 + 4 * ndim
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     expected = header + int(np.prod(dims))
     if len(raw) != expected:
         raise LineageError(
@@ -73,6 +73,10 @@ def mnist(root: Path, download: bool = False) -> tuple[Split, Split]:
         x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
         if len(x) != len(y):
             raise LineageError(f"MNIST {split}: {len(x)} images but {len(y)} labels")
-        out.append(Split(torch.from_numpy(x.copy()).float().div_(255).unsqueeze(1),
-                         torch.from_numpy(y.astype(np.int64))))
+        out.append(
+            Split(
+                torch.from_numpy(x.copy()).float().div_(255).unsqueeze(1),
+                torch.from_numpy(y.astype(np.int64)),
+            )
+        )
     return out[0], out[1]

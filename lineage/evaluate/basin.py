@@ -47,8 +47,8 @@ DEFAULTS: dict[str, Any] = {
     "align": True,
     "align_rounds": 20,
     "seed": 0,
-    "gamma": 0.5,
-    "fallback_rel": 0.1,
+    "gamma": 0.25,
+    "fallback_rel": 0.02,
 }
 
 

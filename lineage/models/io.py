@@ -27,14 +27,30 @@ from .registry import MODELS, arch_of, build
 FORMAT = "lineage-model/1"
 MAX_HEADER = 16 * 2**20  # a real header is a few KB; a huge declared length is an attack
 MAX_FILE = 4 * 2**30
-DTYPE_SIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
-              "I8": 1, "U8": 1, "BOOL": 1}
+DTYPE_SIZE = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+}
 # Metadata keys with the types they must have when present.
 META_TYPES: dict[str, type | tuple[type, ...]] = {
-    "id": str, "parent_id": (str, type(None)), "modification": (str, type(None)),
-    "ratio": (int, float, type(None)), "seed": (int, type(None)),
-    "accuracy": (int, float, type(None)), "data": (dict, type(None)),
-    "lineage": (list, type(None)), "created": str, "git_sha": str,
+    "id": str,
+    "parent_id": (str, type(None)),
+    "modification": (str, type(None)),
+    "ratio": (int, float, type(None)),
+    "seed": (int, type(None)),
+    "accuracy": (int, float, type(None)),
+    "data": (dict, type(None)),
+    "lineage": (list, type(None)),
+    "created": str,
+    "git_sha": str,
 }
 
 
@@ -50,10 +66,16 @@ def checksum(state: dict[str, torch.Tensor]) -> str:
 def save(model: nn.Module, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
     """Write `model` and its metadata atomically. `meta` adds id, parent_id, data, etc."""
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    info = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git_sha": git_sha(),
-            **(meta or {}), "arch": arch_of(model), "format": FORMAT}
-    blob = st_save(state, metadata={"lineage": json.dumps(info, default=str),
-                                    "checksum": checksum(state)})
+    info = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git_sha": git_sha(),
+        **(meta or {}),
+        "arch": arch_of(model),
+        "format": FORMAT,
+    }
+    blob = st_save(
+        state, metadata={"lineage": json.dumps(info, default=str), "checksum": checksum(state)}
+    )
     return atomic_write(path, blob)
 
 
@@ -69,7 +91,7 @@ def read_header(path: Path, raw: bytes) -> dict[str, Any]:
     if n > MAX_HEADER or 8 + n > len(raw):
         raise _fail(path, f"declared header of {n} bytes does not fit (file {len(raw)} bytes)")
     try:
-        header = json.loads(raw[8: 8 + n])
+        header = json.loads(raw[8 : 8 + n])
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise _fail(path, "header is not JSON (truncated, or not a safetensors file)") from None
     if not isinstance(header, dict):
@@ -78,12 +100,16 @@ def read_header(path: Path, raw: bytes) -> dict[str, Any]:
     for name, spec in header.items():
         if name == "__metadata__":
             continue
-        ok = (isinstance(spec, dict) and isinstance(spec.get("dtype"), str)
-              and spec["dtype"] in DTYPE_SIZE
-              and isinstance(spec.get("shape"), list)
-              and all(isinstance(d, int) and 0 <= d < 2**40 for d in spec["shape"])
-              and isinstance(spec.get("data_offsets"), list) and len(spec["data_offsets"]) == 2
-              and all(isinstance(o, int) for o in spec["data_offsets"]))
+        ok = (
+            isinstance(spec, dict)
+            and isinstance(spec.get("dtype"), str)
+            and spec["dtype"] in DTYPE_SIZE
+            and isinstance(spec.get("shape"), list)
+            and all(isinstance(d, int) and 0 <= d < 2**40 for d in spec["shape"])
+            and isinstance(spec.get("data_offsets"), list)
+            and len(spec["data_offsets"]) == 2
+            and all(isinstance(o, int) for o in spec["data_offsets"])
+        )
         if not ok:
             raise _fail(path, f"malformed entry for tensor {name!r}")
         a, b = spec["data_offsets"]
@@ -104,12 +130,15 @@ def _parse_meta(path: Path, raw_meta: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise _fail(path, f"metadata format is not {FORMAT!r}")
     arch = meta.get("arch")
-    if not (isinstance(arch, dict) and isinstance(arch.get("name"), str)
-            and isinstance(arch.get("num_classes"), int)
-            and isinstance(arch.get("in_channels"), int)
-            and isinstance(arch.get("input_size"), list)
-            and all(isinstance(v, int) for v in arch["input_size"])
-            and isinstance(arch.get("kwargs", {}), dict)):
+    if not (
+        isinstance(arch, dict)
+        and isinstance(arch.get("name"), str)
+        and isinstance(arch.get("num_classes"), int)
+        and isinstance(arch.get("in_channels"), int)
+        and isinstance(arch.get("input_size"), list)
+        and all(isinstance(v, int) for v in arch["input_size"])
+        and isinstance(arch.get("kwargs", {}), dict)
+    ):
         raise _fail(path, "metadata 'arch' is missing or has wrong types")
     if arch["name"] not in MODELS:
         raise _fail(path, f"unknown architecture {arch['name']!r}; known: {MODELS.names()}")
@@ -119,8 +148,9 @@ def _parse_meta(path: Path, raw_meta: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
-def load(path: str | Path, device: str | torch.device = "cpu",
-         allow_nonfinite: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+def load(
+    path: str | Path, device: str | torch.device = "cpu", allow_nonfinite: bool = False
+) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model from its file. Returns (model in eval mode, metadata)."""
     path = Path(path)
     if not path.is_file():
@@ -138,20 +168,25 @@ def load(path: str | Path, device: str | torch.device = "cpu",
         raise _fail(path, "checksum mismatch: tensors were altered or corrupted")
     a = meta["arch"]
     try:
-        model = build(a["name"], a["num_classes"], a["in_channels"], a["input_size"],
-                      **a.get("kwargs", {}))
+        model = build(
+            a["name"], a["num_classes"], a["in_channels"], a["input_size"], **a.get("kwargs", {})
+        )
     except (LineageError, ValueError, RuntimeError) as e:
         raise _fail(path, f"cannot build recorded architecture ({e})") from None
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     if missing or extra:
-        raise _fail(path, f"tensors do not match {a['name']}: missing {missing[:5]}, "
-                          f"unexpected {extra[:5]}")
+        raise _fail(
+            path, f"tensors do not match {a['name']}: missing {missing[:5]}, unexpected {extra[:5]}"
+        )
     for k, v in expected.items():
         if v.shape != state[k].shape or v.dtype != state[k].dtype:
-            raise _fail(path, f"tensor {k!r} is {state[k].dtype}{tuple(state[k].shape)}, "
-                              f"architecture expects {v.dtype}{tuple(v.shape)}")
+            raise _fail(
+                path,
+                f"tensor {k!r} is {state[k].dtype}{tuple(state[k].shape)}, "
+                f"architecture expects {v.dtype}{tuple(v.shape)}",
+            )
         if not allow_nonfinite and v.is_floating_point() and not torch.isfinite(state[k]).all():
             raise _fail(path, f"tensor {k!r} holds NaN or Inf values")
     model.load_state_dict(state)

@@ -21,6 +21,10 @@ class MLP(nn.Module):
 
 
 @register("mlp")
-def mlp(num_classes: int, in_channels: int, input_size: tuple[int, int],
-        hidden: Sequence[int] = (128, 128)) -> nn.Module:
+def mlp(
+    num_classes: int,
+    in_channels: int,
+    input_size: tuple[int, int],
+    hidden: Sequence[int] = (128, 128),
+) -> nn.Module:
     return MLP(in_channels * math.prod(input_size), list(hidden), num_classes)

@@ -15,8 +15,13 @@ MODELS: Registry[Callable[..., nn.Module]] = Registry("architecture")
 register = MODELS.register
 
 
-def build(name: str, num_classes: int, in_channels: int = 1,
-          input_size: int | Sequence[int] = 28, **kw: Any) -> nn.Module:
+def build(
+    name: str,
+    num_classes: int,
+    in_channels: int = 1,
+    input_size: int | Sequence[int] = 28,
+    **kw: Any,
+) -> nn.Module:
     """Build a registered architecture. `input_size` is H (square) or (H, W)."""
     fn = MODELS.get(name)
     size = (int(input_size), int(input_size)) if isinstance(input_size, int) else tuple(input_size)
@@ -27,8 +32,11 @@ def build(name: str, num_classes: int, in_channels: int = 1,
     except TypeError as e:
         raise LineageError(f"architecture {name!r}: bad arguments {sorted(kw)} ({e})") from None
     model.arch = {  # type: ignore[assignment]
-        "name": name, "num_classes": num_classes, "in_channels": in_channels,
-        "input_size": list(size), "kwargs": dict(kw),
+        "name": name,
+        "num_classes": num_classes,
+        "in_channels": in_channels,
+        "input_size": list(size),
+        "kwargs": dict(kw),
     }
     return model
 

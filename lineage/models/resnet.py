@@ -15,8 +15,9 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout)
         self.shortcut = nn.Sequential()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                          nn.BatchNorm2d(cout))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -28,8 +29,7 @@ class ResNet18(nn.Module):
     `mid` optionally sets each block's inner width (8 numbers), which structured pruning
     shrinks without touching the residual stream."""
 
-    def __init__(self, in_channels: int, num_classes: int, width: float,
-                 mid: Sequence[int] | None):
+    def __init__(self, in_channels: int, num_classes: int, width: float, mid: Sequence[int] | None):
         super().__init__()
         stages = [max(1, int(round(c * width))) for c in (64, 128, 256, 512)]
         widths = [s for s in stages for _ in range(2)]
@@ -41,8 +41,12 @@ class ResNet18(nn.Module):
             blocks.append(BasicBlock(cin, mids[i], cout, stride))
             cin = cout
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, stages[0], 3, 1, 1, bias=False), nn.BatchNorm2d(stages[0]),
-            nn.ReLU(), *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Conv2d(in_channels, stages[0], 3, 1, 1, bias=False),
+            nn.BatchNorm2d(stages[0]),
+            nn.ReLU(),
+            *blocks,
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
         self.head = nn.Linear(cin, num_classes)
 
@@ -51,6 +55,11 @@ class ResNet18(nn.Module):
 
 
 @register("resnet18")
-def resnet18(num_classes: int, in_channels: int, input_size: tuple[int, int],
-             width: float = 1.0, mid: Sequence[int] | None = None) -> nn.Module:
+def resnet18(
+    num_classes: int,
+    in_channels: int,
+    input_size: tuple[int, int],
+    width: float = 1.0,
+    mid: Sequence[int] | None = None,
+) -> nn.Module:
     return ResNet18(in_channels, num_classes, width, mid)

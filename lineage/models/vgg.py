@@ -11,8 +11,13 @@ class VGG(nn.Module):
     """VGG-11 with BatchNorm. Pools that would shrink the map below 1x1 are skipped,
     so small inputs (8x8 digits) work too. `channels` overrides the 8 conv widths."""
 
-    def __init__(self, in_channels: int, input_size: tuple[int, int], num_classes: int,
-                 channels: Sequence[int]):
+    def __init__(
+        self,
+        in_channels: int,
+        input_size: tuple[int, int],
+        num_classes: int,
+        channels: Sequence[int],
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         side = min(input_size)
@@ -25,8 +30,11 @@ class VGG(nn.Module):
                     side //= 2
                 continue
             cout = next(widths)
-            layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-                       nn.ReLU()]
+            layers += [
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(),
+            ]
             cin = cout
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         self.features = nn.Sequential(*layers)
@@ -37,8 +45,13 @@ class VGG(nn.Module):
 
 
 @register("vgg11")
-def vgg11(num_classes: int, in_channels: int, input_size: tuple[int, int], width: float = 0.25,
-          channels: Sequence[int] | None = None) -> nn.Module:
+def vgg11(
+    num_classes: int,
+    in_channels: int,
+    input_size: tuple[int, int],
+    width: float = 0.25,
+    channels: Sequence[int] | None = None,
+) -> nn.Module:
     if channels is None:
         channels = [max(1, int(round(v * width))) for v in VGG11 if isinstance(v, int)]
     return VGG(in_channels, input_size, num_classes, list(channels))

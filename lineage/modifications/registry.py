@@ -29,8 +29,15 @@ class Derived:
 
 
 class Modification(Protocol):
-    def __call__(self, parent: nn.Module, dm: DataModule, cfg: Mapping[str, Any], ratio: float,
-                 seed: int, logger: Any = None) -> Derived: ...
+    def __call__(
+        self,
+        parent: nn.Module,
+        dm: DataModule,
+        cfg: Mapping[str, Any],
+        ratio: float,
+        seed: int,
+        logger: Any = None,
+    ) -> Derived: ...
 
 
 MODIFICATIONS: Registry[Modification] = Registry("modification")
@@ -41,8 +48,11 @@ VALIDATORS: dict[str, Callable[[Mapping[str, Any], float], None]] = {}
 DEFAULTS: dict[str, dict[str, Any]] = {}
 
 
-def register(name: str, validate: Callable[[Mapping[str, Any], float], None] | None = None,
-             defaults: Mapping[str, Any] | None = None) -> Callable[[Modification], Modification]:
+def register(
+    name: str,
+    validate: Callable[[Mapping[str, Any], float], None] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> Callable[[Modification], Modification]:
     if validate is not None:
         VALIDATORS[name] = validate
     if defaults is not None:
@@ -60,8 +70,9 @@ def options(cfg: Mapping[str, Any]) -> dict[str, Any]:
         return dict(cfg)
     extra = sorted(set(cfg) - set(known) - {"name"})
     if extra:
-        raise LineageError(f"modification {cfg['name']!r}: unknown option(s) {extra}; "
-                           f"valid: {sorted(known)}")
+        raise LineageError(
+            f"modification {cfg['name']!r}: unknown option(s) {extra}; valid: {sorted(known)}"
+        )
     return {**known, **cfg}
 
 
@@ -84,7 +95,13 @@ def validate(cfg: Mapping[str, Any], ratio: Any) -> float:
     return r
 
 
-def derive(parent: nn.Module, dm: DataModule, cfg: Mapping[str, Any], ratio: float, seed: int,
-           logger: Any = None) -> Derived:
+def derive(
+    parent: nn.Module,
+    dm: DataModule,
+    cfg: Mapping[str, Any],
+    ratio: float,
+    seed: int,
+    logger: Any = None,
+) -> Derived:
     r = validate(cfg, ratio)
     return MODIFICATIONS.get(cfg["name"])(parent, dm, options(cfg), r, seed, logger)

@@ -24,8 +24,11 @@ def summary_table(m: dict[str, Any]) -> str:
     cells = [head] + [tuple(_fmt(c) for c in r) for r in rows]
     widths = [max(len(r[j]) for r in cells) for j in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
-    times = ", ".join(f"{k[5:-2]} {v:.1f}s" for k, v in m.items()
-                      if k.startswith("time.") and isinstance(v, (int, float)))
+    times = ", ".join(
+        f"{k[5:-2]} {v:.1f}s"
+        for k, v in m.items()
+        if k.startswith("time.") and isinstance(v, (int, float))
+    )
     title = f"{m.get('data')} / {m.get('model')}"
     if m.get("modification"):
         title += f" / {m['modification']} ratio={m.get('ratio')}"
@@ -36,6 +39,12 @@ def _row(name: str, m: dict[str, Any], p: str) -> tuple[Any, ...]:
     ci = None
     if f"{p}closeness.ci_low" in m:
         ci = f"[{m[p + 'closeness.ci_low']:.3f}, {m[p + 'closeness.ci_high']:.3f}]"
-    return (name, m.get(p + "id"), m.get(p + "accuracy"),
-            m.get(p + "determination.is_lineage"), m.get(p + "determination.barrier"),
-            m.get(p + "closeness.score"), ci)
+    return (
+        name,
+        m.get(p + "id"),
+        m.get(p + "accuracy"),
+        m.get(p + "determination.is_lineage"),
+        m.get(p + "determination.barrier"),
+        m.get(p + "closeness.score"),
+        ci,
+    )
