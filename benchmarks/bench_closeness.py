@@ -145,33 +145,48 @@ def speed(
     device: str,
     segments: int = 10,
     ref_points: int | None = None,
+    threads: int = 2,
+    ref_threads: tuple[int, ...] = (1, 2),
 ) -> None:
     """Reference and batched search on the same points, timed side by side: the reference
-    runs in `segments` slices, each right after a batched run over all points, so both see
-    the same machine load (this machine is shared); the ratio is the median of the pairs."""
+    runs in `segments` slices, each right after a batched run over all points, so all see
+    the same machine load (the dev machine is shared); ratios are medians of the pairs.
+    The reference runs at each of `ref_threads` (PyTorch's default is one thread per core,
+    but batch-1 calls are often fastest on one), the batched search at `threads`. A batched
+    bracket-and-bisection run ("bisection") is the issue's ~11x yardstick."""
     cfg = closeness_cfg(progress=False)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     n = len(x)
     n_ref = min(n, ref_points or n)
-    # warm both paths up (allocator, kernels) on a few points
+    # warm every path up (allocator, kernels) on a few points
     measure_points(parent, suspect, x[:16], y[:16], cfg)
     reference_closeness(parent, suspect, x[:2], y[:2])
     load0 = os.getloadavg()[0]
-    batched, pairs, t_ref, parts = [], [], 0.0, []
+    runs: dict[str, list[float]] = {"brent": [], "bisection": []}
+    refs: dict[int, list[float]] = {k: [] for k in ref_threads}
+    parts = []
     bounds = [round(i * n_ref / segments) for i in range(segments + 1)]
     for a, b in zip(bounds, bounds[1:]):
-        sync()
-        t = time.perf_counter()
-        pts, evals = measure_points(parent, suspect, x, y, cfg)
-        sync()
-        batched.append((time.perf_counter() - t) / n)
-        t = time.perf_counter()
-        parts.append(reference_closeness(parent, suspect, x[a:b], y[a:b]))
-        sync()
-        dt = time.perf_counter() - t
-        t_ref += dt
-        pairs.append(dt / (b - a) / batched[-1])
+        torch.set_num_threads(threads)
+        for search in runs:
+            sync()
+            t = time.perf_counter()
+            out, ev = measure_points(parent, suspect, x, y, {**cfg, "search": search})
+            sync()
+            runs[search].append((time.perf_counter() - t) / n)
+            if search == "brent":
+                pts, evals = out, ev
+            else:
+                evals_bisection = ev
+        for k in ref_threads:
+            torch.set_num_threads(k)
+            t = time.perf_counter()
+            part = reference_closeness(parent, suspect, x[a:b], y[a:b])
+            sync()
+            refs[k].append((time.perf_counter() - t) / (b - a))
+        parts.append(part)
     load1 = os.getloadavg()[0]
+    torch.set_num_threads(threads)
     ref = {
         k: [v for p in parts for v in getattr(p, k)] for k in ("d_source", "d_suspect", "matched")
     }
@@ -184,41 +199,49 @@ def speed(
     err_src = (mine.d_source[both] - d_src_ref[both]).abs()
     err_sus = (mine.d_suspect[both] - d_sus_ref[both]).abs()
     close = ((err_src <= 1e-4) & (err_sus <= 1e-4)).float().mean().item() if both.any() else 0
-    t_b = torch.tensor(batched)
-    rows = [
-        {
-            "search": "reference (batch 1)",
-            "ms/point": 1e3 * t_ref / n_ref,
-            "points": n_ref,
-            "matched": int(m_ref.sum()),
-        },
-        {
-            "search": f"batched (median of {segments} runs)",
-            "ms/point": 1e3 * t_b.median().item(),
-            "points": n,
-            "matched": int(mine.matched.sum()),
-            "evals/point": evals,
-        },
-    ]
+
+    def median(v: list[float]) -> float:
+        return torch.tensor(v).median().item()
+
+    rows = []
+    for search, label, ev in (
+        ("brent", "batched: bracket + margin root search", evals),
+        ("bisection", "batched: bracket + bisection", evals_bisection),
+    ):
+        rows.append(
+            {
+                "search": f"{label} ({threads} threads)",
+                "ms/point": 1e3 * median(runs[search]),
+                "evals/point": ev,
+                **{
+                    f"x vs ref {k}t": median([r / c for r, c in zip(refs[k], runs[search])])
+                    for k in ref_threads
+                },
+            }
+        )
+    for k in ref_threads:
+        rows.append(
+            {
+                "search": f"reference, batch 1 ({k} thread{'s' * (k > 1)})",
+                "ms/point": 1e3 * median(refs[k]),
+            }
+        )
     print(
-        f"\n## speed: device {device}, {torch.get_num_threads()} threads, "
-        f"load average {load0:.1f} -> {load1:.1f}"
+        f"\n## speed: {n} points ({n_ref} for the reference), device {device}, "
+        f"load average {load0:.1f} -> {load1:.1f} ({os.cpu_count()} CPUs); ms/point and "
+        f"speed-ups are medians of {segments} side-by-side pairs"
     )
-    print(table(rows, ["search", "ms/point", "points", "matched", "evals/point"]))
-    ratio = torch.tensor(pairs).median().item()
     print(
-        f"\nspeed-up per point: {ratio:.1f}x, median of {segments} side-by-side pairs "
-        f"(range {min(pairs):.1f}x .. {max(pairs):.1f}x; target >= 25x on 2 CPU cores); "
-        f"batched runs {1e3 * t_b.min():.3f} .. {1e3 * t_b.max():.3f} ms/point"
+        table(rows, ["search", "ms/point", "evals/point", *[f"x vs ref {k}t" for k in ref_threads]])
     )
-    print(f"same match decision: {100 * same_match:.2f}% of {n_ref} points (target >= 99%)")
+    print(f"\nsame match decision: {100 * same_match:.2f}% of {n_ref} points (target >= 99%)")
     print(
         f"|d - d_ref| <= 1e-4 (source and suspect): {100 * close:.2f}% of {int(both.sum())} "
         f"points matched by both (target >= 99%); max error source "
         f"{err_src.max().item():.2e}, suspect {err_sus.max().item():.2e}"
     )
-    median = torch.median(pts.d_source[pts.valid]).item()
-    print(f"median source distance {median:.4f}; valid points {int(pts.valid.sum())} of {n}")
+    med = torch.median(pts.d_source[pts.valid]).item()
+    print(f"median source distance {med:.4f}; valid points {int(pts.valid.sum())} of {n}")
 
 
 # ---------------------------------------------------------------- --table
@@ -441,7 +464,12 @@ def main() -> None:
         default=None,
         help="--table: save each suspect's per-point measurements here",
     )
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (batched search)")
+    ap.add_argument(
+        "--ref-threads",
+        default="1,2",
+        help="--speed: torch thread counts to time the per-sample reference at",
+    )
     ap.add_argument(
         "--suspect",
         default="pruning",
@@ -472,7 +500,16 @@ def main() -> None:
             else derive(parent, dm, "pruning", 0.3, args.device)
         )
         x, y = dm.test.x[: args.points].to(args.device), dm.test.y[: args.points].to(args.device)
-        speed(parent, suspect, x, y, args.device, ref_points=args.ref_points)
+        speed(
+            parent,
+            suspect,
+            x,
+            y,
+            args.device,
+            ref_points=args.ref_points,
+            threads=args.threads,
+            ref_threads=tuple(int(k) for k in args.ref_threads.split(",")),
+        )
     if args.table:
         closeness_table(parent, refs, dm, args.device, Path(args.figure), args.dump)
     if args.sampling:

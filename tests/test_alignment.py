@@ -7,6 +7,7 @@ from lineage import models
 from lineage.errors import LineageError
 from lineage.evaluate.alignment import (
     apply_permutation,
+    complete,
     embed,
     group_aliases,
     random_permutations,
@@ -101,20 +102,21 @@ def test_alignment_of_an_unrelated_model_keeps_its_function(name, kw, size):
 def test_embed_structured_pruned_keeps_its_function(name, kw, size, with_record):
     m = model(name, kw, size)
     small, kept = shrink(m, 0.5)
-    state = embed(
-        spec_of(m),
-        spec_of(small),
-        m.state_dict(),
-        small.state_dict(),
-        kept if with_record else None,
+    spec = spec_of(m)
+    state, present = embed(
+        spec, spec_of(small), m.state_dict(), small.state_dict(), kept if with_record else None
     )
-    big = loaded(m, state)
-    assert (out(big, size) - out(small, size)).abs().max() < 1e-5
+    assert (out(loaded(m, state), size) - out(small, size)).abs().max() < 1e-5
+    # removed units take the parent's own parameters: still the pruned model's function
+    filled = complete(spec, state, m.state_dict(), present)
+    assert (out(loaded(m, filled), size) - out(small, size)).abs().max() < 1e-5
+    k, idx = next(iter(kept.items()))
+    w, parent_w = filled[f"{k}.weight"], m.state_dict()[f"{k}.weight"]
+    assert int(present[k].sum()) == len(idx) < len(present[k])
+    assert torch.equal(w[~present[k]], parent_w[~present[k]])
     if with_record:  # kept units sit where they were in the parent
-        k, idx = next(iter(kept.items()))
-        w = m.state_dict()[f"{k}.weight"]
-        assert torch.equal(state[f"{k}.weight"][idx], small.state_dict()[f"{k}.weight"])
-        assert w.shape == state[f"{k}.weight"].shape
+        assert torch.equal(present[k].nonzero().flatten(), torch.tensor(idx))
+        assert torch.equal(w[idx], small.state_dict()[f"{k}.weight"])
 
 
 def test_embed_rejects_what_cannot_map():

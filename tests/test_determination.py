@@ -159,18 +159,28 @@ def test_transfer_head_uses_the_trunk_route(mlps, probe):
 
 @pytest.mark.parametrize("arch", ["mlp", "resnet18"])
 def test_structured_pruned_suspect_maps_back(mlps, resnets, probe, arch):
-    p = (mlps if arch == "mlp" else resnets)[0]
-    small, kept = shrink(p, 0.25)
+    p, r1 = (mlps if arch == "mlp" else resnets)[:2]
+    refs = [barrier_of(p, r1, *probe, CFG)]
+    small, kept = shrink(p, 0.5)
     own_loss, _ = evaluate(small, *probe, 500)
     for record, route in (
         ({"kept_channels": kept}, "basin+pruned-map+aligned"),
         (None, "basin+pruned-match+aligned"),
     ):
-        res = determine(p, small, *probe, {"bn_reestimate": False}, suspect_record=record)
-        assert res.method == route
-        assert res.loss_suspect == pytest.approx(own_loss, abs=1e-4)  # zeros keep the function
+        res = determine(p, small, *probe, CFG, refs, suspect_record=record)
+        assert res.method == route and res.is_lineage and res.barrier < 1e-4
+        stale = determine(p, small, *probe, {"bn_reestimate": False}, suspect_record=record)
+        assert stale.loss_suspect == pytest.approx(own_loss, abs=1e-4)  # the pruned function
     no_align = determine(p, small, *probe, {"align": False}, suspect_record={"kept_channels": kept})
     assert no_align.method == "basin+pruned-map" and not no_align.aligned
+
+
+def test_independent_smaller_model_is_not_lineage(mlps, probe, digits_dm, fast_train):
+    p, r1, _ = mlps
+    small = trained(digits_dm, fast_train, "mlp", 3, hidden=[64, 64])
+    res = determine(p, small, *probe, CFG, [barrier_of(p, r1, *probe, CFG)])
+    assert res.method == "basin+pruned-match+aligned" and not res.is_lineage
+    assert not determine(p, small, *probe, CFG).is_lineage
 
 
 def test_kept_channels_compose_along_a_chain():
@@ -248,6 +258,12 @@ def test_refinement_bisects_around_the_maximum(mlps, probe):
     assert alphas == sorted(alphas) and 11 < len(alphas) <= 15
     assert fine.barrier >= grid.barrier - 1e-9
     assert "curve" in fine.to_dict(curve=True)
+
+
+def test_bn_data_must_have_a_batch_variance(resnets, probe):
+    p, r1 = resnets
+    with pytest.raises(LineageError, match="at least 2 samples"):
+        determine(p, r1, *probe, CFG, bn_x=probe[0][:1])
 
 
 def test_parent_and_suspect_are_not_modified(resnets, probe):

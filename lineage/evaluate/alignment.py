@@ -299,15 +299,17 @@ def embed(
     parent_state: Mapping[str, torch.Tensor],
     suspect_state: Mapping[str, torch.Tensor],
     kept: Mapping[str, Sequence[int]] | None = None,
-) -> State:
+) -> tuple[State, dict[str, torch.Tensor]]:
     """Map a structurally pruned suspect (fewer units per group) into the parent's shapes.
 
     `kept` maps a layer name (any module of the group, see `group_aliases`, optionally
     with a ".weight" suffix) to the parent indices of the units the suspect kept, in the
     suspect's order. Groups without an entry put their units first; the caller then lets
     weight matching find where they belong. Removed units are zero (variance 1 for BN),
-    which is exactly how the pruned network computes. Raises LineageError when the shapes
-    cannot be reconciled (more units than the parent, or another non-unit dimension).
+    which is exactly how the pruned network computes. Returns the state and, per group,
+    which of the parent's units the suspect has (a bool mask; see `complete`). Raises
+    LineageError when the shapes cannot be reconciled (more units than the parent, or
+    another non-unit dimension).
     """
     sizes = {g.name: g.size for g in suspect_spec}
     if [g.name for g in parent_spec] != list(sizes):
@@ -355,4 +357,37 @@ def embed(
                     f"{ref.shape[d]} in the parent, and is not a hidden unit"
                 )
         out[key] = t
+    present = {}
+    for g in parent_spec:
+        mask = torch.zeros(g.size, dtype=torch.bool)
+        mask[index[g.name]] = True
+        present[g.name] = mask
+    return out, present
+
+
+def complete(
+    spec: Sequence[Group],
+    state: Mapping[str, torch.Tensor],
+    parent_state: Mapping[str, torch.Tensor],
+    present: Mapping[str, torch.Tensor],
+) -> State:
+    """Give each removed unit the parent's own parameters (its weight rows, bias and BN
+    entries), keeping zero every weight that reads it.
+
+    Nothing reads a removed unit, so its own parameters do not change what the suspect
+    computes: any value is the same model. As permutation alignment picks, among equal
+    models, the one nearest the parent, so does this. With all-zero units instead, the path
+    would shrink a removed unit's input and output together, so its contribution would fall
+    as (1 - a)^2 rather than linearly, and that curvature alone shows up as a barrier.
+    """
+    out = dict(state)
+    for g in spec:
+        gone = ~present[g.name]
+        if not gone.any():
+            continue
+        for a in g.axes:
+            if a.dim == 0 and a.key in out:
+                t = out[a.key].clone()
+                t[gone.to(t.device)] = parent_state[a.key][gone.to(t.device)].to(t.dtype)
+                out[a.key] = t
     return out

@@ -11,8 +11,11 @@ independently trained model sits in another basin, behind a ridge: B is large.
 
 Before interpolating, the suspect is put into the parent's layout: units are aligned by
 weight matching (so a `permute` attack cannot hide lineage), structurally pruned suspects
-are mapped back into the parent's widths, and a suspect with another head (transfer) is
-compared on the shared trunk under the parent's head. When no weight-space route exists
+are mapped back into the parent's widths (kept units at their recorded indices, or placed
+by matching; nothing reads a removed unit, see alignment.complete), and a suspect with
+another head (transfer) is compared on the shared trunk under the parent's head. Integer
+buffers (num_batches_tracked) stay the parent's; BatchNorm statistics are re-estimated at
+every point of the path. When no weight-space route exists
 (another architecture), the result says `method="function"` and takes its verdict from
 the closeness evidence (see verdict.combine).
 
@@ -34,7 +37,15 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..errors import LineageError
-from .alignment import State, apply_permutation, embed, spec_of, weight_matching
+from .alignment import (
+    Group,
+    State,
+    apply_permutation,
+    complete,
+    embed,
+    spec_of,
+    weight_matching,
+)
 from .calibration import calibrate
 
 # Every key has a default here; conf/determination/default.yaml documents each.
@@ -222,29 +233,32 @@ def plan(
     )
     S = {k: v.to(dev) for k, v in S.items() if not (trunk and k.startswith("head."))}
     parts = ["trunk" if trunk else "basin"]
+    try:
+        spec: list[Group] | None = spec_of(parent)
+    except LineageError:
+        spec = None  # a layer without a permutation rule: no alignment, no shape mapping
     match = s["align"]
+    present: dict[str, torch.Tensor] = {}
     if any(S[k].shape != P[k].shape for k in S):
         kept = kept_channels(record)
         try:
-            S = embed(spec_of(parent), spec_of(suspect), P, S, kept)
+            if spec is None:
+                raise LineageError("the parent has layers without a permutation rule")
+            S, present = embed(spec, spec_of(suspect), P, S, kept)
         except LineageError as e:
             return f"no weight-space mapping from the suspect's shapes ({e})"
         parts.append("pruned-map" if kept else "pruned-match")
         match = match or not kept  # without a record, matching is what maps the units
     aligned = False
-    if match:
-        try:
-            spec = spec_of(parent)
-        except LineageError as e:
-            if "pruned-match" in parts:
-                return f"no channel matching for the pruned suspect ({e})"
-            spec = None
-        if spec is not None:
-            learnt = [k for k, _ in parent.named_parameters() if k in S]
-            perms = weight_matching(spec, P, S, learnt, s["align_rounds"], s["seed"])
-            S = apply_permutation(spec, S, perms)
-            aligned = True
-            parts.append("aligned")
+    if match and spec is not None:
+        learnt = [k for k, _ in parent.named_parameters() if k in S]
+        perms = weight_matching(spec, P, S, learnt, s["align_rounds"], s["seed"])
+        S = apply_permutation(spec, S, perms)
+        present = {g: m[perms[g]] for g, m in present.items()}
+        aligned = True
+        parts.append("aligned")
+    if spec is not None and present:
+        S = complete(spec, S, P, present)
     if trunk:
         S.update({k: v for k, v in P.items() if k.startswith("head.")})
     movable = {k for k, _ in parent.named_parameters()}
@@ -398,7 +412,13 @@ def determine(
             seconds=time.perf_counter() - t0,
             reason=route,
         )
-    path = Path(parent, route, probe_x, probe_y, probe_x if bn_x is None else bn_x, s)
+    bn_x = probe_x if bn_x is None else bn_x
+    has_bn = any(isinstance(m, _BatchNorm) for m in parent.modules())
+    if s["bn_reestimate"] and has_bn and len(bn_x) < 2:
+        raise LineageError(
+            f"BatchNorm re-estimation needs at least 2 samples; bn_x has {len(bn_x)}"
+        )
+    path = Path(parent, route, probe_x, probe_y, bn_x, s)
     curve = curve_of(path, s["alphas"], s["refine"])
     first, last = curve[0], curve[-1]
     barrier = max(_gap(c, first, last, "loss") for c in curve)
