@@ -7,7 +7,7 @@
 
     python benchmarks/bench_closeness.py --speed --table --sampling --data-root ../shared/data
     python benchmarks/bench_closeness.py --speed --device cuda --data cifar10 --model resnet18 \
-        --data-root DIR --points 1000
+        --data-root DIR --points 1000 --ref-points 200 --ref-threads 1 --override data.epochs=2
 
 The parent and independent references come from the zoo (outputs/zoo), trained on first use
 with the project's configs (conf/data, conf/model, conf/train), exactly as run.py would.
@@ -34,6 +34,7 @@ from reference_closeness import reference_closeness  # noqa: E402
 
 from lineage import models  # noqa: E402
 from lineage.data import DataModule, datamodule_from_config  # noqa: E402
+from lineage.evaluate.boundary import ieee_fp32  # noqa: E402
 from lineage.evaluate.closeness import References, closeness, filter_points, measure_points  # noqa: E402
 from lineage.training import accuracy, train_classifier  # noqa: E402
 from lineage.utils import seed_all  # noqa: E402
@@ -181,7 +182,8 @@ def speed(
         for k in ref_threads:
             torch.set_num_threads(k)
             t = time.perf_counter()
-            part = reference_closeness(parent, suspect, x[a:b], y[a:b])
+            with ieee_fp32(torch.device(device)):  # the precision the batched search uses
+                part = reference_closeness(parent, suspect, x[a:b], y[a:b])
             sync()
             refs[k].append((time.perf_counter() - t) / (b - a))
         parts.append(part)
@@ -471,6 +473,13 @@ def main() -> None:
         help="--speed: torch thread counts to time the per-sample reference at",
     )
     ap.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra Hydra override for the composed config, e.g. data.epochs=2 (repeatable)",
+    )
+    ap.add_argument(
         "--suspect",
         default="pruning",
         help="--speed suspect: pruning (the modification, ratio 0.3) or simple "
@@ -487,6 +496,7 @@ def main() -> None:
             f"model={args.model}",
             f"data.root={Path(args.data_root).resolve()}",
             f"train.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}",
+            *args.override,
         ]
     )
     cfg = compose()

@@ -41,18 +41,23 @@ def linear_model(d=16, c=4, seed=0):
     return nn.Sequential(nn.Flatten(), lin).eval()
 
 
-def linear_closed_form(lin: nn.Linear, x: torch.Tensor, y: torch.Tensor, d_max: float):
-    """Exact first flip along s = sign(W^T (softmax - onehot_y)).
+def source_direction(lin: nn.Linear, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """s = sign(grad_x CE) of a linear model: sign(W^T (softmax - onehot_y))."""
+    W = lin.weight.double()
+    p = torch.softmax(x.flatten(1).double() @ W.T + lin.bias.double(), 1)
+    return torch.sign((p - torch.nn.functional.one_hot(y, W.shape[0]).double()) @ W)
+
+
+def linear_first_flip(
+    lin: nn.Linear, x: torch.Tensor, y: torch.Tensor, s: torch.Tensor, d_max: float
+):
+    """Exact first flip of a linear model along x + t s.
 
     Margin of y over class k on the ray: m_k(t) = m_k(0) - t (w_k - w_y).s, so class k
     overtakes y at t_k = m_k(0) / ((w_k - w_y).s) when that slope is positive; every m_k is
     linear, so their minimum crosses zero once, at min_k t_k, into class argmin_k t_k."""
     W, b = lin.weight.double(), lin.bias.double()
-    x = x.flatten(1).double()
-    z = x @ W.T + b
-    p = torch.softmax(z, 1)
-    onehot = torch.nn.functional.one_hot(y, W.shape[0]).double()
-    s = torch.sign((p - onehot) @ W)
+    z = x.flatten(1).double() @ W.T + b
     slope = s @ W.T - (s * W[y]).sum(1, keepdim=True)  # (w_k - w_y).s
     m0 = z.gather(1, y[:, None]) - z
     t = torch.where(slope > 0, m0 / slope.clamp(min=1e-300), torch.full_like(m0, math.inf))
@@ -65,20 +70,33 @@ def test_linear_classifier_distance_matches_closed_form():
     model = linear_model(d=4, c=4)
     x = 3 * torch.randn(400, 1, 2, 2, generator=torch.Generator().manual_seed(1))
     y = model(x).argmax(1)  # the source is right everywhere
-    d, cls = linear_closed_form(model[1], x, y, d_max=2.0)
+    s = source_direction(model[1], x, y)
+    d, cls = linear_first_flip(model[1], x, y, s, d_max=2.0)
     finite = torch.isfinite(d)
     assert 300 < finite.sum() < 400  # flips within d_max, and beyond it
+    # a nearby linear suspect, searched along the source's direction (its search starts
+    # from the source's flip), and a far one
+    near, far = copy.deepcopy(model), linear_model(d=4, c=4, seed=5)
+    with torch.no_grad():
+        near[1].weight.add_(0.05 * torch.randn(4, 4, generator=torch.Generator().manual_seed(2)))
     evals = {}
     for search in ("brent", "bisection"):
-        pts, evals[search] = measure_points(
-            model, model, x, y, {"search": search, "tol": TOL, "d_max": 2.0}
-        )
+        cfg = {"search": search, "tol": TOL, "d_max": 2.0}
+        pts, evals[search] = measure_points(model, model, x, y, cfg)
         assert torch.equal(torch.isfinite(pts.d_source), finite)
         err = pts.d_source[finite] - d[finite]
-        # d is the flipped end of a bracket of width <= tol around the boundary
+        # d is within tol of the boundary, on its flipped side
         assert err.min() >= -1e-6 and err.max() <= TOL + 1e-6
         assert torch.equal(pts.adv_source[finite], cls[finite])
         assert torch.equal(pts.matched, finite)
+        for suspect, least in ((near, 250), (far, 10)):
+            pts, _ = measure_points(model, suspect, x, y, cfg)
+            d_sus, cls_sus = linear_first_flip(suspect[1], x, y, s, d_max=2.0)
+            ok = pts.valid & pts.suspect_correct & torch.isfinite(d_sus)
+            assert ok.sum() > least
+            assert torch.equal(torch.isfinite(pts.d_suspect), ok)
+            assert (pts.d_suspect[ok] - d_sus[ok]).abs().max() <= TOL + 1e-6
+            assert torch.equal(pts.adv_suspect[ok], cls_sus[ok])
     # a linear margin is hit by the first secant step, so the root search is much cheaper
     assert evals["brent"] < 0.6 * evals["bisection"]
 
