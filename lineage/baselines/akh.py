@@ -7,7 +7,6 @@ which the suspect gives the same wrong label. Labels only; 1 for the source itse
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
@@ -15,13 +14,13 @@ from torch import nn
 
 from .registry import (
     baseline,
+    error_probes,
     nonnegative_float,
     nonnegative_int,
     not_applicable,
     num_classes,
     paired_logits,
     positive_int,
-    source_errors,
 )
 
 
@@ -45,20 +44,7 @@ def akh(
     gen: torch.Generator,
 ) -> tuple[float, dict[str, Any]]:
     num_classes(source, x, y)
-    t0 = time.perf_counter()
-    xe, _, natural = source_errors(
-        source,
-        x,
-        y,
-        cfg["n_points"],
-        gen,
-        cfg["noise_std"],
-        cfg["max_shift"],
-        cfg["max_rounds"],
-        cfg["batch_size"],
-    )
-    probe_s = time.perf_counter() - t0
-    found = {"n_points": len(xe), "n_natural": natural, "probe_seconds": probe_s}
+    xe, found = error_probes(source, x, y, cfg, gen)
     if len(xe) == 0:
         return not_applicable("the source misclassifies none of the probes", **found)
     a, b = paired_logits(source, suspect, xe, cfg["batch_size"])

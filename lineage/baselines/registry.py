@@ -299,3 +299,31 @@ def source_errors(
 
 def not_applicable(reason: str, **details: Any) -> tuple[float, dict[str, Any]]:
     return float("nan"), {"applicable": False, "reason": reason, **details}
+
+
+def error_probes(
+    source: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: Mapping[str, Any],
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """`source_errors` with the options of SAC-w and AKH, timed: (inputs, details), where
+    details hold n_points, n_natural and probe_seconds (the source-only part of the cost)."""
+    t0 = time.perf_counter()
+    xe, _, natural = source_errors(
+        source,
+        x,
+        y,
+        cfg["n_points"],
+        gen,
+        cfg["noise_std"],
+        cfg["max_shift"],
+        cfg["max_rounds"],
+        cfg["batch_size"],
+    )
+    return xe, {
+        "n_points": len(xe),
+        "n_natural": natural,
+        "probe_seconds": time.perf_counter() - t0,
+    }

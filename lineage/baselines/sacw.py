@@ -12,7 +12,6 @@ correlations there and an independent one does not.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
@@ -22,13 +21,13 @@ from torch import nn
 from .registry import (
     baseline,
     choice,
+    error_probes,
     nonnegative_float,
     nonnegative_int,
     not_applicable,
     num_classes,
     paired_logits,
     positive_int,
-    source_errors,
 )
 
 
@@ -59,20 +58,7 @@ def sacw(
     gen: torch.Generator,
 ) -> tuple[float, dict[str, Any]]:
     num_classes(source, x, y)
-    t0 = time.perf_counter()
-    xe, _, natural = source_errors(
-        source,
-        x,
-        y,
-        cfg["n_points"],
-        gen,
-        cfg["noise_std"],
-        cfg["max_shift"],
-        cfg["max_rounds"],
-        cfg["batch_size"],
-    )
-    probe_s = time.perf_counter() - t0
-    found = {"n_points": len(xe), "n_natural": natural, "probe_seconds": probe_s}
+    xe, found = error_probes(source, x, y, cfg, gen)
     if len(xe) < 2:
         return not_applicable(
             "the source misclassifies fewer than 2 probes; a correlation matrix needs at least 2",
