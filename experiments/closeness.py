@@ -30,7 +30,7 @@ import math
 
 import pandas as pd
 
-from experiments.common import new_figure, out_dir, parser, read_pairs, save_figure, write_table
+from experiments.common import new_figure, save_figure, table_main, write_table
 from lineage.benchmark import spearman
 
 # The issue's acceptance: closeness falls with these modifications' ratio.
@@ -101,10 +101,7 @@ def run(pairs: pd.DataFrame, out: Path) -> dict[str, pd.DataFrame]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser(__doc__).parse_args(argv)
-    out = out_dir(args.preset, "closeness", args.outputs)
-    run(read_pairs(args.preset, args.outputs), out)
-    print((out / "closeness.md").read_text())
+    table_main(__doc__, "closeness", run, argv)
 
 
 if __name__ == "__main__":

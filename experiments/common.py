@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -69,3 +70,12 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--preset", default="digits_mlp", help="zoo preset (see experiments/zoo.py)")
     p.add_argument("--outputs", type=Path, default=OUTPUTS, help="experiments output root")
     return p
+
+
+def table_main(doc: str, name: str, run: Any, argv: list[str] | None = None) -> None:
+    """The command line of an experiment that reads the zoo's pairs table: run it into
+    outputs/experiments/<preset>/<name>/ and print its Markdown table."""
+    args = parser(doc).parse_args(argv)
+    out = out_dir(args.preset, name, args.outputs)
+    run(read_pairs(args.preset, args.outputs), out)
+    print((out / f"{name}.md").read_text())

@@ -39,10 +39,8 @@ from experiments.common import (
     BASELINE_NAMES,
     PROJECT_SCORES,
     new_figure,
-    out_dir,
-    parser,
-    read_pairs,
     save_figure,
+    table_main,
     write_table,
 )
 from experiments.determination import is_fresh
@@ -184,10 +182,7 @@ def run(pairs: pd.DataFrame, out: Path) -> dict[str, pd.DataFrame]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser(__doc__).parse_args(argv)
-    out = out_dir(args.preset, "compare", args.outputs)
-    run(read_pairs(args.preset, args.outputs), out)
-    print((out / "compare.md").read_text())
+    table_main(__doc__, "compare", run, argv)
 
 
 if __name__ == "__main__":

@@ -36,10 +36,8 @@ import pandas as pd
 from experiments.common import (
     PROJECT_SCORES,
     new_figure,
-    out_dir,
-    parser,
-    read_pairs,
     save_figure,
+    table_main,
     write_table,
 )
 from lineage.benchmark import breakdown, rates, roc_auc, tpr_at_fpr
@@ -227,10 +225,7 @@ def run(pairs: pd.DataFrame, out: Path) -> dict[str, pd.DataFrame]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser(__doc__).parse_args(argv)
-    out = out_dir(args.preset, "determination", args.outputs)
-    run(read_pairs(args.preset, args.outputs), out)
-    print((out / "determination.md").read_text())
+    table_main(__doc__, "determination", run, argv)
 
 
 if __name__ == "__main__":
