@@ -15,7 +15,7 @@ run: .venv/.installed
 	$(PY) run.py $(ARGS)
 
 test: .venv/.installed
-	$(PY) -m pytest -q --cov=lineage --cov-report=term $(ARGS)
+	$(PY) -m pytest -q --cov=lineage --cov-report=term --cov-fail-under=85 $(ARGS)
 
 lint: .venv/.installed
 	$(PY) -m ruff check lineage tests scripts benchmarks experiments run.py

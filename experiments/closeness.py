@@ -61,6 +61,10 @@ def spearman_table(pairs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for mod, g in single(pairs).groupby("modification", sort=True):
         rho = spearman(g["ratio"], g["closeness"])
+        # Parents differ in how close any student can get; within one parent the ratio alone
+        # varies. Shown beside the pooled rho (which the target applies to), never instead.
+        per_parent = [spearman(h["ratio"], h["closeness"]) for _, h in g.groupby("parent_id")]
+        per_parent = [r for r in per_parent if math.isfinite(r)]
         target = TARGETS.get(str(mod))
         rows.append(
             {
@@ -68,6 +72,7 @@ def spearman_table(pairs: pd.DataFrame) -> pd.DataFrame:
                 "n": len(g),
                 "rho closeness": rho,
                 "rho match_rate": spearman(g["ratio"], g["match_rate"]),
+                "rho within parents": sum(per_parent) / len(per_parent) if per_parent else math.nan,
                 "target": target if target is not None else math.nan,
                 "pass": (rho <= target) if target is not None and math.isfinite(rho) else None,
             }

@@ -154,7 +154,7 @@ PRESETS: dict[str, Preset] = {
         ],
         options={
             "finetune": {"epochs": 1},
-            "distill": {"epochs": 1},
+            "distill": {"epochs": 2},
             "adversarial": {"epochs": 1, "steps": 3},
             "extraction": {"epochs": 1},
             "transfer": {"epochs": 1},

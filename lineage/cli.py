@@ -22,7 +22,7 @@ def compose(overrides: list[str]) -> dict[str, Any]:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from .config import register_schemas
+    from .config import check_ranges, register_schemas
     from .errors import LineageError
 
     register_schemas()
@@ -33,6 +33,7 @@ def compose(overrides: list[str]) -> dict[str, Any]:
     except (HydraException, OmegaConfBaseException) as e:
         raise LineageError(f"bad option: {e}") from None
     assert isinstance(out, dict)
+    check_ranges(out)
     return {str(k): v for k, v in out.items()}
 
 

@@ -143,18 +143,42 @@ def test_reestimate_bn_is_a_cumulative_average_over_the_batches():
     assert m[0].momentum == 0.1 and not m.training
 
 
-def test_transfer_head_uses_the_trunk_route(mlps, probe):
-    p = mlps[0]
-    child = models.build("mlp", 5, 1, 8)
+def with_new_head(model, classes=5, seed=0):
+    """`model`'s trunk under a random head for another task: a transfer model's layout."""
+    g = torch.Generator().manual_seed(seed)
+    child = models.build("mlp", classes, 1, 8)
     child.load_state_dict(
-        {**p.state_dict(), "head.weight": torch.randn(5, 128), "head.bias": torch.zeros(5)}
+        {
+            **model.state_dict(),
+            "head.weight": torch.randn(classes, 128, generator=g),
+            "head.bias": torch.zeros(classes),
+        }
     )
-    res = determine(p, child, *probe, CFG)
-    assert res.method.startswith("trunk") and res.is_lineage
-    assert res.barrier == pytest.approx(0, abs=1e-6)
-    assert res.loss_suspect == pytest.approx(res.loss_parent, abs=1e-6)  # parent's head
+    return child
+
+
+def test_transfer_head_uses_the_trunk_route(mlps, probe):
+    p, r1, r2 = mlps
+    refs = [barrier_of(p, r2, *probe, CFG)]
+    own = determine(p, with_new_head(p), *probe, CFG, refs)
+    assert own.method.startswith("trunk") and own.is_lineage
+    # The same trunk under a refitted head: the loss is convex in the head, so no ridge;
+    # the probe head reads the parent's features at least as well as the parent's head.
+    assert own.barrier == pytest.approx(0, abs=1e-3)
+    assert own.loss_suspect <= own.loss_parent + 1e-6
     same = determine(p, copy.deepcopy(p), *probe, CFG, suspect_record={"task": {"x": 1}})
     assert same.method.startswith("trunk")
+
+
+def test_foreign_trunk_under_a_new_head_is_not_lineage(mlps, probe):
+    """Under the parent's head a foreign trunk has a huge L(1) that lifts the chord over
+    the ridge (barrier 0, a false positive); the refitted head removes that cover."""
+    p, r1, r2 = mlps
+    refs = [barrier_of(p, r2, *probe, CFG)]
+    res = determine(p, with_new_head(r1), *probe, CFG, refs)
+    assert res.method.startswith("trunk") and not res.is_lineage
+    assert res.barrier > res.threshold
+    assert res.loss_suspect < 2 * res.loss_parent + 0.1  # the probe head solves the task
 
 
 @pytest.mark.parametrize("arch", ["mlp", "resnet18"])

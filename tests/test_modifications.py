@@ -79,7 +79,9 @@ def zero_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def test_yaml_mirrors_registered_defaults(name):
     text = (CONF / f"{name}.yaml").read_text()
     assert text.startswith("# ratio") and text.splitlines()[1] == f"name: {name}"
-    assert OmegaConf.to_container(OmegaConf.create(text)) == {"name": name, **DEFAULTS[name]}
+    raw = OmegaConf.to_container(OmegaConf.create(text))
+    assert raw.pop("defaults") == [f"/schema/modification/{name}@_here_", "_self_"]
+    assert raw == {"name": name, **DEFAULTS[name]}
 
 
 def test_unknown_modification_lists_valid_ones():
@@ -126,6 +128,7 @@ def test_bad_input_fails_before_any_training(parent, digits_dm, monkeypatch):
             0.5,
         ),
         ({"name": "distill", "student": "nope"}, 0.5),
+        ({"name": "distill", "mixup": "yes"}, 0.5),
         ({"name": "finetune"}, 7),
     ]
     for cfg, r in bad:
@@ -296,6 +299,30 @@ def test_distilled_student_starts_from_its_own_random_init(parent, digits_dm):
         assert not any(torch.equal(a, b) for a, b in zip(d.model.parameters(), ref.parameters()))
     trained = derive(parent, digits_dm, {"name": "distill", "epochs": 4, "lr": 1e-2}, 0.0, 0)
     assert trained.effect["teacher_agreement"] > 0.6
+
+
+def test_mixup_distillation_also_matches_the_teacher_between_points(parent, digits_dm):
+    from lineage.modifications.common import train_cfg
+    from lineage.modifications.distill import Distiller
+
+    student = init_student(parent, DEFAULTS["distill"], 0)
+    tc = train_cfg(DEFAULTS["distill"])
+    x, y = digits_dm.train.x[:64], digits_dm.train.y[:64]
+    on = Distiller(student, parent, tc, 10, 4.0, 0.25, mixup=True)
+    off = Distiller(student, parent, tc, 10, 4.0, 0.25, mixup=False)
+    torch.manual_seed(0)
+    got = on.loss(student(x), x, y)
+    torch.manual_seed(0)
+    lam = torch.rand(len(x), 1, 1, 1)
+    mixed = lam * x + (1 - lam) * x[torch.randperm(len(x))]
+    kd = off.kd(student(x), x) + off.kd(student(mixed), mixed)
+    want = 0.25 * torch.nn.functional.cross_entropy(student(x), y) + 0.75 * kd
+    assert torch.allclose(got, want, atol=1e-5)
+    assert not torch.allclose(got, off.loss(student(x), x, y), atol=1e-3)  # the term counts
+    pure = Distiller(student, parent, tc, 10, 4.0, 1.0, mixup=True)  # teacher ignored
+    assert torch.allclose(
+        pure.loss(student(x), x, y), torch.nn.functional.cross_entropy(student(x), y)
+    )
 
 
 def test_distill_cross_architecture(parent, digits_dm):

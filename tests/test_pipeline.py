@@ -238,6 +238,8 @@ def test_sweep_killed_then_resumed(tmp_path):
         ("ratio=abc", "could not be converted to Float"),
         ("ratio=1.5", "outside its range [0, 1]"),
         ("data.limit=-3", "data.limit"),
+        ("closeness.d_max=abc", "full_key: closeness.d_max"),  # schema type, at composition
+        ("closeness.ci_tol=1.5", "closeness.ci_tol=1.5 is outside its range (0, 1)"),
     ],
 )
 def test_bad_config_gives_clear_error(tmp_path, override, message):
@@ -281,6 +283,8 @@ def test_compare_bad_inputs(single, tmp_path):
     bad.write_bytes(b"\x00" * 64)
     r = compare(m["parent.path"], str(bad))
     assert r.returncode == 2 and "bad.safetensors" in r.stderr
+    r = compare(m["parent.path"], m["derived.path"], "closeness.ci_tol=1.5")
+    assert r.returncode == 2 and "closeness.ci_tol=1.5 is outside its range" in r.stderr
 
 
 def test_compare_different_tasks_needs_data(single, tmp_path):

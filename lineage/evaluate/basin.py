@@ -13,7 +13,8 @@ Before interpolating, the suspect is put into the parent's layout: units are ali
 weight matching (so a `permute` attack cannot hide lineage), structurally pruned suspects
 are mapped back into the parent's widths (kept units at their recorded indices, or placed
 by matching; nothing reads a removed unit, see alignment.complete), and a suspect with
-another head (transfer) is compared on the shared trunk under the parent's head. Integer
+another head (transfer) is compared on its trunk: the path ends at the suspect's trunk under
+a head fitted for the parent's task (see `fit_head`). Integer
 buffers (num_batches_tracked) stay the parent's; BatchNorm statistics are re-estimated at
 every point of the path. When no weight-space route exists
 (another architecture), the result says `method="function"` and takes its verdict from
@@ -60,6 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "gamma": 0.25,
     "fallback_rel": 0.02,
+    "head_steps": 50,
 }
 
 
@@ -102,6 +104,7 @@ class Route:
     target: State  # the suspect's tensors, in the parent's keys, shapes and unit order
     keys: list[str]  # tensors that move along the path (the rest stay the parent's)
     aligned: bool
+    trunk: bool = False  # the head in `target` is the parent's, to be refitted (fit_head)
 
 
 def settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -114,6 +117,7 @@ def settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "batch_size": 1,
         "align_rounds": 1,
         "seed": 0,
+        "head_steps": 1,
     }
     for k, lo in ints.items():
         v = s[k]
@@ -264,11 +268,64 @@ def plan(
     movable = {k for k, _ in parent.named_parameters()}
     if not s["bn_reestimate"]:  # the ablation interpolates the running statistics too
         movable |= {k for k, b in parent.named_buffers() if b.is_floating_point()}
-    keys = [k for k in P if k in movable and not (trunk and k.startswith("head."))]
-    return Route("+".join(parts), S, keys, aligned)
+    keys = [k for k in P if k in movable]
+    return Route("+".join(parts), S, keys, aligned, trunk)
 
 
 # ---- the path ----
+
+
+def fit_head(
+    parent: nn.Module,
+    route: Route,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    bn_x: torch.Tensor,
+    s: Mapping[str, Any],
+) -> None:
+    """Replace the head in `route.target` by a linear probe for the parent's task on the
+    suspect's trunk, warm-started from the parent's head (L-BFGS, `head_steps` iterations).
+
+    Why not the parent's head itself: on a foreign trunk it gives a huge L(1), the chord
+    from L(0) rises with it, and the path stays under the chord however high the ridge
+    between the two trunks: an unrelated transfer model would pass as lineage. With a head
+    that reads the suspect's own features, both endpoints solve the parent's task, and
+    only the trunks' basins decide the barrier. For fixed features the loss is convex in
+    the head, so moving the head along the path adds no ridge of its own."""
+    dev = _device(parent)
+    model = copy.deepcopy(parent).eval()
+    model.load_state_dict(route.target)
+    if s["bn_reestimate"]:
+        reestimate_bn(model, bn_x.to(dev), s["bn_batches"], s["batch_size"])
+    head, trunk = model.head, model.features
+    if not isinstance(head, nn.Linear) or not isinstance(trunk, nn.Module):
+        return  # no linear head to refit: keep the parent's
+    with torch.no_grad():
+        feats = torch.cat(
+            [
+                trunk(x[i : i + s["batch_size"]].to(dev)).flatten(1)
+                for i in range(0, len(x), s["batch_size"])
+            ]
+        ).float()
+    yd = y.to(dev)
+    w = head.weight.detach().clone().float().requires_grad_(True)
+    b = head.bias.detach().clone().float().requires_grad_(True) if head.bias is not None else None
+    params = [w] + ([b] if b is not None else [])
+    opt = torch.optim.LBFGS(params, max_iter=s["head_steps"], line_search_fn="strong_wolfe")
+    decay = 1e-4  # a touch of L2: the probe set is also the set it is scored on
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        logits = feats @ w.T + (b if b is not None else 0)
+        loss = F.cross_entropy(logits, yd) + decay * w.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    route.target["head.weight"] = w.detach().to(head.weight.dtype)
+    if b is not None:
+        route.target["head.bias"] = b.detach().to(head.weight.dtype)
 
 
 def reestimate_bn(model: nn.Module, x: torch.Tensor, batches: int, batch_size: int) -> None:
@@ -418,6 +475,8 @@ def determine(
         raise LineageError(
             f"BatchNorm re-estimation needs at least 2 samples; bn_x has {len(bn_x)}"
         )
+    if route.trunk:
+        fit_head(parent, route, probe_x, probe_y, bn_x, s)
     path = Path(parent, route, probe_x, probe_y, bn_x, s)
     curve = curve_of(path, s["alphas"], s["refine"])
     first, last = curve[0], curve[-1]
