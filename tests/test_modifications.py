@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -306,10 +307,11 @@ def test_mixup_distillation_also_matches_the_teacher_between_points(parent, digi
     from lineage.modifications.distill import Distiller
 
     student = init_student(parent, DEFAULTS["distill"], 0)
+    teacher = copy.deepcopy(parent)  # Distiller freezes its teacher; keep the fixture's grads
     tc = train_cfg(DEFAULTS["distill"])
     x, y = digits_dm.train.x[:64], digits_dm.train.y[:64]
-    on = Distiller(student, parent, tc, 10, 4.0, 0.25, mixup=True)
-    off = Distiller(student, parent, tc, 10, 4.0, 0.25, mixup=False)
+    on = Distiller(student, teacher, tc, 10, 4.0, 0.25, mixup=True)
+    off = Distiller(student, teacher, tc, 10, 4.0, 0.25, mixup=False)
     torch.manual_seed(0)
     got = on.loss(student(x), x, y)
     torch.manual_seed(0)
@@ -319,7 +321,7 @@ def test_mixup_distillation_also_matches_the_teacher_between_points(parent, digi
     want = 0.25 * torch.nn.functional.cross_entropy(student(x), y) + 0.75 * kd
     assert torch.allclose(got, want, atol=1e-5)
     assert not torch.allclose(got, off.loss(student(x), x, y), atol=1e-3)  # the term counts
-    pure = Distiller(student, parent, tc, 10, 4.0, 1.0, mixup=True)  # teacher ignored
+    pure = Distiller(student, teacher, tc, 10, 4.0, 1.0, mixup=True)  # teacher ignored
     assert torch.allclose(
         pure.loss(student(x), x, y), torch.nn.functional.cross_entropy(student(x), y)
     )
