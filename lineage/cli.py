@@ -33,8 +33,9 @@ def compose(overrides: list[str]) -> dict[str, Any]:
     except (HydraException, OmegaConfBaseException) as e:
         raise LineageError(f"bad option: {e}") from None
     assert isinstance(out, dict)
-    check_ranges(out)
-    return {str(k): v for k, v in out.items()}
+    composed = {str(k): v for k, v in out.items()}
+    check_ranges(composed)
+    return composed
 
 
 def task_of(meta: dict[str, Any]) -> tuple[Any, Any]:

@@ -7,6 +7,7 @@ from torch import nn
 
 from lineage import models
 from lineage.errors import LineageError
+from lineage.evaluate import boundary
 from lineage.evaluate.closeness import (
     LabelOnly,
     Points,
@@ -99,6 +100,52 @@ def test_linear_classifier_distance_matches_closed_form():
             assert torch.equal(pts.adv_suspect[ok], cls_sus[ok])
     # a linear margin is hit by the first secant step, so the root search is much cheaper
     assert evals["brent"] < 0.6 * evals["bisection"]
+
+
+def test_first_crossing_follows_every_class_margin():
+    # y = class 0; at both probes class 2 is the rival (smallest margin), but class 1's
+    # margin falls faster and reaches 0 first: at t = 1 + 2/2 = 2, class 2 only at t = 4
+    inf, nan = math.inf, math.nan
+    t1, t2 = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    K1 = torch.tensor([[inf, 4.0, 2.0], [inf, 1.0, 3.0], [nan, nan, nan]], dtype=torch.float64)
+    K2 = torch.tensor([[inf, 2.0, 1.5], [inf, -0.5, 3.5], [inf, 1.0, 2.0]], dtype=torch.float64)
+    root, cls = boundary._first_crossing(t1, K1, t2, K2)
+    assert root[0].item() == 2.0 and cls[0].item() == 1
+    assert root[1].item() == pytest.approx(2 / 3) and cls[1].item() == 1  # crossed between
+    assert math.isnan(root[2].item())  # nothing known at t1
+    # a margin below 0 that is not falling: no consistent first crossing
+    K2[0, 2] = -1.0
+    K1[0, 2] = -2.0
+    assert boundary._first_crossing(t1, K1, t2, K2)[0][0].item() == -inf
+
+
+class ViewLeNet(nn.Module):
+    """LeNet's layers with a .view after the convolutions: its code needs NCHW strides."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        h = self.net.features[:6](x)
+        return self.net.head(self.net.features[7:](h.view(len(h), -1)))
+
+
+def test_conv_nets_run_channels_last_with_the_nchw_answer(digits_dm, fast_train):
+    torch.manual_seed(0)
+    net = train_classifier(models.build("lenet", 10, 1, 8), digits_dm, fast_train, 0)[0].eval()
+    view = ViewLeNet(net).eval()
+    x, y = digits_dm.test.x[:120], digits_dm.test.y[:120]
+    fast, _ = measure_points(net, net, x, y)
+    slow, _ = measure_points(view, view, x, y)  # refuses channels-last: fed NCHW
+    assert view in boundary._NCHW_ONLY and net not in boundary._NCHW_ONLY
+    assert boundary._channels_last(net, x) and not boundary._channels_last(view, x)
+    assert fast.valid.sum() > 60
+    for k in ("valid", "matched", "adv_source", "adv_suspect"):
+        assert torch.equal(getattr(fast, k), getattr(slow, k)), k
+    f = fast.valid
+    assert (fast.d_source[f] - slow.d_source[f]).abs().max() <= TOL
+    assert (fast.d_suspect[f] - slow.d_suspect[f]).abs().max() <= TOL
 
 
 def test_identical_models_score_exactly_one(digits_mlps, digits_dm):

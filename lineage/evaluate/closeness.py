@@ -19,7 +19,7 @@ of the newest. d is the bracket's flipped end (as in the reference), or the sett
 if it flipped, else the secant's root. A suspect's search starts from the source's flip,
 moved by the two models' margin difference across the grid step, which for a derived model
 lands close to its own root. Passes, not precision, are what this saves: MNIST LeNet with
-500 points takes ~12 model evaluations per point against ~35 for bracket-and-bisection.
+500 points takes ~11 model evaluations per point against ~35 for bracket-and-bisection.
 
 **Matching.** A point matches when the suspect predicts y at x, both models flip within
 d_max, and both flip into the same adversarial class.
