@@ -144,3 +144,31 @@ def test_nan_weights_refused(tmp_path):
 def test_missing_file():
     with pytest.raises(LineageError, match="not found"):
         models.load("/nonexistent/model.safetensors")
+
+
+def test_safetensors_without_lineage_metadata(tmp_path):
+    from safetensors.torch import save_file
+
+    p = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2, 2)}, str(p))
+    with pytest.raises(LineageError, match=r"other.safetensors: .*no lineage metadata"):
+        models.load(p)
+    save_file({"w": torch.zeros(2, 2)}, str(p), metadata={"author": "someone else"})
+    with pytest.raises(LineageError, match="no lineage metadata"):
+        models.load(p)
+
+
+def test_lineage_metadata_not_json_or_without_arch(tmp_path):
+    from safetensors.torch import save_file
+
+    p = tmp_path / "odd.safetensors"
+    save_file({"w": torch.zeros(2)}, str(p), metadata={"lineage": "{not json"})
+    with pytest.raises(LineageError, match="odd.safetensors: .*lineage metadata is not JSON"):
+        models.load(p)
+    meta = json.dumps({"format": models.io.FORMAT, "id": "x"})
+    save_file({"w": torch.zeros(2)}, str(p), metadata={"lineage": meta})
+    with pytest.raises(LineageError, match="'arch' is missing or has wrong types"):
+        models.load(p)
+    save_file({"w": torch.zeros(2)}, str(p), metadata={"lineage": json.dumps({"id": "x"})})
+    with pytest.raises(LineageError, match="metadata format is not"):
+        models.load(p)
