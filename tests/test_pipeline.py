@@ -265,6 +265,37 @@ def test_unwritable_output_dir(tmp_path, where):
     assert "Traceback" not in r.stderr
 
 
+def test_unwritable_sweep_dir(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    r = run_py("-m", *smoke(tmp_path, "logger=none", f"hydra.sweep.dir={blocker / 'sweep'}"))
+    assert r.returncode != 0
+    assert "cannot create the sweep directory (hydra.sweep.dir)" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "zoo" / "record.jsonl").exists()
+
+
+def test_bad_job_in_a_sweep_records_why_and_the_sweep_goes_on(tmp_path):
+    # Valid at composition, refused by the modification: job #0 fails, job #1 must still run.
+    sweep = tmp_path / "sweep"
+    r = run_py(
+        "-m",
+        *smoke(tmp_path, "logger=none", "data.limit=400", "data.epochs=3", "modification=pruning"),
+        "modification.method=l1_structured",
+        "ratio=1.0,0.5",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    (bad,) = sweep.rglob("error.json")
+    err = json.loads(bad.read_text())
+    assert err["error"] == "pruning: l1_structured needs ratio < 1 (every layer keeps a channel)"
+    assert "ratio=1.0" in err["overrides"]
+    assert not (bad.parent / "metrics.json").exists()
+    (good,) = metrics_files(sweep)
+    assert json.loads(good.read_text())["ratio"] == 0.5
+
+
 def test_compare_bad_inputs(single, tmp_path):
     _, _, m = single
 
