@@ -443,19 +443,34 @@ def judge_suspect(
     return verdict, {"determination_s": t1 - t0, "closeness_s": t2 - t1}
 
 
-def verdict_score(d: Mapping[str, Any]) -> float:
-    """One score whose sign is the verdict: the larger of the basin margin and the closeness
-    margin, each relative to its own threshold (0 at the threshold, 1 for a perfect match),
-    so pairs judged by different evidence, and parents with different thresholds, rank on
-    one scale."""
+def verdict_score(row: Mapping[str, Any]) -> float:
+    """One score whose sign is the verdict, for ranking pairs (ROC AUC, TPR at low FPR),
+    from a pairs-table row (so cached rows are rescored when this rule changes).
+
+    Each kind of evidence gives a margin relative to its own threshold (0 at the threshold,
+    1 for a perfect match), so pairs judged by different evidence, and parents with
+    different thresholds, rank on one scale; the verdict is the sign of the larger.
+
+    The basin margin saturates at 1 whenever the barrier is 0, which most derived models
+    reach, so on its own it ties them with any unrelated suspect that also reaches 0 (one
+    damaged so badly that its loss lifts the chord over the ridge), and one such pair then
+    drives the TPR at 1% FPR to 0. The other evidence breaks the tie:
+
+        score = top * (1 + 0.01 * tanh(other))
+
+    The factor lies in (0.99, 1.01), so the sign stays the verdict's and the deciding margin
+    still dominates the ranking."""
     parts = []
-    b, tau = d.get("barrier"), d.get("threshold")
+    b, tau = row.get("barrier"), row.get("threshold")
     if b is not None and tau is not None and math.isfinite(b) and tau > 0:
         parts.append(1.0 - b / tau)
-    c, ct = d.get("function_score"), d.get("function_threshold")
+    c, ct = row.get("closeness"), row.get("closeness_threshold")
     if c is not None and ct is not None and math.isfinite(c) and ct < 1:
         parts.append((c - ct) / (1.0 - ct))
-    return max(parts) if parts else math.nan
+    if not parts:
+        return math.nan
+    top, other = max(parts), min(parts)
+    return top * (1.0 + 0.01 * math.tanh(other))
 
 
 def baseline_scores(
@@ -520,9 +535,9 @@ def pair_row(
         "closeness_ci_high": c.ci_high,
         "closeness_points": c.n_points,
         "closeness_route": verdict.closeness_route,
-        "verdict_score": verdict_score(dataclasses.asdict(d)),
         **times,
     }
+    row["verdict_score"] = verdict_score(row)
     return {**row, **baseline_scores(parent.model, entry.model, x, y, bcfg, seed)}
 
 
@@ -577,7 +592,7 @@ def build(
                 continue
             key = (f.parent.id, mid)
             if key in cached:
-                rows.append(cached[key])
+                rows.append({**cached[key], "verdict_score": verdict_score(cached[key])})
                 continue
             if cal is None:
                 cal = calibrate_parent(

@@ -253,3 +253,19 @@ def test_presets_are_consistent():
             assert all(mods[m][k] == v for k, v in opts.items())
         for over in p.cross_arch:
             assert compose([*base, over])["model"]["name"] != compose(base)["model"]["name"]
+
+
+def test_verdict_score_keeps_the_sign_and_breaks_ties_by_the_other_evidence():
+    # barrier 0 gives a basin margin of exactly 1; the closeness margin ranks such pairs
+    close = {"barrier": 0.0, "threshold": 0.05, "closeness": 0.9, "closeness_threshold": 0.5}
+    far = {**close, "closeness": 0.1}
+    assert zoo.verdict_score(far) < zoo.verdict_score(close)
+    assert 0.99 < zoo.verdict_score(far) < 1.0 < zoo.verdict_score(close) < 1.01
+    # the sign is the verdict, even next to the threshold
+    just_in = {"barrier": 0.0499, "threshold": 0.05, "closeness": 0.0, "closeness_threshold": 0.5}
+    just_out = {**just_in, "barrier": 0.0501}
+    assert zoo.verdict_score(just_in) > 0 > zoo.verdict_score(just_out)
+    # the function evidence alone (no weight-space route)
+    fn = {"barrier": None, "threshold": None, "closeness": 0.75, "closeness_threshold": 0.5}
+    assert zoo.verdict_score(fn) == pytest.approx(0.5 * (1 + 0.01 * math.tanh(0.5)))
+    assert math.isnan(zoo.verdict_score({"barrier": None, "closeness": None}))
