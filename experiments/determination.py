@@ -41,6 +41,7 @@ from experiments.common import (
     write_table,
 )
 from lineage.benchmark import breakdown, rates, roc_auc, tpr_at_fpr
+from lineage.evaluate.verdict import LIFT
 
 FRESH_WEIGHTS = ("distill", "extraction")  # modifications whose model starts from a fresh init
 
@@ -113,10 +114,9 @@ def reason(row: pd.Series) -> str:
     if isinstance(ct, float) and math.isfinite(ct):
         parts.append(f"closeness {c:.3g} {'<' if c < ct else '>='} threshold {ct:.3g}")
     l0, l1 = row.get("loss_parent"), row.get("loss_suspect")
-    # Text only (no verdict depends on it): a suspect far worse than the parent on the
-    # parent's task raises the chord's far end, which can hide the ridge between basins.
+    # the case verdict.caveat_of warns about, when it did mislead
     basin_fp = row["truth"] == 0 and str(row.get("basin_is_lineage")) == "True"
-    if basin_fp and isinstance(l1, float) and isinstance(l0, float) and l1 > 2 * l0:
+    if basin_fp and isinstance(l1, float) and isinstance(l0, float) and l1 > LIFT * l0:
         parts.append(
             "the suspect's loss on the parent's task is over twice the parent's: it lifts the "
             "chord L(0)..L(1), and the path stays under it though the basins differ"

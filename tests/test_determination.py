@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -326,3 +327,17 @@ def test_bad_inputs(mlps, probe):
         determine(p, p, x, y, {"gamma": -1})
     with pytest.raises(LineageError, match="determination.align"):
         determine(p, p, x, y, {"align": "yes"})
+
+
+def test_caveat_on_a_damaged_suspect_the_closeness_contradicts():
+    # the MNIST zoo's false positive: barrier 0, L(1) = 50 x L(0), closeness far below tau_f
+    damaged = dataclasses.replace(result(True), loss_parent=0.029, loss_suspect=1.47)
+    weak = combine(damaged, 0.088, 0.547)
+    assert weak.is_lineage  # the caveat is text only: the verdict stands
+    assert "51x" in weak.caveat and "closeness evidence says not lineage" in weak.caveat
+    # no caveat when the evidence agrees, when the suspect is not damaged, or when unknown
+    assert combine(damaged, 0.9, 0.547).caveat == ""
+    mild = dataclasses.replace(damaged, loss_suspect=0.05)
+    assert combine(mild, 0.088, 0.547).caveat == ""
+    assert combine(damaged, None, None).caveat == ""
+    assert combine(dataclasses.replace(damaged, basin_is_lineage=False), 0.088, 0.547).caveat == ""

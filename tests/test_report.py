@@ -663,3 +663,31 @@ def test_real_sweep_report_end_to_end(tmp_path):
         assert summary["auc"][k] == pytest.approx(want[k], abs=1e-6)
     if importlib.util.find_spec("lineage.plots"):
         assert "decision_plane" in summary["figures"], summary["skipped"]
+
+
+def test_console_summary_prints_each_caveat_under_the_table():
+    from lineage.report.console import summary_table
+
+    m = {
+        "data": "digits",
+        "model": "mlp",
+        "parent.id": "m-1",
+        "parent.accuracy": 0.97,
+        "derived.id": "d-1",
+        "derived.accuracy": 0.6,
+        "derived.determination.is_lineage": True,
+        "derived.determination.barrier": 0.0,
+        "derived.determination.caveat": "weak basin evidence: L(1) is 50x L(0)",
+        "derived.closeness.score": 0.09,
+        "independent.0.id": "m-2",
+        "independent.0.determination.is_lineage": False,
+        "independent.0.determination.caveat": "",
+        "time.train_s": 1.0,
+    }
+    lines = summary_table(m).splitlines()
+    assert lines[0] == "digits / mlp"
+    assert [ln.split()[0] for ln in lines[1:5]] == ["model", "parent", "derived", "independent"]
+    assert lines[5] == "caution (derived): weak basin evidence: L(1) is 50x L(0)"
+    assert lines[6] == "time: train 1.0s"
+    del m["derived.determination.caveat"]
+    assert not any(ln.startswith("caution") for ln in summary_table(m).splitlines())

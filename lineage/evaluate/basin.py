@@ -88,6 +88,7 @@ class DeterminationResult:
     reason: str = ""  # why the weight-space test was not applicable
     function_score: float | None = None
     function_threshold: float | None = None
+    caveat: str = ""  # why the verdict is weaker than it looks (verdict.caveat_of)
 
     def to_dict(self, curve: bool = False) -> dict[str, Any]:
         """Flat scalar fields (for metrics.json); the curve as a list only if asked."""

@@ -8,6 +8,13 @@ copy the parent's function without sharing its basin, so either kind of evidence
 `is_lineage = basin_is_lineage or function_is_lineage`. The function evidence has its own
 threshold, calibrated on the independent references' closeness scores, so it does not turn
 unrelated models into false positives.
+
+The verdict also carries a `caveat` when its evidence is weak in a known way: a suspect
+much worse than the parent on the parent's task (L(1) > LIFT * L(0)) raises the far end of
+the chord, which can hide the ridge between two basins, so a barrier of 0 says little. In
+the MNIST zoo a noise-0.9 model of another parent (L(1) = 50 x L(0)) passed the basin test
+this way; its closeness was the lowest of any pair the basin test passed. The caveat is
+text for the auditor: no verdict depends on it.
 """
 
 from __future__ import annotations
@@ -16,6 +23,21 @@ import dataclasses
 import math
 
 from .basin import DeterminationResult
+
+LIFT = 2.0
+
+
+def caveat_of(result: DeterminationResult, function: bool | None) -> str:
+    """The caveat for a basin verdict of lineage that the function evidence contradicts on a
+    badly damaged suspect; "" otherwise."""
+    l0, l1 = result.loss_parent, result.loss_suspect
+    if not (result.basin_is_lineage and function is False and l0 and l1 and l1 > LIFT * l0):
+        return ""
+    return (
+        f"weak basin evidence: the suspect's loss L(1) {l1:.3g} is {l1 / l0:.0f}x the "
+        f"parent's L(0) {l0:.3g}, which lifts the chord and can hide a ridge between basins, "
+        "and the closeness evidence says not lineage"
+    )
 
 
 def combine(
@@ -56,4 +78,5 @@ def combine(
         method=method,
         function_score=score,
         function_threshold=threshold,
+        caveat=caveat_of(result, function),
     )

@@ -12,18 +12,24 @@ def _fmt(v: Any) -> str:
 
 
 def summary_table(m: dict[str, Any]) -> str:
-    """One row per model (parent, derived, each reference), one column per measure."""
-    rows = [("parent", m.get("parent.id"), m.get("parent.accuracy"), None, None, None, None)]
-    if "derived.id" in m:
-        rows.append(_row("derived", m, "derived."))
+    """One row per model (parent, derived, each reference), one column per measure, then a
+    caution line for each verdict that carries a caveat."""
+    judged = [("derived", "derived.")] if "derived.id" in m else []
     i = 0
     while f"independent.{i}.id" in m:
-        rows.append(_row(f"independent {i}", m, f"independent.{i}."))
+        judged.append((f"independent {i}", f"independent.{i}."))
         i += 1
+    rows = [("parent", m.get("parent.id"), m.get("parent.accuracy"), None, None, None, None)]
+    rows += [_row(name, m, p) for name, p in judged]
     head = ("model", "id", "accuracy", "lineage?", "barrier", "closeness", "95% CI")
     cells = [head] + [tuple(_fmt(c) for c in r) for r in rows]
     widths = [max(len(r[j]) for r in cells) for j in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
+    cautions = [
+        f"caution ({name}): {m[p + 'determination.caveat']}"
+        for name, p in judged
+        if m.get(p + "determination.caveat")
+    ]
     times = ", ".join(
         f"{k[5:-2]} {v:.1f}s"
         for k, v in m.items()
@@ -32,7 +38,7 @@ def summary_table(m: dict[str, Any]) -> str:
     title = f"{m.get('data')} / {m.get('model')}"
     if m.get("modification"):
         title += f" / {m['modification']} ratio={m.get('ratio')}"
-    return "\n".join([title, *lines, f"time: {times}"])
+    return "\n".join([title, *lines, *cautions, f"time: {times}"])
 
 
 def _row(name: str, m: dict[str, Any], p: str) -> tuple[Any, ...]:
