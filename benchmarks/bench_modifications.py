@@ -54,7 +54,7 @@ VARIANTS: list[tuple[str, dict[str, Any]]] = [
 MAIN = {
     "finetune": ("trainable_fraction",),
     "pruning": ("sparsity", "channels_removed"),
-    "distill": ("teacher_agreement",),
+    "distill": ("param_ratio", "teacher_agreement"),
     "quantize": ("bits", "levels_max"),
     "transfer": ("trainable_fraction",),
     "adversarial": ("adv_fraction", "robust_accuracy"),

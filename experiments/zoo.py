@@ -462,7 +462,8 @@ def verdict_score(row: Mapping[str, Any]) -> float:
     still dominates the ranking."""
     parts = []
     b, tau = row.get("barrier"), row.get("threshold")
-    if b is not None and tau is not None and math.isfinite(b) and tau > 0:
+    basin_known = row.get("basin_is_lineage") is not None  # None: the barrier proves nothing
+    if basin_known and b is not None and tau is not None and math.isfinite(b) and tau > 0:
         parts.append(1.0 - b / tau)
     c, ct = row.get("closeness"), row.get("closeness_threshold")
     if c is not None and ct is not None and math.isfinite(c) and ct < 1:

@@ -112,6 +112,7 @@ class DistillConf(ModificationConf):
     student: str | None = None
     student_kwargs: Any = None
     temperature: float = 4.0
+    ce_weight: float = 0.0
     epochs: int = 10
     lr: float = 3.0e-3
     data: Any = None

@@ -341,3 +341,20 @@ def test_caveat_on_a_damaged_suspect_the_closeness_contradicts():
     assert combine(mild, 0.088, 0.547).caveat == ""
     assert combine(damaged, None, None).caveat == ""
     assert combine(dataclasses.replace(damaged, basin_is_lineage=False), 0.088, 0.547).caveat == ""
+
+
+def test_a_suspect_no_better_than_a_uniform_guess_gives_no_basin_evidence(mlps, probe):
+    parent, other = mlps[0], mlps[1]
+    dead = copy.deepcopy(other)
+    with torch.no_grad():  # constant logits: cross-entropy ln 10 on every point
+        dead.head.weight.zero_()
+        dead.head.bias.zero_()
+    res = determine(parent, dead, *probe, CFG)
+    assert res.loss_suspect == pytest.approx(math.log(10), abs=1e-4)
+    assert res.barrier == pytest.approx(0.0, abs=1e-6)  # the lifted chord hides everything
+    assert res.basin_is_lineage is None and not res.is_lineage
+    assert "no better than a uniform guess (ln 10 = 2.3)" in res.reason
+    judged = combine(res, 0.0, 0.5)
+    assert not judged.is_lineage and judged.method == "function"
+    # a working suspect keeps its basin evidence
+    assert determine(parent, noisy(parent, 1e-3), *probe, CFG).basin_is_lineage is True

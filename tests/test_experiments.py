@@ -257,14 +257,23 @@ def test_presets_are_consistent():
 
 def test_verdict_score_keeps_the_sign_and_breaks_ties_by_the_other_evidence():
     # barrier 0 gives a basin margin of exactly 1; the closeness margin ranks such pairs
-    close = {"barrier": 0.0, "threshold": 0.05, "closeness": 0.9, "closeness_threshold": 0.5}
+    close = {
+        "basin_is_lineage": True,
+        "barrier": 0.0,
+        "threshold": 0.05,
+        "closeness": 0.9,
+        "closeness_threshold": 0.5,
+    }
     far = {**close, "closeness": 0.1}
     assert zoo.verdict_score(far) < zoo.verdict_score(close)
     assert 0.99 < zoo.verdict_score(far) < 1.0 < zoo.verdict_score(close) < 1.01
     # the sign is the verdict, even next to the threshold
-    just_in = {"barrier": 0.0499, "threshold": 0.05, "closeness": 0.0, "closeness_threshold": 0.5}
-    just_out = {**just_in, "barrier": 0.0501}
+    just_in = {**close, "barrier": 0.0499, "closeness": 0.0}
+    just_out = {**just_in, "barrier": 0.0501, "basin_is_lineage": False}
     assert zoo.verdict_score(just_in) > 0 > zoo.verdict_score(just_out)
+    # a barrier that proves nothing (a suspect at chance) leaves the closeness to decide
+    dead = {**close, "basin_is_lineage": None, "closeness": 0.0}
+    assert zoo.verdict_score(dead) < 0
     # the function evidence alone (no weight-space route)
     fn = {"barrier": None, "threshold": None, "closeness": 0.75, "closeness_threshold": 0.5}
     assert zoo.verdict_score(fn) == pytest.approx(0.5 * (1 + 0.01 * math.tanh(0.5)))

@@ -330,7 +330,34 @@ def test_mixup_distillation_also_matches_the_teacher_between_points(parent, digi
 def test_distill_cross_architecture(parent, digits_dm):
     d = derive(parent, digits_dm, {"name": "distill", "student": "lenet", "epochs": 1}, 0.5, 0)
     assert d.model.arch["name"] == "lenet" == d.effect["student"]
+    # lenet's default widths, halved by the compression ratio
+    assert d.model.arch["kwargs"] == {"channels": [3, 8], "hidden": [60, 42]}
     assert predict(d.model, digits_dm.test.x[:4]).shape == (4, 10)
+
+
+def test_distill_ratio_compresses_the_student(parent, digits_dm):
+    cfg = {"name": "distill", "epochs": 0}
+    same = derive(parent, digits_dm, cfg, 0.0, 0)
+    assert same.model.arch["kwargs"] == parent.arch["kwargs"]  # ratio 0: the teacher's size
+    assert same.effect["param_ratio"] == 1.0 and same.effect["width_factor"] == 1.0
+    small = derive(parent, digits_dm, cfg, 0.75, 0)
+    assert small.model.arch["kwargs"] == {"hidden": [8, 8]}  # the parent's [32, 32] / 4
+    n = [sum(p.numel() for p in m.parameters()) for m in (small.model, parent)]
+    assert small.effect["param_ratio"] == pytest.approx(n[0] / n[1]) and n[0] < n[1] / 4
+    assert small.effect["ce_weight"] == 0.0  # pure distillation unless asked
+    with pytest.raises(LineageError, match="ratio 1 would leave the student no width"):
+        derive(parent, digits_dm, cfg, 1.0, 0)
+    with pytest.raises(LineageError, match=r"ce_weight=1.5: must be a number in \[0.0, 1.0\]"):
+        derive(parent, digits_dm, {**cfg, "ce_weight": 1.5}, 0.5, 0)
+
+
+def test_scale_widths_of_every_architecture():
+    assert models.scale_widths("lenet", {}, 0.1) == {"channels": [1, 2], "hidden": [12, 8]}
+    assert models.scale_widths("mlp", {"hidden": [128, 64]}, 0.5) == {"hidden": [64, 32]}
+    assert models.scale_widths("resnet18", {"width": 0.5}, 0.5) == {"width": 0.25, "mid": None}
+    assert models.scale_widths("vgg11", {}, 0.5) == {"width": 0.125, "channels": None}
+    for name in ("lenet", "mlp", "resnet18", "vgg11"):  # the scaled kwargs build
+        models.build(name, 10, 1, 28, **models.scale_widths(name, {}, 0.3))
 
 
 def garbage_labels(dm: DataModule, how: str) -> DataModule:

@@ -18,7 +18,9 @@ a head fitted for the parent's task (see `fit_head`). Integer
 buffers (num_batches_tracked) stay the parent's; BatchNorm statistics are re-estimated at
 every point of the path. When no weight-space route exists
 (another architecture), the result says `method="function"` and takes its verdict from
-the closeness evidence (see verdict.combine).
+the closeness evidence (see verdict.combine). A suspect no better than a uniform guess on
+the parent's task (L(1) >= ln C) lifts the chord over any ridge, so the test abstains
+(`basin_is_lineage=None`, with the reason) and the closeness evidence decides.
 
 Everything here is a pure function of models and tensors, on the parent's device.
 """
@@ -38,6 +40,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..errors import LineageError
+from ..models import head_of
 from .alignment import (
     Group,
     State,
@@ -85,7 +88,7 @@ class DeterminationResult:
     loss_suspect: float | None = None  # L(1)
     curve: list[dict[str, float]] = field(default_factory=list)  # {alpha, loss, error}
     seconds: float = 0.0
-    reason: str = ""  # why the weight-space test was not applicable
+    reason: str = ""  # why the weight-space test was not applicable, or proves nothing
     function_score: float | None = None
     function_threshold: float | None = None
     caveat: str = ""  # why the verdict is weaker than it looks (verdict.caveat_of)
@@ -484,10 +487,23 @@ def determine(
     barrier = max(_gap(c, first, last, "loss") for c in curve)
     err_barrier = max(_gap(c, first, last, "error") for c in curve)
     threshold, calibrated = calibrate(reference_barriers, (first["loss"], last["loss"]), s)
-    basin = barrier <= threshold
+    basin: bool | None = barrier <= threshold
+    reason = ""
+    # A suspect no better than a uniform guess on the parent's task (L(1) >= ln C, the
+    # uniform predictor's cross-entropy) has learnt nothing that could share a basin: its
+    # end of the chord is so high that any path stays under it, and a barrier of 0 proves
+    # nothing (a distilled student that failed to train did exactly this).
+    n_classes = head_of(parent).out_features
+    if last["loss"] >= math.log(n_classes):
+        basin = None
+        reason = (
+            f"the suspect's loss on the parent's task, {last['loss']:.3g}, is no better than "
+            f"a uniform guess (ln {n_classes} = {math.log(n_classes):.3g}): no basin "
+            "evidence either way"
+        )
     mean_end = (first["loss"] + last["loss"]) / 2
     return DeterminationResult(
-        is_lineage=basin,
+        is_lineage=bool(basin),
         basin_is_lineage=basin,
         function_is_lineage=None,
         barrier=barrier,
@@ -503,6 +519,7 @@ def determine(
         loss_suspect=last["loss"],
         curve=curve,
         seconds=time.perf_counter() - t0,
+        reason=reason,
     )
 
 

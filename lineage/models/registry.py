@@ -3,6 +3,7 @@ Linear), and remembers how it was built in `.arch`, so model files can rebuild i
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -54,3 +55,27 @@ def head_of(model: nn.Module) -> nn.Linear:
     if not isinstance(head, nn.Linear):
         raise LineageError("model has no Linear .head (was it built by lineage.models.build?)")
     return head
+
+
+def scale_widths(name: str, kwargs: dict[str, Any], factor: float) -> dict[str, Any]:
+    """`name`'s kwargs (its defaults under `kwargs`) with every width times `factor`.
+
+    Widths are the integer sequences (channels, hidden sizes) and the float `width`
+    multiplier; each scaled integer is rounded and kept >= 1, so a layer never vanishes."""
+    params = inspect.signature(MODELS.get(name)).parameters
+    full = {
+        k: p.default
+        for k, p in params.items()
+        if k not in ("num_classes", "in_channels", "input_size")
+        and p.default is not inspect.Parameter.empty
+    }
+    full.update(kwargs)
+    out: dict[str, Any] = {}
+    for k, v in full.items():
+        if k == "width" and isinstance(v, int | float):
+            out[k] = float(v) * factor
+        elif isinstance(v, list | tuple) and all(isinstance(i, int) for i in v):
+            out[k] = [max(1, round(i * factor)) for i in v]
+        else:
+            out[k] = v
+    return out
