@@ -2,6 +2,7 @@
 
     python experiments/run_all.py --preset digits_mlp     # minutes
     python experiments/run_all.py --preset mnist_lenet    # < 60 min on a 2-core CPU
+    bash scripts/device_cifar10.sh                        # the reduced CIFAR-10 zoo, one GPU
 
 Equivalent to running experiments/zoo.py, then determination.py, closeness.py, sampling.py,
 compare.py and runtime.py with the same --preset; every table and figure lands under
@@ -21,9 +22,11 @@ from experiments.common import parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser(__doc__).parse_args(argv)
+    p = parser(__doc__)
+    p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE", help="see zoo.py")
+    args = p.parse_args(argv)
     common = ["--preset", args.preset, "--outputs", str(args.outputs)]
-    zoo.main(common)
+    zoo.main([*common, "--override", *args.override])
     for experiment in (determination, closeness, sampling, compare, runtime):
         experiment.main(common)
 

@@ -4,6 +4,9 @@ architecture, and one judged row per (parent, model) pair.
     python experiments/zoo.py --preset digits_mlp         # a few minutes: tests and CI
     python experiments/zoo.py --preset mnist_lenet        # data at ../shared/data; < 60 min CPU
     python experiments/zoo.py --preset cifar10_resnet18   # sized for a GPU
+    python experiments/zoo.py --preset cifar10_device     # reduced: one call on one GPU
+
+Extra Hydra overrides go after --override (e.g. --override data.limit=2000).
 
 Writes outputs/experiments/<preset>/:
     models.csv    one row per model: id, role, kind, parent_id, root_id, modification, ratio,
@@ -184,6 +187,23 @@ PRESETS: dict[str, Preset] = {
         halves=2,
         cross_arch=["model=vgg11", "model=vgg11"],
         baselines={"ipguard": {"steps": 50}},
+    ),
+    # The reduced CIFAR-10 zoo for one call on one GPU (scripts/device_cifar10.sh): 1 parent,
+    # four modifications at 2 ratios, 2 independent models (another seed, the other half).
+    "cifar10_device": Preset(
+        name="cifar10_device",
+        overrides=["experiment=cifar10_resnet18", "data.epochs=4", "closeness.max_points=500"],
+        parents=1,
+        ratios=[0.3, 0.7],
+        modifications=["finetune", "pruning", "distill", "quantize"],
+        options={
+            "finetune": {"epochs": 1},
+            "distill": {"epochs": 3},
+            "pruning": {"finetune_epochs": 0},
+        },
+        seeds=1,
+        halves=1,
+        baselines={"ipguard": {"steps": 20}},
     ),
 }
 
@@ -695,20 +715,34 @@ def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
     p.add_argument("--parents", type=int, help="override the preset's number of parents")
     p.add_argument(
+        "--override",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Hydra overrides added to the preset's (e.g. data.limit=2000 model.width=0.25)",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=1,
         help="torch CPU threads (1 is often fastest for these small models)",
     )
     args = p.parse_args(argv)
-    if args.preset not in PRESETS:
-        raise SystemExit(f"unknown preset {args.preset!r}; valid: {', '.join(PRESETS)}")
+    preset = preset_of(args.preset, args.parents, args.override)
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
-    preset = copy.deepcopy(PRESETS[args.preset])
-    if args.parents:
-        preset.parents = args.parents
     build(preset, args.outputs / preset.name, say=lambda s: print(s, flush=True))
+
+
+def preset_of(name: str, parents: int | None = None, overrides: Sequence[str] = ()) -> Preset:
+    """A copy of preset `name` with the command line's changes."""
+    if name not in PRESETS:
+        raise SystemExit(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
+    preset = copy.deepcopy(PRESETS[name])
+    if parents:
+        preset.parents = parents
+    preset.overrides = [*preset.overrides, *overrides]
+    return preset
 
 
 if __name__ == "__main__":

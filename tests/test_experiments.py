@@ -278,3 +278,20 @@ def test_verdict_score_keeps_the_sign_and_breaks_ties_by_the_other_evidence():
     fn = {"barrier": None, "threshold": None, "closeness": 0.75, "closeness_threshold": 0.5}
     assert zoo.verdict_score(fn) == pytest.approx(0.5 * (1 + 0.01 * math.tanh(0.5)))
     assert math.isnan(zoo.verdict_score({"barrier": None, "closeness": None}))
+
+
+def test_the_device_preset_is_the_reduced_cifar10_zoo():
+    p = zoo.preset_of("cifar10_device", None, ["data.limit=2000"])
+    assert p.parents == 1 and len(p.ratios) == 2
+    assert sorted(p.modifications) == ["distill", "finetune", "pruning", "quantize"]
+    assert p.seeds + p.halves + len(p.cross_arch) == 2  # independent models
+    assert p.overrides[-1] == "data.limit=2000"
+    assert "data.limit=2000" not in zoo.PRESETS["cifar10_device"].overrides  # a copy
+    cfg = compose([*p.overrides, "logger=none"])
+    assert (cfg["data"]["name"], cfg["model"]["name"], cfg["data"]["limit"]) == (
+        "cifar10",
+        "resnet18",
+        2000,
+    )
+    with pytest.raises(SystemExit, match="unknown preset 'cifar'"):
+        zoo.preset_of("cifar")
