@@ -242,17 +242,19 @@ def test_sampling_ablation(built, tmp_path):
 def test_presets_are_consistent():
     for name, p in zoo.PRESETS.items():
         assert p.name == name
-        assert p.parents >= 2 and len(p.ratios) == 3
-        assert p.seeds + p.halves + len(p.cross_arch) >= 6
         # every preset composes: its base config, each modification with its options, and
         # the cross-architecture models
         base = [*p.overrides, "logger=none"]
         mods = zoo.modification_configs(p, base)
-        assert "chain" not in mods and {"finetune", "permute", "transfer"} <= set(mods)
         for m, opts in p.options.items():
             assert all(mods[m][k] == v for k, v in opts.items())
         for over in p.cross_arch:
             assert compose([*base, over])["model"]["name"] != compose(base)["model"]["name"]
+        if name == "cifar10_device":
+            continue  # reduced on purpose (test_the_device_preset_is_the_reduced_cifar10_zoo)
+        assert p.parents >= 2 and len(p.ratios) == 3
+        assert p.seeds + p.halves + len(p.cross_arch) >= 6
+        assert "chain" not in mods and {"finetune", "permute", "transfer"} <= set(mods)
 
 
 def test_verdict_score_keeps_the_sign_and_breaks_ties_by_the_other_evidence():
