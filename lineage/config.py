@@ -232,7 +232,7 @@ class RootConf:
     name: str = "default"
     seed: int = 0
     ratio: float = 0.5
-    n_independent: int = 2
+    n_independent: int = 3
     force: bool = False
     progress: bool = True
     data: Any = MISSING

@@ -92,6 +92,24 @@ def test_single_run_writes_every_documented_key(single):
     assert m["git_sha"] != ""
 
 
+def test_the_readme_main_job_on_the_default_config(tmp_path):
+    # `make run` = `python run.py`: digits, MLP, finetune 0.5, three references
+    r = run_py(f"paths.zoo={tmp_path / 'zoo'}", f"hydra.run.dir={tmp_path / 'run'}", "logger=none")
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert (m["modification"], m["ratio"], m["data"], m["model"]) == (
+        "finetune",
+        0.5,
+        "digits",
+        "mlp",
+    )
+    assert m["derived.determination.is_lineage"] is True
+    assert m["derived.closeness.score"] > m["independent.closeness.score_max"]
+    # each reference, judged leave-one-out against the other two, is not lineage
+    assert [m[f"independent.{i}.determination.is_lineage"] for i in range(3)] == [False] * 3
+    assert m["independent.determination.false_positives"] == 0
+
+
 def test_wandb_offline_run_holds_summary(single):
     tmp, _, m = single
     summary, history, config = summary_and_history(tmp / "run")
