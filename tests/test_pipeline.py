@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_py
+from conftest import N_REFERENCES, ROOT, run_py
 from wandb_offline import summary_and_history
 
 pytestmark = pytest.mark.slow
@@ -206,7 +206,7 @@ def test_multirun_launchers(tmp_path, launcher):
     # the parent (and each reference) was trained exactly once for the whole sweep
     record = [json.loads(line) for line in (tmp_path / "zoo" / "record.jsonl").open()]
     assert sum(e["role"] == "parent" for e in record) == 1
-    assert len({e["id"] for e in record}) == len(record) == 3
+    assert len({e["id"] for e in record}) == len(record) == 1 + N_REFERENCES
     mtimes = [f.stat().st_mtime_ns for f in files]
     r = run_py(*args, timeout=600)
     assert r.returncode == 0
