@@ -118,8 +118,8 @@ def reason(row: pd.Series) -> str:
     basin_fp = row["truth"] == 0 and str(row.get("basin_is_lineage")) == "True"
     if basin_fp and isinstance(l1, float) and isinstance(l0, float) and l1 > LIFT * l0:
         parts.append(
-            "the suspect's loss on the parent's task is over twice the parent's: it lifts the "
-            "chord L(0)..L(1), and the path stays under it though the basins differ"
+            f"the suspect's loss on the parent's task is over {LIFT:g}x the parent's: it lifts "
+            "the chord L(0)..L(1), and the path stays under it though the basins differ"
         )
     if row["truth"] == 1:
         if is_fresh(row["modification"]):

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .evaluate.basin import DeterminationResult, determine, settings
+from .evaluate.basin import DeterminationResult, determine, settings, with_threshold
 from .evaluate.calibration import calibrate
 from .evaluate.closeness import ClosenessResult, closeness, closeness_threshold
 from .evaluate.verdict import combine
@@ -71,15 +71,7 @@ def _recalibrate(
     if r.barrier is None or r.loss_parent is None or r.loss_suspect is None:
         return r
     tau, calibrated = calibrate(barriers, (r.loss_parent, r.loss_suspect), settings(cfg))
-    basin = r.barrier <= tau
-    return dataclasses.replace(
-        r,
-        threshold=tau,
-        calibrated=calibrated,
-        margin=tau - r.barrier,
-        basin_is_lineage=basin,
-        is_lineage=basin,
-    )
+    return with_threshold(r, tau, calibrated)
 
 
 def judge(

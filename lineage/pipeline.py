@@ -174,7 +174,7 @@ def run(
         parent, pmeta, _ = trained_model(cfg, dm, zoo, seed, "parent", tracker)
         refs = [
             trained_model(cfg, dm, zoo, reference_seed(seed, i), "independent", tracker)
-            for i in range(int(cfg.get("n_independent", 3)))
+            for i in range(int(cfg["n_independent"]))
         ]
         m["time"]["parent_s"] = time.time() - t0
         t0 = time.time()

@@ -7,8 +7,10 @@
 # On a machine without the Hydra packages, put their wheels in .whl/ (hydra-core, omegaconf,
 # antlr4-python3-runtime). The CIFAR-10 data is read from $LINEAGE_DATA/cifar-10-batches-py;
 # when it is missing it is made from .data/cifar10-jpeg.tar.xz with .data/make_cifar10.py
-# (copies of ../shared/data). Extra arguments are Hydra overrides for the zoo, e.g.
-#   bash scripts/device_cifar10.sh data.limit=2000 model.width=0.25   # a CPU smoke run
+# (copies of ../shared/data). Extra arguments are Hydra overrides for the zoo; a 3-minute
+# CPU smoke run:
+#   PY=.venv/bin/python bash scripts/device_cifar10.sh data.limit=1000 model.width=0.125 \
+#       data.epochs=1 determination.probe_points=200 closeness.max_points=100 closeness.min_points=50
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}

@@ -358,3 +358,18 @@ def test_a_suspect_no_better_than_a_uniform_guess_gives_no_basin_evidence(mlps, 
     assert not judged.is_lineage and judged.method == "function"
     # a working suspect keeps its basin evidence
     assert determine(parent, noisy(parent, 1e-3), *probe, CFG).basin_is_lineage is True
+
+
+def test_an_abstention_survives_leave_one_out_recalibration(mlps, probe):
+    from lineage.judge import judge
+
+    parent, other, third = mlps
+    dead = copy.deepcopy(other)
+    with torch.no_grad():
+        dead.head.weight.zero_()
+        dead.head.bias.zero_()
+    cfg = {"determination": CFG, "closeness": {"max_points": 60, "min_points": 30}}
+    _, refs, _ = judge(parent, None, [dead, third], *probe, cfg, seed=0)
+    assert refs[0].determination.basin_is_lineage is None  # still no basin evidence
+    assert refs[0].determination.threshold == pytest.approx(0.25 * refs[1].determination.barrier)
+    assert refs[1].determination.basin_is_lineage is False

@@ -31,7 +31,7 @@ import copy
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -520,6 +520,22 @@ def determine(
         curve=curve,
         seconds=time.perf_counter() - t0,
         reason=reason,
+    )
+
+
+def with_threshold(r: DeterminationResult, tau: float, calibrated: bool) -> DeterminationResult:
+    """`r` judged against another threshold (e.g. calibrated leave-one-out). An abstention
+    stays one: it depends on the suspect's loss, not on the threshold."""
+    if r.barrier is None:
+        return r
+    basin = None if r.basin_is_lineage is None else r.barrier <= tau
+    return replace(
+        r,
+        threshold=tau,
+        calibrated=calibrated,
+        margin=tau - r.barrier,
+        basin_is_lineage=basin,
+        is_lineage=bool(basin),
     )
 
 
