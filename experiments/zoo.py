@@ -563,7 +563,9 @@ def pair_row(
 
 
 def baseline_config(preset: Preset) -> dict[str, Any]:
-    raw = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "baselines" / "default.yaml"))
+    raw = OmegaConf.to_container(
+        OmegaConf.load(ROOT / "lineage" / "conf" / "baselines" / "default.yaml")
+    )
     assert isinstance(raw, dict)
     return {str(k): {**(v or {}), **preset.baselines.get(str(k), {})} for k, v in raw.items()}
 

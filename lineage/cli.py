@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+log = logging.getLogger("lineage")
 
 
 def compose(overrides: list[str]) -> dict[str, Any]:
     from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from hydra import initialize_config_module
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
@@ -27,7 +28,7 @@ def compose(overrides: list[str]) -> dict[str, Any]:
 
     register_schemas()
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        with initialize_config_module("lineage.conf", version_base="1.3"):
             cfg = hydra_compose("config", overrides=[f"paths.root={Path.cwd()}", *overrides])
         out = OmegaConf.to_container(cfg, resolve=True)
     except (HydraException, OmegaConfBaseException) as e:
@@ -84,10 +85,27 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             f"{dm.name!r} has {dm.num_classes} classes"
         )
     zoo = Zoo(cfg["paths"]["zoo"])
-    refs = [
-        trained_model(cfg, dm, zoo, reference_seed(seed, i), "independent", Tracker())[0]
-        for i in range(args.references)
-    ]
+    refs = []
+    for i in range(args.references):
+        s = reference_seed(seed, i)
+        log.info(
+            "reference %d/%d (seed %d): loading from %s or training",
+            i + 1,
+            args.references,
+            s,
+            zoo.root,
+        )
+        model, meta, new = trained_model(cfg, dm, zoo, s, "independent", Tracker())
+        log.info(
+            "reference %d/%d: %s %s, accuracy %.4f",
+            i + 1,
+            args.references,
+            meta["id"],
+            "trained" if new else "loaded",
+            meta["accuracy"],
+        )
+        refs.append(model)
+    log.info("judging: determination and closeness on %d test points", len(dm.test))
     verdict, _, _ = judge(
         parent, Suspect(suspect, smeta.get("record")), refs, dm.test.x, dm.test.y, cfg, seed
     )
@@ -96,8 +114,16 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["run"]:  # Hydra parses its own command line: hand it the rest
+        from .app import main as run_main
+
+        sys.argv = [f"{Path(sys.argv[0]).name} run", *argv[1:]]
+        run_main()
+        return 0
     p = argparse.ArgumentParser(prog="lineage", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="one job, or -m a sweep (Hydra overrides; see lineage run --help)")
     c = sub.add_parser("compare", help="is SUSPECT derived from PARENT, and how closely?")
     c.add_argument("parent", type=Path)
     c.add_argument("suspect", type=Path)
@@ -120,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import LineageError
     from .utils import flatten
 
+    # Progress goes to stderr, one line per stage; stdout holds only the result.
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if args.references < 0:
         p.error("--references must be >= 0")
     try:

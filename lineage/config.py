@@ -248,19 +248,19 @@ class RootConf:
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="root_schema", node=RootConf)
-    cs.store(group="schema", name="data", node=DataConf)
-    cs.store(group="schema", name="train", node=TrainConf)
+    cs.store(group="hydra/schema", name="data", node=DataConf)
+    cs.store(group="hydra/schema", name="train", node=TrainConf)
     for name, node in (
         ("mlp", MLPConf),
         ("lenet", LeNetConf),
         ("resnet18", ResNetConf),
         ("vgg11", VGGConf),
     ):
-        cs.store(group="schema/model", name=name, node=node)
+        cs.store(group="hydra/schema/model", name=name, node=node)
     for name, mod in MODIFICATION_SCHEMAS.items():
-        cs.store(group="schema/modification", name=name, node=mod)
-    cs.store(group="schema", name="determination", node=DeterminationConf)
-    cs.store(group="schema", name="closeness", node=ClosenessConf)
+        cs.store(group="hydra/schema/modification", name=name, node=mod)
+    cs.store(group="hydra/schema", name="determination", node=DeterminationConf)
+    cs.store(group="hydra/schema", name="closeness", node=ClosenessConf)
 
 
 INF = math.inf

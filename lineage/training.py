@@ -31,6 +31,7 @@ for pattern in (
     ".*is_grad_enabled.*",
 ):
     warnings.filterwarnings("ignore", pattern)
+log = logging.getLogger("lineage")
 logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
 logging.getLogger("pytorch_lightning.accelerators.cuda").setLevel(logging.WARNING)
 
@@ -89,6 +90,21 @@ class Classifier(pl.LightningModule):
         return opt
 
 
+class EpochLog(pl.Callback):
+    """Progress where no bar can show (output not a terminal: logs, CI, schedulers): a log
+    line every tenth of the epochs, with the validation accuracy when there is one."""
+
+    def __init__(self, what: str = "training"):
+        self.what = what
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        n, k = int(trainer.max_epochs or 0), trainer.current_epoch + 1
+        if n and (k == n or k % max(1, n // 10) == 0):
+            acc = trainer.callback_metrics.get("val/acc")
+            tail = f", val acc {float(acc):.4f}" if acc is not None else ""
+            log.info("  %s: epoch %d/%d%s", self.what, k, n, tail)
+
+
 def make_trainer(
     cfg: TrainCfg,
     logger: Any = None,
@@ -96,16 +112,17 @@ def make_trainer(
     epochs: int | None = None,
 ) -> pl.Trainer:
     """One device per job (no DDP inside a multirun), quiet bar when not on a terminal."""
+    bar = bool(cfg.get("progress", True)) and sys.stderr.isatty()
     return pl.Trainer(
         max_epochs=int(cfg["epochs"] if epochs is None else epochs),
         accelerator=cfg.get("accelerator", "auto"),
         devices=1,
         deterministic=True,
         logger=logger if logger is not None else False,
-        callbacks=list(callbacks),
+        callbacks=[*callbacks, *([] if bar else [EpochLog()])],
         enable_checkpointing=False,
         enable_model_summary=False,
-        enable_progress_bar=bool(cfg.get("progress", True)) and sys.stderr.isatty(),
+        enable_progress_bar=bar,
         num_sanity_val_steps=0,
         log_every_n_steps=1,
     )

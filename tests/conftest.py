@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 # a job trains its parent and this many references (conf/config.yaml n_independent)
-N_REFERENCES = int(OmegaConf.load(ROOT / "conf" / "config.yaml")["n_independent"])
+N_REFERENCES = int(OmegaConf.load(ROOT / "lineage" / "conf" / "config.yaml")["n_independent"])
 SHARED_DATA = ROOT.parent / "shared" / "data"
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")

@@ -39,7 +39,7 @@ TRAIN = {
     "accelerator": "cpu",
     "progress": False,
 }
-CONF = Path(__file__).resolve().parents[1] / "conf" / "baselines" / "default.yaml"
+CONF = Path(__file__).resolve().parents[1] / "lineage" / "conf" / "baselines" / "default.yaml"
 
 
 @pytest.fixture(scope="module")

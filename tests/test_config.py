@@ -26,7 +26,7 @@ from lineage.config import (
 )
 from lineage.errors import LineageError
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "lineage" / "conf"
 GROUPS = ["data", "model", "train", "modification", "determination", "closeness"]
 
 
@@ -63,7 +63,7 @@ def group_files() -> list[Path]:
 def test_every_group_yaml_starts_from_its_schema(path):
     group, name = path.parent.name, path.stem
     per_name = group in ("model", "modification")
-    want = f"/schema/{group}/{name}@_here_" if per_name else f"/schema/{group}@_here_"
+    want = f"/hydra/schema/{group}/{name}@_here_" if per_name else f"/hydra/schema/{group}@_here_"
     assert yaml.safe_load(path.read_text())["defaults"] == [want, "_self_"]
 
 

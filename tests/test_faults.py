@@ -141,7 +141,9 @@ SOURCE_CHANGED = "lineage/ or conf/ changed while the test ran: the runs ran dif
 
 def source_digest() -> str:
     """The code and configs a run executes: runs to compare must have run the same."""
-    files = sorted([*(ROOT / "lineage").rglob("*.py"), *(ROOT / "conf").rglob("*.yaml")])
+    files = sorted(
+        [*(ROOT / "lineage").rglob("*.py"), *(ROOT / "lineage" / "conf").rglob("*.yaml")]
+    )
     return stable_hash({str(f.relative_to(ROOT)): f.read_text() for f in files})
 
 

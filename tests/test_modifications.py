@@ -31,7 +31,7 @@ MINE = [
     "quantize",
     "transfer",
 ]
-CONF = Path(__file__).resolve().parents[1] / "conf" / "modification"
+CONF = Path(__file__).resolve().parents[1] / "lineage" / "conf" / "modification"
 
 
 def build(arch: str, **kw) -> torch.nn.Module:
@@ -81,7 +81,7 @@ def test_yaml_mirrors_registered_defaults(name):
     text = (CONF / f"{name}.yaml").read_text()
     assert text.startswith("# ratio") and text.splitlines()[1] == f"name: {name}"
     raw = OmegaConf.to_container(OmegaConf.create(text))
-    assert raw.pop("defaults") == [f"/schema/modification/{name}@_here_", "_self_"]
+    assert raw.pop("defaults") == [f"/hydra/schema/modification/{name}@_here_", "_self_"]
     assert raw == {"name": name, **DEFAULTS[name]}
 
 

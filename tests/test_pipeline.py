@@ -86,6 +86,8 @@ def test_single_run_writes_every_documented_key(single):
     assert 0.0 <= m["derived.closeness.score"] <= 1.0
     assert Path(m["derived.path"]).exists() and Path(m["parent.path"]).exists()
     assert "lineage?" in r.stdout  # the console summary table
+    # the Preflight callback resolved its directories (it used to warn and check nothing)
+    assert "Preflight" not in r.stderr and "Warning" not in r.stderr, r.stderr[-2000:]
     # provenance: the composed config and git SHA are recorded with the results
     assert (tmp / "run" / ".hydra" / "config.yaml").exists()
     assert json.loads((tmp / "run" / "config.json").read_text())["ratio"] == 0.5
@@ -183,34 +185,36 @@ def test_logger_none_and_rerun_skips(tmp_path):
     assert r.returncode == 0 and "skipping" not in r.stderr + r.stdout
 
 
-@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+@pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_local"])
 def test_multirun_launchers(tmp_path, launcher):
-    sweep = tmp_path / "sweep"
+    # No hydra.sweep.dir given: the configured default must resolve under every launcher.
+    sweep = tmp_path / "outputs" / "sweeps" / "smoke"
     args = [
         "-m",
         *smoke(
-            tmp_path,
-            "logger=none",
-            f"hydra/launcher={launcher}",
-            "modification=finetune,noise",
-            f"hydra.sweep.dir={sweep}",
+            tmp_path, "logger=none", f"hydra/launcher={launcher}", "modification=finetune,noise"
         ),
     ]
-    r = run_py(*args, timeout=600)
+    r = run_py(*args, cwd=tmp_path, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr and "Warning" not in r.stderr, r.stderr[-3000:]
     files = metrics_files(sweep)
     assert len(files) == 2
     assert {json.loads(f.read_text())["modification"] for f in files} == {"finetune", "noise"}
     # output subdirs are named from the overrides
     assert {f.parent.name for f in files} == {"modification=finetune", "modification=noise"}
+    # one summary table at the end, no per-job tables
+    assert "2 jobs, 2 ok, 0 skipped, 0 failed" in r.stdout
+    assert r.stdout.count("lineage?") == 0
     # the parent (and each reference) was trained exactly once for the whole sweep
     record = [json.loads(line) for line in (tmp_path / "zoo" / "record.jsonl").open()]
     assert sum(e["role"] == "parent" for e in record) == 1
     assert len({e["id"] for e in record}) == len(record) == 1 + N_REFERENCES
     mtimes = [f.stat().st_mtime_ns for f in files]
-    r = run_py(*args, timeout=600)
+    r = run_py(*args, cwd=tmp_path, timeout=600)
     assert r.returncode == 0
     assert [f.stat().st_mtime_ns for f in metrics_files(sweep)] == mtimes
+    assert "2 jobs, 0 ok, 2 skipped, 0 failed" in r.stdout
 
 
 def test_sweep_killed_then_resumed(tmp_path):
@@ -279,8 +283,10 @@ def test_unwritable_output_dir(tmp_path, where):
     }[where]
     r = run_py(*smoke(tmp_path, "logger=none", *target))
     assert r.returncode != 0
-    assert "cannot create" in r.stderr or "Not a directory" in r.stderr
+    what = {"zoo": "zoo", "run": "output directory (hydra.run.dir)"}[where]
+    assert f"error: cannot create the {what}" in r.stderr  # said by the Preflight callback
     assert "Traceback" not in r.stderr
+    assert "training" not in r.stderr  # refused before any data was read or model trained
 
 
 def test_unwritable_sweep_dir(tmp_path):
@@ -312,6 +318,27 @@ def test_bad_job_in_a_sweep_records_why_and_the_sweep_goes_on(tmp_path):
     assert not (bad.parent / "metrics.json").exists()
     (good,) = metrics_files(sweep)
     assert json.loads(good.read_text())["ratio"] == 0.5
+
+
+def test_compare_shows_progress_when_not_a_terminal(single, tmp_path):
+    """References to train: a log line per stage and per tenth of the epochs on stderr
+    (captured, so not a terminal), and stdout holds only the result."""
+    _, _, m = single
+    r = subprocess.run(
+        [sys.executable, "-m", "lineage", "compare", m["parent.path"], m["derived.path"]]
+        + ["--references", "1", "--zoo", str(tmp_path / "zoo"), "--json", "experiment=smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    err = r.stderr
+    assert "reference 1/1 (seed 1000): loading from" in err
+    assert "training independent (mlp on digits, seed 1000)" in err
+    assert "epoch 8/8" in err and "reference 1/1: m-" in err and "trained" in err
+    assert "judging: determination and closeness" in err
+    json.loads(r.stdout)  # nothing but the JSON result on stdout
 
 
 def test_compare_bad_inputs(single, tmp_path):
@@ -361,3 +388,11 @@ def test_compare_different_tasks_needs_data(single, tmp_path):
     )
     assert r.returncode == 2 and "different tasks" in r.stderr and "--data" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_help_lists_only_groups_a_user_can_pick(tmp_path):
+    r = run_py("--help", cwd=tmp_path)
+    assert r.returncode == 0
+    groups = r.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    assert "modification: adversarial, chain" in groups and "model: lenet, mlp" in groups
+    assert "schema" not in groups  # the typed schemas are not options

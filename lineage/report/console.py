@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 
@@ -9,6 +10,13 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return "-" if v is None else str(v)
+
+
+def text_table(head: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """Columns padded to their widest cell, two spaces apart."""
+    cells = [tuple(head)] + [tuple(_fmt(c) for c in r) for r in rows]
+    widths = [max(len(r[j]) for r in cells) for j in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
 
 
 def summary_table(m: dict[str, Any]) -> str:
@@ -22,9 +30,7 @@ def summary_table(m: dict[str, Any]) -> str:
     rows = [("parent", m.get("parent.id"), m.get("parent.accuracy"), None, None, None, None)]
     rows += [_row(name, m, p) for name, p in judged]
     head = ("model", "id", "accuracy", "lineage?", "barrier", "closeness", "95% CI")
-    cells = [head] + [tuple(_fmt(c) for c in r) for r in rows]
-    widths = [max(len(r[j]) for r in cells) for j in range(len(head))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
+    lines = [text_table(head, rows)]
     cautions = [
         f"caution ({name}): {m[p + 'determination.caveat']}"
         for name, p in judged
