@@ -34,8 +34,8 @@ from reference_closeness import reference_closeness  # noqa: E402
 
 from lineage import models  # noqa: E402
 from lineage.data import DataModule, datamodule_from_config  # noqa: E402
-from lineage.evaluate.boundary import ieee_fp32  # noqa: E402
 from lineage.evaluate.closeness import References, closeness, filter_points, measure_points  # noqa: E402
+from lineage.runtime import ieee_fp32  # noqa: E402
 from lineage.training import accuracy, train_classifier  # noqa: E402
 from lineage.utils import seed_all  # noqa: E402
 from lineage.zoo import Zoo  # noqa: E402

@@ -35,7 +35,8 @@ from lineage.evaluate.basin import determine, settings  # noqa: E402
 from lineage.evaluate.calibration import calibrate  # noqa: E402
 from lineage.evaluate.closeness import closeness, closeness_threshold  # noqa: E402
 from lineage.evaluate.verdict import combine  # noqa: E402
-from lineage.pipeline import derive_model, reference_seed, trained_model  # noqa: E402
+from lineage.pipeline import derive_model, trained_model  # noqa: E402
+from lineage.zoo import reference_seed  # noqa: E402
 from lineage.tracking import Tracker  # noqa: E402
 from lineage.training import accuracy  # noqa: E402
 from lineage.utils import stable_hash  # noqa: E402

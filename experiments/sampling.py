@@ -47,7 +47,8 @@ from lineage import models
 from lineage.cli import compose
 from lineage.data import datamodule_from_config
 from lineage.evaluate.closeness import closeness
-from lineage.judge import Suspect, closeness_view
+from lineage.adapters import find_head
+from lineage.judge import closeness_view
 from lineage.zoo import Zoo
 
 TOLS = (0.1, 0.05, 0.03, 0.02)
@@ -75,14 +76,14 @@ def pick(pairs: pd.DataFrame, n: int) -> pd.DataFrame:
 
 def measure(
     parent: torch.nn.Module,
-    suspect: Suspect,
+    suspect: torch.nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
     ccfg: dict[str, Any],
     tols: Sequence[float],
     max_points: int,
 ) -> list[dict[str, Any]]:
-    view, _ = closeness_view(parent, suspect)
+    view, _ = closeness_view(parent, suspect, x, find_head(parent))
     rows = []
     for strategy in STRATEGIES:
         for tol in tols:
@@ -152,7 +153,7 @@ def run(
     for _, pr in pick(pairs, n_pairs).iterrows():
         parent, _ = models.load(zoo.path(pr["parent_id"]))
         model, meta = models.load(zoo.path(pr["model_id"]))
-        suspect = Suspect(model.eval(), meta.get("record"))
+        suspect = model.eval()
         for r in measure(
             parent.eval(), suspect, dm.test.x, dm.test.y, cfg["closeness"], tols, max_points
         ):

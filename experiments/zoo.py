@@ -40,9 +40,8 @@ closeness_s; per baseline b: b (score, higher = lineage, NaN when it does not ap
 b_s (seconds), b_note (why NaN).
 
 Models are cached in the zoo (outputs/zoo, the cache run.py uses), so a rerun only judges the
-pairs not yet in pairs.jsonl. Each parent's references are judged once, and each suspect then
-takes the same steps, with the same thresholds, as lineage.judge.judge (a test checks that
-the two agree).
+pairs not yet in pairs.jsonl. Each parent is calibrated once (lineage.calibrate) and every
+suspect judged against it (lineage.judge): the engine run.py uses.
 """
 # ruff: noqa: E402  (the repository root goes on sys.path first: this file runs as a script)
 
@@ -60,7 +59,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import pandas as pd
 import torch
@@ -71,26 +70,15 @@ from experiments.common import BASELINE_NAMES, ROOT, parser
 from lineage import models
 from lineage.baselines import BASELINES
 from lineage.cli import compose
-from lineage.data import DataModule, Split, datamodule_from_config
+from lineage.data import DataModule, datamodule_from_config
 from lineage.errors import LineageError
-from lineage.evaluate.basin import determine
-from lineage.evaluate.closeness import closeness, closeness_threshold
-from lineage.evaluate.verdict import combine
-from lineage.judge import Suspect, Verdict, closeness_view, judge
+from lineage.judge import Calibration, judge
 from lineage.modifications import MODIFICATIONS
-from lineage.pipeline import (
-    build_model,
-    data_spec,
-    derive_model,
-    reference_seed,
-    train_spec,
-    trained_model,
-)
+from lineage.pipeline import calibration_for, derive_model, trained_model
 from lineage.report.html import md_table
 from lineage.tracking import Tracker
-from lineage.training import train_classifier
-from lineage.utils import append_line, seed_all, stable_hash
-from lineage.zoo import Zoo, read_jsonl
+from lineage.utils import append_line, stable_hash
+from lineage.zoo import Zoo, data_spec, derived_id, read_jsonl, reference_seed
 
 log = logging.getLogger("lineage.experiments")
 
@@ -225,54 +213,13 @@ class Entry:
         return str(self.meta["id"])
 
 
-def half_datamodule(dm: DataModule, half: int, seed: int) -> DataModule:
-    """The datamodule with only one half of its training split (a fixed random halving)."""
-    if half not in (0, 1):
-        raise LineageError(f"half={half}: the training set has halves 0 and 1")
-    perm = torch.randperm(len(dm.train), generator=torch.Generator().manual_seed(seed))
-    idx = perm[: len(perm) // 2] if half == 0 else perm[len(perm) // 2 :]
-    train = Split(dm.train.x[idx], dm.train.y[idx])
-    return DataModule(
-        str(dm.name), train, dm.val, dm.test, dm.num_classes, dm.classes, dm.batch_size, dm.root
-    )
-
-
-def half_model(
-    cfg: dict[str, Any], dm: DataModule, zoo: Zoo, seed: int, half: int
-) -> tuple[nn.Module, dict[str, Any], bool]:
-    """trained_model's recipe on one half of the training split, cached the same way."""
-    spec = {
-        "data": {**data_spec(cfg), "half": half},
-        "model": dict(cfg["model"]),
-        "train": train_spec(cfg),
-        "seed": seed,
-    }
-    hdm = half_datamodule(dm, half, int(cfg["data"].get("split_seed", 0)))
-
-    def train() -> tuple[nn.Module, dict[str, Any]]:
-        seed_all(seed)
-        model, acc = train_classifier(build_model(cfg["model"], hdm), hdm, cfg["train"], seed)
-        return model, {
-            "accuracy": acc,
-            "seed": seed,
-            "parent_id": None,
-            "lineage": [],
-            "data": {"name": dm.name, "classes": dm.classes, "half": half},
-        }
-
-    return zoo.get_or_train(spec, train, "independent")
-
-
 def trained(
     cfg: dict[str, Any], dm: DataModule, zoo: Zoo, seed: int, role: str, half: int | None = None
 ) -> Entry:
     """run.py's parent/reference recipe (or half_model's), from the zoo or trained now."""
     t0 = time.perf_counter()
-    if half is None:
-        zoo_role = "parent" if role == "parent" else "independent"  # as run.py records them
-        model, meta, new = trained_model(cfg, dm, zoo, seed, zoo_role, Tracker())
-    else:
-        model, meta, new = half_model(cfg, dm, zoo, seed, half)
+    zoo_role = "parent" if role == "parent" else "independent"  # as run.py records them
+    model, meta, new = trained_model(cfg, dm, zoo, seed, zoo_role, Tracker(), half)
     return Entry(model.eval(), meta, role, time.perf_counter() - t0 if new else math.nan)
 
 
@@ -286,10 +233,7 @@ def derived_entry(
 ) -> Entry:
     """derive_model's derived model, loaded from the zoo when it is already there (the id is
     derive_model's own: parent, modification config, ratio, seed)."""
-    seed = int(cfg["seed"])
-    did = "d-" + stable_hash(
-        {"parent": parent.id, "modification": mod, "ratio": float(ratio), "seed": seed}
-    )
+    did = derived_id(parent.id, mod, ratio, int(cfg["seed"]))
     if zoo.path(did).exists():
         model, meta = models.load(zoo.path(did))
         return Entry(model.eval(), meta, "derived", math.nan)
@@ -414,55 +358,6 @@ def kind_of(entry: Entry, parent: Entry, root: str) -> str:
 # ------------------------------------------------------------------------------ judging
 
 
-@dataclasses.dataclass
-class Calibration:
-    """A parent's references, judged once: their barriers and closeness scores."""
-
-    barriers: list[float | None]
-    scores: list[float]
-
-
-def calibrate_parent(
-    parent: nn.Module,
-    refs: Sequence[nn.Module],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    cfg: Mapping[str, Any],
-    seed: int,
-) -> Calibration:
-    _, ref_verdicts, _ = judge(parent, None, refs, x, y, cfg, seed)
-    return Calibration(
-        [v.determination.barrier for v in ref_verdicts],
-        [v.closeness.score for v in ref_verdicts],
-    )
-
-
-def judge_suspect(
-    parent: nn.Module,
-    suspect: Suspect,
-    cal: Calibration,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    cfg: Mapping[str, Any],
-    seed: int,
-) -> tuple[Verdict, dict[str, float]]:
-    """judge()'s verdict on one suspect, with the references' results computed once per parent
-    (judge() recomputes them for every suspect)."""
-    dcfg, ccfg = cfg["determination"], cfg["closeness"]
-    probe = int(dcfg.get("probe_points") or len(y))
-    t0 = time.perf_counter()
-    barriers = cast(Sequence[float], cal.barriers)  # passed as judge() passes them
-    det = determine(
-        parent, suspect.model, x[:probe], y[:probe], dcfg, barriers, None, suspect.record
-    )
-    t1 = time.perf_counter()
-    view, route = closeness_view(parent, suspect)
-    close = closeness(parent, view, x, y, ccfg, seed=seed)
-    t2 = time.perf_counter()
-    verdict = Verdict(combine(det, close.score, closeness_threshold(cal.scores)), close, route)
-    return verdict, {"determination_s": t1 - t0, "closeness_s": t2 - t1}
-
-
 def verdict_score(row: Mapping[str, Any]) -> float:
     """One score whose sign is the verdict, for ranking pairs (ROC AUC, TPR at low FPR),
     from a pairs-table row (so cached rows are rescored when this rule changes).
@@ -519,13 +414,14 @@ def pair_row(
     root: str,
     cal: Calibration,
     dm: DataModule,
-    cfg: Mapping[str, Any],
     bcfg: Mapping[str, Any],
     seed: int,
 ) -> dict[str, Any]:
     x, y = dm.test.x, dm.test.y
-    suspect = Suspect(entry.model, entry.meta.get("record"))
-    verdict, times = judge_suspect(parent.model, suspect, cal, x, y, cfg, seed)
+    verdict = judge(
+        parent.model, entry.model, x, y, calibration=cal, record=entry.meta.get("record")
+    )
+    times = verdict.seconds
     d, c = verdict.determination, verdict.closeness
     mod, ratio = model_label(entry.meta)
     row = {
@@ -577,7 +473,7 @@ def settings_hash(cfg: Mapping[str, Any], bcfg: Mapping[str, Any]) -> str:
             "determination": cfg["determination"],
             "closeness": cfg["closeness"],
             "baselines": bcfg,
-            "data": data_spec(dict(cfg)),
+            "data": data_spec(cfg["data"]),
         }
     )
 
@@ -618,11 +514,9 @@ def build(
                 rows.append({**cached[key], "verdict_score": verdict_score(cached[key])})
                 continue
             if cal is None:
-                cal = calibrate_parent(
-                    f.parent.model, [r.model for r in f.references], dm.test.x, dm.test.y, cfg, fi
-                )
+                cal = calibration_for(cfg, dm, f.parent.model, [r.model for r in f.references], fi)
             row = {
-                **pair_row(f.parent, entry, root_of(mid, links), cal, dm, cfg, bcfg, fi),
+                **pair_row(f.parent, entry, root_of(mid, links), cal, dm, bcfg, fi),
                 "settings": shash,
             }
             append_line(cache_path, json.dumps(row, default=_jsonable))

@@ -1,7 +1,6 @@
-"""`lineage compare PARENT SUSPECT`: the auditor's entry point for two model files.
-
-Exit code 0 for a completed comparison, whatever the verdict; 2 with a one-line message
-for bad input (missing or corrupt files, mismatched tasks, bad options).
+"""The `lineage` command: `run` (a Hydra job or sweep) and `compare` (an audit of two model
+files). Exit code 0 for a completed comparison, whatever the verdict; 2 with a one-line
+message for bad input (missing or corrupt files, mismatched tasks, bad options).
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ log = logging.getLogger("lineage")
 
 
 def compose(overrides: list[str]) -> dict[str, Any]:
+    """The project's config with `overrides`, resolved and range-checked."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
     from hydra.errors import HydraException
@@ -39,78 +39,32 @@ def compose(overrides: list[str]) -> dict[str, Any]:
     return composed
 
 
-def task_of(meta: dict[str, Any]) -> tuple[Any, Any]:
-    d = meta.get("data") or {}
-    return d.get("name"), d.get("classes")
-
-
-def compare(args: argparse.Namespace) -> dict[str, Any]:
-    from . import models
-    from .data import datamodule_from_config
-    from .errors import LineageError
-    from .judge import Suspect, judge
-    from .pipeline import reference_seed, trained_model
-    from .tracking import Tracker
-    from .zoo import Zoo
-
-    parent, pmeta = models.load(args.parent)
-    suspect, smeta = models.load(args.suspect)
-    if args.data is None:
-        if task_of(pmeta)[0] is None:
-            raise LineageError(f"{args.parent}: the file names no dataset; pass --data")
-        if task_of(smeta) != task_of(pmeta):
-            raise LineageError(
-                f"the models were trained on different tasks ({task_of(pmeta)} vs "
-                f"{task_of(smeta)}); pass --data to say which task to compare them on"
-            )
-    spec = pmeta.get("spec") or {}
-    overrides = [f"data={args.data or task_of(pmeta)[0]}", *args.overrides]
-    if args.data_root:
-        overrides.append(f"data.root={args.data_root}")
-    if args.zoo:
-        overrides.append(f"paths.zoo={args.zoo}")
-    cfg = compose(overrides)
-    arch = pmeta["arch"]
-    cfg["model"] = {"name": arch["name"], **arch.get("kwargs", {})}
-    if spec and args.data is None:  # rebuild the parent's exact data split and training
-        cfg["data"].update({k: v for k, v in spec.get("data", {}).items() if v is not None})
-        cfg["train"].update(spec.get("train", {}))
-    elif task_of(pmeta)[1] and args.data is None:
-        cfg["data"]["classes"] = task_of(pmeta)[1]
-    seed = int(pmeta.get("seed") or 0)
-    dm = datamodule_from_config(cfg["data"])
-    if models.head_of(parent).out_features != dm.num_classes:
-        raise LineageError(
-            f"{args.parent} has {models.head_of(parent).out_features} outputs but data "
-            f"{dm.name!r} has {dm.num_classes} classes"
-        )
-    zoo = Zoo(cfg["paths"]["zoo"])
-    refs = []
-    for i in range(args.references):
-        s = reference_seed(seed, i)
-        log.info(
-            "reference %d/%d (seed %d): loading from %s or training",
-            i + 1,
-            args.references,
-            s,
-            zoo.root,
-        )
-        model, meta, new = trained_model(cfg, dm, zoo, s, "independent", Tracker())
-        log.info(
-            "reference %d/%d: %s %s, accuracy %.4f",
-            i + 1,
-            args.references,
-            meta["id"],
-            "trained" if new else "loaded",
-            meta["accuracy"],
-        )
-        refs.append(model)
-    log.info("judging: determination and closeness on %d test points", len(dm.test))
-    verdict, _, _ = judge(
-        parent, Suspect(suspect, smeta.get("record")), refs, dm.test.x, dm.test.y, cfg, seed
+def add_compare(sub: Any) -> None:
+    c = sub.add_parser("compare", help="is SUSPECT derived from PARENT, and how closely?")
+    c.add_argument("parent", help="model file or Hugging Face folder")
+    c.add_argument("suspect", help="model file or Hugging Face folder")
+    c.add_argument("--arch", help="what builds a plain state dict: module:factory or a YAML")
+    c.add_argument("--suspect-arch", help="--arch for the suspect when it differs")
+    c.add_argument("--head", help="the parent's head layer (default: its last Linear)")
+    c.add_argument("--data", help="dataset name or data YAML (default: the parent's)")
+    c.add_argument("--data-root", help="folder holding the dataset files")
+    c.add_argument(
+        "--references",
+        type=int,
+        default=None,
+        help="independent references to train or load for calibration (default: the "
+        "config's n_independent when the parent file records how it was trained, else 0)",
     )
-    assert verdict is not None
-    return verdict.to_dict()
+    c.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="an independent model file to calibrate against (repeatable)",
+    )
+    c.add_argument("--zoo", help="zoo folder for references (default outputs/zoo)")
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+    c.epilog = "Extra KEY=VALUE arguments are Hydra overrides, e.g. closeness.max_points=200."
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,48 +78,24 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="lineage", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="one job, or -m a sweep (Hydra overrides; see lineage run --help)")
-    c = sub.add_parser("compare", help="is SUSPECT derived from PARENT, and how closely?")
-    c.add_argument("parent", type=Path)
-    c.add_argument("suspect", type=Path)
-    c.add_argument("--data", help="dataset to compare on (default: the parent's)")
-    c.add_argument("--data-root", help="folder holding the dataset files")
-    c.add_argument(
-        "--references",
-        type=int,
-        default=0,
-        help="train or load N independent references to calibrate thresholds",
-    )
-    c.add_argument("--zoo", help="zoo folder for references (default outputs/zoo)")
-    c.add_argument("--json", action="store_true", help="print one JSON object")
-    c.epilog = "Extra KEY=VALUE arguments are Hydra overrides, e.g. closeness.max_points=200."
+    add_compare(sub)
     args, extra = p.parse_known_args(argv)
     args.overrides = [a for a in extra if "=" in a and not a.startswith("-")]
     if len(args.overrides) != len(extra):
         p.error(f"unrecognized arguments: {' '.join(a for a in extra if a not in args.overrides)}")
+    if args.references is not None and args.references < 0:
+        p.error("--references must be >= 0")
 
+    from .audit import compare, report
     from .errors import LineageError
-    from .utils import flatten
+    from .text import clean
 
     # Progress goes to stderr, one line per stage; stdout holds only the result.
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    if args.references < 0:
-        p.error("--references must be >= 0")
     try:
-        result = flatten(compare(args))
+        result = compare(args)
     except LineageError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {clean(str(e))}", file=sys.stderr)
         return 2
-    if args.json:
-        print(json.dumps(result, default=str))
-    else:
-        d = "lineage" if result["determination.is_lineage"] else "not lineage"
-        print(
-            f"determination: {d} (method {result['determination.method']}, barrier "
-            f"{result['determination.barrier']}, threshold {result['determination.threshold']})"
-        )
-        print(
-            f"closeness: {result['closeness.score']:.4f} "
-            f"[{result['closeness.ci_low']:.4f}, {result['closeness.ci_high']:.4f}], "
-            f"match rate {result['closeness.match_rate']:.4f}"
-        )
+    print(json.dumps(result, default=str) if args.json else report(result))
     return 0

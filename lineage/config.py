@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from .errors import LineageError
+from .evaluate.basin.settings import DeterminationConf
+from .evaluate.closeness.settings import ClosenessConf
+from .settings import from_mapping
 
 
 @dataclass
 class DataConf:
     name: str = MISSING
+    _target_: str | None = None  # a dataset factory (see lineage.data.base) instead of `name`
     root: str = "data"
     classes: list[int] | None = None
     limit: int | None = None
@@ -35,12 +39,14 @@ class DataConf:
 
 @dataclass
 class MLPConf:
+    _target_: str | None = None  # an importable factory replaces the registered `name`
     name: str = "mlp"
     hidden: list[int] = field(default_factory=lambda: [128, 128])
 
 
 @dataclass
 class LeNetConf:
+    _target_: str | None = None  # an importable factory replaces the registered `name`
     name: str = "lenet"
     channels: list[int] = field(default_factory=lambda: [6, 16])
     hidden: list[int] = field(default_factory=lambda: [120, 84])
@@ -48,6 +54,7 @@ class LeNetConf:
 
 @dataclass
 class ResNetConf:
+    _target_: str | None = None  # an importable factory replaces the registered `name`
     name: str = "resnet18"
     width: float = 1.0
     mid: list[int] | None = None
@@ -55,6 +62,7 @@ class ResNetConf:
 
 @dataclass
 class VGGConf:
+    _target_: str | None = None  # an importable factory replaces the registered `name`
     name: str = "vgg11"
     width: float = 0.25
     channels: list[int] | None = None
@@ -189,43 +197,6 @@ MODIFICATION_SCHEMAS: dict[str, type[ModificationConf]] = {
 
 
 @dataclass
-class DeterminationConf:
-    alphas: int = 11
-    refine: int = 0
-    probe_points: int = 2000
-    batch_size: int = 500
-    bn_reestimate: bool = True
-    bn_batches: int = 8
-    align: bool = True
-    align_rounds: int = 20
-    seed: int = 0
-    gamma: float = 0.25
-    fallback_rel: float = 0.02
-    head_steps: int = 50
-
-
-@dataclass
-class ClosenessConf:
-    d_max: float = 10.0
-    step: float = 0.1
-    tol: float = 1.0e-5
-    search: str = "brent"
-    max_chunk: int = 8
-    batch_size: int | None = None
-    allow_class_mismatch: bool = False
-    strategy: str = "stratified"
-    ci_tol: float = 0.02
-    batch_points: int = 100
-    min_points: int = 100
-    max_points: int = 2000
-    n_boot: int = 1000
-    filter: bool = True
-    filter_pool: int | None = None
-    seed: int = 0
-    progress: bool = True
-
-
-@dataclass
 class RootConf:
     """Top-level keys; the groups are typed by their own schemas."""
 
@@ -277,43 +248,12 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "train.epochs": (0, 10**6, "[]"),
     "train.lr": (0.0, 10.0, "[]"),
     "train.weight_decay": (0.0, 1.0, "[]"),
-    # the path needs both endpoints; every count of points or batches is positive
-    "determination.alphas": (2, INF, "[)"),
-    "determination.refine": (0, INF, "[)"),
-    "determination.probe_points": (1, INF, "[)"),
-    "determination.batch_size": (1, INF, "[)"),
-    "determination.bn_batches": (1, INF, "[)"),
-    "determination.align_rounds": (1, INF, "[)"),
-    "determination.head_steps": (1, INF, "[)"),
-    "determination.seed": (0, INF, "[)"),
-    "determination.gamma": (0, INF, "()"),
-    "determination.fallback_rel": (0, INF, "()"),
-    "closeness.d_max": (0, INF, "()"),
-    "closeness.step": (0, INF, "()"),
-    "closeness.tol": (0, INF, "()"),
-    # a CI half-width on a score in [0, 1]: 0 never stops, 1 stops at once
-    "closeness.ci_tol": (0, 1, "()"),
-    "closeness.max_chunk": (1, INF, "[)"),
-    "closeness.batch_size": (1, INF, "[)"),
-    "closeness.batch_points": (1, INF, "[)"),
-    "closeness.min_points": (1, INF, "[)"),
-    "closeness.max_points": (1, INF, "[)"),
-    "closeness.n_boot": (1, INF, "[)"),
-    "closeness.filter_pool": (1, INF, "[)"),
 }
 CHOICES: dict[str, tuple[str, ...]] = {
     "train.optimizer": ("adam", "sgd"),
     "train.scheduler": ("none", "cosine"),
     "train.accelerator": ("auto", "cpu", "gpu", "cuda"),
-    "closeness.search": ("brent", "bisection"),
-    "closeness.strategy": ("stratified", "uniform"),
 }
-# (smaller, larger, strictly): pairs of keys whose values must stay in this order.
-ORDERED: tuple[tuple[str, str, bool], ...] = (
-    ("closeness.tol", "closeness.step", True),  # the final bracket is finer than the grid
-    ("closeness.step", "closeness.d_max", False),  # ... which has a point within d_max
-    ("closeness.min_points", "closeness.max_points", False),
-)
 
 
 def _get(cfg: Mapping[str, Any], dotted: str) -> Any:
@@ -338,12 +278,12 @@ def check_ranges(cfg: Mapping[str, Any]) -> None:
     Keys added with Hydra's `+` bypass the schema, so unknown keys of the evaluator groups
     are refused here too (the modification's own are refused by its `validate`).
     """
+    # The evaluators' groups are checked by their own dataclasses (types, ranges, unknown
+    # keys, which Hydra's `+` could add past the schema).
     for group, schema in (("determination", DeterminationConf), ("closeness", ClosenessConf)):
         given = _get(cfg, group)
-        known = [f.name for f in fields(schema)]
-        extra = sorted(set(given) - set(known)) if isinstance(given, Mapping) else []
-        if extra:
-            raise LineageError(f"{group}: unknown key(s) {extra}; valid: {', '.join(known)}")
+        if isinstance(given, Mapping):
+            from_mapping(schema, given, group)
     for key, (lo, hi, ends) in RANGES.items():
         v = _get(cfg, key)
         if v is None:
@@ -359,8 +299,3 @@ def check_ranges(cfg: Mapping[str, Any]) -> None:
     limit = _get(cfg, "data.limit")
     if limit is not None and limit < 1:
         raise LineageError(f"data.limit={limit} must be a positive number of samples")
-    for small, large, strictly in ORDERED:
-        a, b = _get(cfg, small), _get(cfg, large)
-        if a is not None and b is not None and (a >= b if strictly else a > b):
-            need = "be below" if strictly else "not exceed"
-            raise LineageError(f"{small}={a} must {need} {large}={b}")

@@ -1,6 +1,12 @@
-"""Judge suspects against a parent: the same-basin test, closeness, and the combined verdict,
-with thresholds calibrated on independent references. Shared by run.py and `lineage compare`,
-so both give the same numbers for the same pair.
+"""The one judging engine: calibrate once per parent, then judge any number of suspects.
+
+    cal = calibrate(parent, references, x, y)        # reference barriers, scores, thresholds
+    v = judge(parent, suspect, x, y, calibration=cal)
+
+`run.py`, `lineage compare`, `lineage tree` and the experiments all go through these two
+functions, so they give the same numbers for the same pair. What depends on the parent
+alone is computed once, in `calibrate`: its head, its permutation groups, the references'
+evidence and thresholds, and the source's half of every closeness measurement.
 
 Each independent reference is also judged, as a false-positive check, with thresholds
 calibrated leave-one-out on the *other* references (judging it against a threshold it set
@@ -17,25 +23,42 @@ from typing import Any
 import torch
 from torch import nn
 
-from .evaluate.basin import DeterminationResult, determine, settings, with_threshold
-from .evaluate.calibration import calibrate
-from .evaluate.closeness import ClosenessResult, closeness, closeness_threshold
+from .adapters import HeadSwap, Spec, find_head, n_outputs, permutation_spec
+from .errors import LineageError
+from .evaluate.basin import (
+    DeterminationConf,
+    DeterminationResult,
+    determine,
+    with_threshold,
+)
+from .evaluate.basin import settings as determination_settings
+from .evaluate.calibration import calibrate as basin_threshold
+from .evaluate.closeness import ClosenessConf, ClosenessResult, SourceCache
+from .evaluate.closeness import closeness as measure_closeness
+from .evaluate.closeness import settings as closeness_settings
+from .evaluate.closeness.score import closeness_threshold
 from .evaluate.verdict import combine
-from .models import head_of
 
-
-@dataclasses.dataclass
-class Suspect:
-    model: nn.Module
-    record: Mapping[str, Any] | None = None  # lineage record (kept channels, ...)
-    blackbox: Callable[[torch.Tensor], torch.Tensor] | None = None  # what closeness queries
+Model = nn.Module | Callable[[torch.Tensor], Any]
 
 
 @dataclasses.dataclass
 class Verdict:
+    """Is the suspect derived from the parent, and how closely: the combined decision with
+    its evidence (`determination`: the basin test and the decision; `closeness`)."""
+
     determination: DeterminationResult
     closeness: ClosenessResult
     closeness_route: str = "direct"
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    @property
+    def is_lineage(self) -> bool:
+        return bool(self.determination.is_lineage)
+
+    @property
+    def calibrated(self) -> bool:
+        return bool(self.determination.calibrated)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -43,80 +66,171 @@ class Verdict:
             "closeness": {**self.closeness.to_dict(), "route": self.closeness_route},
         }
 
+    def explain(self) -> str:
+        """The verdict and the evidence behind it, for a person."""
+        d, c = self.determination, self.closeness
+        head = "lineage" if self.is_lineage else "not lineage"
+        lines = [f"{head} (decided by {d.method} evidence)"]
+        if d.barrier is not None:
+            basin = {True: "same basin", False: "another basin", None: "abstains"}
+            lines.append(
+                f"  basin test: {basin[d.basin_is_lineage]}: barrier {d.barrier:.4g} vs "
+                f"threshold {d.threshold:.4g} "
+                f"({'calibrated on references' if d.calibrated else 'uncalibrated fallback'}),"
+                f" route {d.route}"
+            )
+        if d.reason:
+            lines.append(f"  note: {d.reason}")
+        if d.alignment:
+            lines.append(f"  alignment: {d.alignment}")
+        thr = f"threshold {d.function_threshold:.4g}" if d.function_threshold else "no threshold"
+        lines.append(
+            f"  closeness: {c.score:.4f} [{c.ci_low:.4f}, {c.ci_high:.4f}] vs {thr}, "
+            f"match rate {c.match_rate:.4f} on {c.n_points} points ({self.closeness_route})"
+        )
+        if d.caveat:
+            lines.append(f"  caution: {d.caveat}")
+        return "\n".join(lines)
 
-class Graft(nn.Module):
-    """The suspect's trunk under the parent's head: the transfer route. A suspect tuned to
-    another task (other classes) is compared on the parent's task through the features it
-    kept, the same route the basin test takes for different heads."""
 
-    def __init__(self, suspect: nn.Module, parent: nn.Module):
-        super().__init__()
-        self.features: nn.Module = suspect.features  # type: ignore[assignment]
-        self.head = head_of(parent)
+@dataclasses.dataclass
+class Calibration:
+    """Everything about one parent that judging a suspect needs, computed once."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+    parent: nn.Module
+    references: list[Verdict]  # each judged leave-one-out against the others
+    barriers: list[float | None]  # the references' barriers to the parent (None: no route)
+    scores: list[float]  # the references' closeness scores
+    head: str | None  # the parent's head module (the trunk route's)
+    spec: Spec  # the parent's permutation groups
+    determination: DeterminationConf
+    closeness: ClosenessConf
+    seed: int
+    cache: SourceCache = dataclasses.field(default_factory=SourceCache, repr=False)
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    @property
+    def calibrated(self) -> bool:
+        return bool(self.references)
+
+    def thresholds(self) -> dict[str, float | None]:
+        """The basin threshold's reference term and the function threshold."""
+        valid = [b for b in self.barriers if b is not None]
+        return {
+            "barrier_min": min(valid) if valid else None,
+            "closeness_threshold": closeness_threshold(self.scores) if self.scores else None,
+        }
 
 
-def closeness_view(parent: nn.Module, suspect: Suspect) -> tuple[Callable[..., Any], str]:
-    """What closeness queries, and the route it takes."""
-    if head_of(suspect.model).out_features != head_of(parent).out_features:
-        return Graft(suspect.model, parent), "trunk"
-    return (suspect.blackbox or suspect.model), "direct"
+def _probe(x: torch.Tensor, y: torch.Tensor, s: DeterminationConf) -> tuple[Any, Any]:
+    return x[: s.probe_points], y[: s.probe_points]
 
 
-def _recalibrate(
-    r: DeterminationResult, barriers: Sequence[float], cfg: Mapping[str, Any]
-) -> DeterminationResult:
-    if r.barrier is None or r.loss_parent is None or r.loss_suspect is None:
-        return r
-    tau, calibrated = calibrate(barriers, (r.loss_parent, r.loss_suspect), settings(cfg))
-    return with_threshold(r, tau, calibrated)
+def closeness_view(
+    parent: nn.Module, suspect: Model, x: torch.Tensor, head: str | None
+) -> tuple[Model, str]:
+    """What closeness queries, and the route it takes: a suspect answering another task
+    (other classes) is read through its trunk under the parent's head."""
+    if not isinstance(suspect, nn.Module):
+        return suspect, "direct"
+    if n_outputs(suspect, x) == n_outputs(parent, x):
+        return suspect, "direct"
+    theirs = find_head(suspect)
+    if head is None or theirs is None:
+        raise LineageError(
+            "the suspect answers another number of classes and no Linear head was found to "
+            "read its features with the parent's (pass head=...)"
+        )
+    return HeadSwap(suspect, theirs, parent.get_submodule(head)), "trunk"
+
+
+def _check_model(model: Any, who: str) -> Model:
+    if not (isinstance(model, nn.Module) or callable(model)):
+        kind = type(model).__name__
+        raise LineageError(f"{who}: expected an nn.Module or a callable, got {kind}")
+    return model
+
+
+def calibrate(
+    parent: nn.Module,
+    references: Sequence[nn.Module],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    determination: Mapping[str, Any] | DeterminationConf | None = None,
+    closeness: Mapping[str, Any] | ClosenessConf | None = None,
+    seed: int = 0,
+    head: str | None = None,
+) -> Calibration:
+    """Measure `parent` against its independent `references` (same task, other seeds or
+    data) once: their barriers and closeness scores set the thresholds every suspect of this
+    parent is judged by. `x, y` are the parent task's test points (the first
+    `determination.probe_points` of them are the basin test's probe set)."""
+    if not isinstance(parent, nn.Module):
+        raise LineageError("the parent must be an nn.Module (its gradient and weights are used)")
+    for i, r in enumerate(references):
+        _check_model(r, f"reference {i}")
+    ds, cs = determination_settings(determination), closeness_settings(closeness)
+    px, py = _probe(x, y, ds)
+    head = find_head(parent, head)
+    spec = permutation_spec(parent)
+    cache = SourceCache()
+    t0 = time.perf_counter()
+    dets = [determine(parent, r, px, py, ds, None, None, None, head, spec) for r in references]
+    t1 = time.perf_counter()
+    closes = [measure_closeness(parent, r, x, y, cs, seed=seed, cache=cache) for r in references]
+    t2 = time.perf_counter()
+    barriers = [d.barrier for d in dets]
+    scores = [c.score for c in closes]
+    refs = []
+    for i, (d, c) in enumerate(zip(dets, closes)):
+        others = [b for j, b in enumerate(barriers) if j != i and b is not None]
+        if d.barrier is not None and d.loss_parent is not None and d.loss_suspect is not None:
+            tau, ok = basin_threshold(others, (d.loss_parent, d.loss_suspect), ds)
+            d = with_threshold(d, tau, ok)
+        other_scores = [s for j, s in enumerate(scores) if j != i]
+        refs.append(Verdict(combine(d, c.score, closeness_threshold(other_scores)), c))
+    seconds = {"determination_s": t1 - t0, "closeness_s": t2 - t1}
+    return Calibration(parent, refs, barriers, scores, head, spec, ds, cs, seed, cache, seconds)
 
 
 def judge(
     parent: nn.Module,
-    suspect: Suspect | None,
-    references: Sequence[nn.Module],
+    suspect: Model,
     x: torch.Tensor,
     y: torch.Tensor,
-    cfg: Mapping[str, Any],
-    seed: int,
-) -> tuple[Verdict | None, list[Verdict], dict[str, float]]:
-    """Returns (verdict on the suspect, verdict on each reference, seconds per stage).
+    calibration: Calibration | None = None,
+    references: Sequence[nn.Module] = (),
+    record: Mapping[str, Any] | None = None,
+    blackbox: Model | None = None,
+    determination: Mapping[str, Any] | DeterminationConf | None = None,
+    closeness: Mapping[str, Any] | ClosenessConf | None = None,
+    seed: int = 0,
+    head: str | None = None,
+) -> Verdict:
+    """Is `suspect` derived from `parent`? `suspect` is an nn.Module (both kinds of
+    evidence) or a callable black box answering logits or labels (closeness only).
 
-    `cfg` holds the `determination` and `closeness` groups; `x, y` are the probe points of
-    the parent's task (its test split).
-    """
-    dcfg, ccfg = cfg["determination"], cfg["closeness"]
-    probe = int(dcfg.get("probe_points") or len(y))
-    px, py = x[:probe], y[:probe]
+    `calibration` from `calibrate` (reused for every suspect of this parent); without it,
+    one is made from `references` (none: uncalibrated fallback thresholds, and the verdict
+    says calibrated=False). `record`: the suspect's lineage record (e.g. kept channels of a
+    structured prune). `blackbox`: what closeness queries instead of `suspect` (a deployed
+    artefact whose float twin `suspect` is). Options are those of the calibration when one
+    is given."""
+    _check_model(suspect, "suspect")
+    cal = calibration
+    if cal is None:
+        cal = calibrate(parent, references, x, y, determination, closeness, seed, head)
+    elif cal.parent is not parent:
+        raise LineageError("the calibration was made for another parent model")
+    px, py = _probe(x, y, cal.determination)
     t0 = time.perf_counter()
-    ref_det = [determine(parent, r, px, py, dcfg) for r in references]
-    all_barriers = [r.barrier for r in ref_det]
-    barriers = [b for b in all_barriers if b is not None]
-    sus_det = (
-        determine(parent, suspect.model, px, py, dcfg, barriers, None, suspect.record)
-        if suspect
-        else None
+    det = determine(
+        parent, suspect, px, py, cal.determination, cal.barriers, None, record, cal.head, cal.spec
     )
     t1 = time.perf_counter()
-    ref_close = [closeness(parent, r, x, y, ccfg, seed=seed) for r in references]
-    scores = [c.score for c in ref_close]
-    sus_close, route = None, "direct"
-    if suspect:
-        view, route = closeness_view(parent, suspect)
-        sus_close = closeness(parent, view, x, y, ccfg, seed=seed)
+    view, route = closeness_view(parent, blackbox or suspect, x, cal.head)
+    close = measure_closeness(parent, view, x, y, cal.closeness, seed=cal.seed, cache=cal.cache)
     t2 = time.perf_counter()
-    out_refs = []
-    for i, (d, c) in enumerate(zip(ref_det, ref_close)):
-        others = [b for j, b in enumerate(all_barriers) if j != i and b is not None]
-        other_scores = [s for j, s in enumerate(scores) if j != i]
-        d = combine(_recalibrate(d, others, dcfg), c.score, closeness_threshold(other_scores))
-        out_refs.append(Verdict(d, c))
-    verdict = None
-    if suspect and sus_det is not None and sus_close is not None:
-        verdict = Verdict(
-            combine(sus_det, sus_close.score, closeness_threshold(scores)), sus_close, route
-        )
-    return verdict, out_refs, {"determination_s": t1 - t0, "closeness_s": t2 - t1}
+    verdict = combine(det, close.score, closeness_threshold(cal.scores))
+    seconds = {"determination_s": t1 - t0, "closeness_s": t2 - t1}
+    return Verdict(verdict, close, route, seconds)

@@ -1,7 +1,7 @@
 """One job, one direction:
 
     config -> data -> parent and references (zoo) -> derived model (modification)
-           -> determination + closeness (judge) -> metrics.json + tracker -> console
+           -> calibrate + judge (lineage.judge) -> metrics.json + tracker -> console
 
 Each stage is a plain function call with plain values; nothing reaches back up the chain.
 """
@@ -18,75 +18,68 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from . import models
+from .adapters import n_outputs
 from .config import check_ranges
 from .data import DataModule, datamodule_from_config
 from .errors import LineageError
-from .judge import Suspect, judge
+from .judge import Calibration, Verdict, calibrate, judge
 from .modifications import Derived, derive, validate
 from .tracking import Tracker, make_tracker
 from .training import accuracy, train_classifier
 from .utils import flatten, git_sha, package_versions, seed_all, stable_hash, write_json
-from .zoo import Zoo
+from .zoo import Zoo, derived_id, reference_seed, spec
 
 log = logging.getLogger("lineage")
 
 # Keys that change how a job runs or is logged, not what it computes.
-NOT_HASHED = ("logger", "force", "paths", "hydra", "progress", "name")
+NOT_HASHED = ("logger", "force", "paths", "hydra", "progress", "name", "threads")
 
 
 def config_hash(cfg: dict[str, Any]) -> str:
     return stable_hash({k: v for k, v in cfg.items() if k not in NOT_HASHED})
 
 
-def data_spec(cfg: dict[str, Any]) -> dict[str, Any]:
-    d = cfg["data"]
-    return {
-        k: d.get(k)
-        for k in ("name", "classes", "limit", "val_fraction", "split_seed", "batch_size")
-    }
-
-
-def train_spec(cfg: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in cfg["train"].items() if k not in ("accelerator", "progress")}
-
-
 def build_model(model_cfg: dict[str, Any], dm: DataModule) -> nn.Module:
-    c, h, w = dm.input_shape
-    kw = {k: v for k, v in model_cfg.items() if k != "name"}
-    return models.build(model_cfg["name"], dm.num_classes, c, (h, w), **kw)
-
-
-def reference_seed(seed: int, i: int) -> int:
-    """Independent references use seeds far from any parent seed a sweep would use."""
-    return 1000 * (i + 1) + seed
+    """The configured architecture for the data's task (a registered name or `_target_`)."""
+    return models.from_config(model_cfg, dm.num_classes, dm.input_shape)
 
 
 def trained_model(
-    cfg: dict[str, Any], dm: DataModule, zoo: Zoo, seed: int, role: str, tracker: Tracker
+    cfg: dict[str, Any],
+    dm: DataModule,
+    zoo: Zoo,
+    seed: int,
+    role: str,
+    tracker: Tracker,
+    half: int | None = None,
 ) -> tuple[nn.Module, dict[str, Any], bool]:
-    """A parent or an independent reference: same data and architecture, its own seed."""
-    spec = {
-        "data": data_spec(cfg),
-        "model": dict(cfg["model"]),
-        "train": train_spec(cfg),
-        "seed": seed,
-    }
+    """A parent or an independent reference: same data and architecture, its own seed
+    (`half`: trained on one half of the training split only, an independent model)."""
+    extra = {} if half is None else {"half": half}
+    data = dm if half is None else dm.half(half)
 
     def train() -> tuple[nn.Module, dict[str, Any]]:
-        log.info("training %s (%s on %s, seed %d)", role, cfg["model"]["name"], dm.name, seed)
+        log.info("training %s (%s on %s, seed %d)", role, model_name(cfg), dm.name, seed)
         seed_all(seed)  # the initial weights are part of what the seed defines
         model, acc = train_classifier(
-            build_model(cfg["model"], dm), dm, cfg["train"], seed, tracker.lightning_logger(role)
+            build_model(cfg["model"], dm), data, cfg["train"], seed, tracker.lightning_logger(role)
         )
         return model, {
             "accuracy": acc,
             "seed": seed,
             "parent_id": None,
             "lineage": [],
-            "data": {"name": dm.name, "classes": dm.classes},
+            "data": {"name": dm.name, "classes": dm.classes, **extra},
         }
 
-    return zoo.get_or_train(spec, train, role)
+    return zoo.get_or_train(
+        spec(cfg, seed, **extra), train, role, builder=lambda: build_model(cfg["model"], dm)
+    )
+
+
+def model_name(cfg: dict[str, Any]) -> str:
+    m = cfg["model"]
+    return str(m.get("_target_") or m["name"])
 
 
 def derive_model(
@@ -99,13 +92,11 @@ def derive_model(
 ) -> tuple[Derived, dict[str, Any], Path]:
     """Apply the configured modification to the parent; save it with its lineage record."""
     mod, ratio, seed = cfg["modification"], float(cfg["ratio"]), int(cfg["seed"])
-    did = "d-" + stable_hash(
-        {"parent": pmeta["id"], "modification": mod, "ratio": ratio, "seed": seed}
-    )
+    did = derived_id(pmeta["id"], mod, ratio, seed)
     log.info("deriving %s (%s, ratio %g) from %s", did, mod["name"], ratio, pmeta["id"])
     d = derive(parent, dm, mod, ratio, seed, tracker.lightning_logger("derived"))
     acc = d.effect.get("accuracy")
-    if acc is None and models.head_of(d.model).out_features == dm.num_classes:
+    if acc is None and n_outputs(d.model, dm.test.x) == dm.num_classes:
         acc = accuracy(d.model, dm.test.x, dm.test.y)
     step = {"modification": mod["name"], "ratio": ratio, "config": mod}
     meta = {
@@ -139,6 +130,27 @@ def previous_result(path: Path, chash: str) -> dict[str, Any] | None:
     return old if isinstance(old, dict) and old.get("config_hash") == chash else None
 
 
+def references_for(
+    cfg: dict[str, Any], dm: DataModule, zoo: Zoo, seed: int, tracker: Tracker
+) -> list[tuple[nn.Module, dict[str, Any], bool]]:
+    """The parent's independent references: its recipe under reference seeds."""
+    n = int(cfg["n_independent"])
+    out = []
+    for i in range(n):
+        r = trained_model(cfg, dm, zoo, reference_seed(seed, i), "independent", tracker)
+        log.info("reference %d/%d: %s (%s)", i + 1, n, r[1]["id"], "trained" if r[2] else "cached")
+        out.append(r)
+    return out
+
+
+def calibration_for(
+    cfg: dict[str, Any], dm: DataModule, parent: nn.Module, refs: list[nn.Module], seed: int
+) -> Calibration:
+    return calibrate(
+        parent, refs, dm.test.x, dm.test.y, cfg["determination"], cfg["closeness"], seed
+    )
+
+
 def run(
     cfg: dict[str, Any], out_dir: Path, run_name: str = "run", group: str | None = None
 ) -> dict[str, Any]:
@@ -163,7 +175,7 @@ def run(
             "modification": cfg["modification"]["name"],
             "ratio": float(cfg["ratio"]),
             "data": dm.name,
-            "model": cfg["model"]["name"],
+            "model": model_name(cfg),
             "seed": seed,
             "git_sha": git_sha(),
             "config_hash": chash,
@@ -172,25 +184,25 @@ def run(
         }
         t0 = time.time()
         parent, pmeta, _ = trained_model(cfg, dm, zoo, seed, "parent", tracker)
-        refs = [
-            trained_model(cfg, dm, zoo, reference_seed(seed, i), "independent", tracker)
-            for i in range(int(cfg["n_independent"]))
-        ]
+        refs = references_for(cfg, dm, zoo, seed, tracker)
         m["time"]["parent_s"] = time.time() - t0
         t0 = time.time()
         derived, dmeta, dpath = derive_model(cfg, dm, parent, pmeta, zoo, tracker)
         m["time"]["derive_s"] = time.time() - t0
         tracker.log_artifact(dpath, dmeta["id"])
-        verdict, ref_verdicts, times = judge(
+        cal = calibration_for(cfg, dm, parent, [r[0] for r in refs], seed)
+        verdict = judge(
             parent,
-            Suspect(derived.model, dmeta["record"], derived.blackbox),
-            [r[0] for r in refs],
+            derived.model,
             dm.test.x,
             dm.test.y,
-            cfg,
-            seed,
+            calibration=cal,
+            record=dmeta["record"],
+            blackbox=derived.blackbox,
         )
-        m["time"].update(times)
+        m["time"].update(
+            {k: cal.seconds[k] + verdict.seconds[k] for k in ("determination_s", "closeness_s")}
+        )
         m["parent"] = {
             "id": pmeta["id"],
             "path": str(zoo.path(pmeta["id"])),
@@ -201,9 +213,9 @@ def run(
             "path": str(dpath),
             "accuracy": dmeta["accuracy"],
             **derived.effect,
-            **(verdict.to_dict() if verdict else {}),
+            **verdict.to_dict(),
         }
-        m["independent"] = independent_summary(refs, ref_verdicts, zoo)
+        m["independent"] = independent_summary(refs, cal.references, zoo)
         m["time"]["total_s"] = time.time() - t_start
         flat = flatten(m)
         write_json(metrics_path, flat)
@@ -214,7 +226,7 @@ def run(
 
 
 def independent_summary(
-    refs: list[tuple[nn.Module, dict[str, Any], bool]], verdicts: list[Any], zoo: Zoo
+    refs: list[tuple[nn.Module, dict[str, Any], bool]], verdicts: list[Verdict], zoo: Zoo
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     barriers = [v.determination.barrier for v in verdicts if v.determination.barrier is not None]

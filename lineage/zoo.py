@@ -1,4 +1,10 @@
-"""The zoo: a cache of trained models under outputs/zoo/, keyed by what defines them.
+"""The zoo: the model store. It owns what identifies a model (its id, from the spec that
+defines it) and caches trained models under outputs/zoo/, keyed by that id.
+
+- A trained model (parent, reference) is defined by its data, model and training config
+  and its seed: `spec`, id "m-" + hash(spec).
+- A derived model by its parent's id, the modification config, the ratio and the seed:
+  `derived_id`, "d-" + hash.
 
 Layout:
     models/<id>.safetensors   parents, references and derived models
@@ -26,6 +32,58 @@ from .utils import append_line, stable_hash
 log = logging.getLogger(__name__)
 
 
+# Keys of the data group that define a dataset's content (not where it is read from).
+DATA_KEYS = ("name", "classes", "limit", "val_fraction", "split_seed", "batch_size")
+DATA_OWN = ("root", "download", "epochs", "workers")
+
+
+def data_spec(data: Mapping[str, Any]) -> dict[str, Any]:
+    """What of the data config defines the data. A `_target_` dataset adds its factory and
+    arguments (registered ones keep the keys they always had, so their ids stay)."""
+    out = {k: data.get(k) for k in DATA_KEYS}
+    if data.get("_target_"):
+        extra = {k: v for k, v in data.items() if k not in (*DATA_KEYS, *DATA_OWN)}
+        out.update(extra)
+    return out
+
+
+def model_spec(model: Mapping[str, Any]) -> dict[str, Any]:
+    """What of the model config defines the architecture (an unset `_target_` says nothing)."""
+    return {k: v for k, v in model.items() if not (k == "_target_" and v is None)}
+
+
+def train_spec(train: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in train.items() if k not in ("accelerator", "progress")}
+
+
+def spec(cfg: Mapping[str, Any], seed: int, **extra: Any) -> dict[str, Any]:
+    """A trained model's defining spec: data, model, training and seed (+ `extra`, e.g. the
+    half of the training set an independent model saw)."""
+    data = {**data_spec(cfg["data"]), **extra}
+    return {
+        "data": data,
+        "model": model_spec(cfg["model"]),
+        "train": train_spec(cfg["train"]),
+        "seed": seed,
+    }
+
+
+def derived_id(parent_id: str, modification: Mapping[str, Any], ratio: float, seed: int) -> str:
+    return "d-" + stable_hash(
+        {
+            "parent": parent_id,
+            "modification": dict(modification),
+            "ratio": float(ratio),
+            "seed": seed,
+        }
+    )
+
+
+def reference_seed(seed: int, i: int) -> int:
+    """Independent references use seeds far from any parent seed a sweep would use."""
+    return 1000 * (i + 1) + seed
+
+
 class Zoo:
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -46,18 +104,23 @@ class Zoo:
         return FileLock(str(self.root / "locks" / f"{name}.lock"))
 
     def get_or_train(
-        self, spec: Mapping[str, Any], train: Callable[[], tuple[nn.Module, dict]], role: str
+        self,
+        spec: Mapping[str, Any],
+        train: Callable[[], tuple[nn.Module, dict]],
+        role: str,
+        builder: Callable[[], nn.Module] | None = None,
     ) -> tuple[nn.Module, dict[str, Any], bool]:
         """Load the model that `spec` defines, or train it once under a lock.
 
-        `train()` returns (model, meta). Returns (model, meta, trained_now).
+        `train()` returns (model, meta); `builder()` the untrained architecture, for loading
+        (default: the file's record). Returns (model, meta, trained_now).
         """
         mid = self.model_id(spec)
         path = self.path(mid)
         with self.lock(mid):
             if path.exists():
                 try:
-                    model, meta = models.load(path)
+                    model, meta = models.load(path, builder=builder)
                     return model, meta, False
                 except LineageError as e:
                     # A cached file that fails its checksum is rebuilt, never trusted.

@@ -267,7 +267,7 @@ def test_bad_input_raises_clear_errors(digits_mlps, digits_dm):
     wrong = (src(x).argmax(1) + 1) % 10  # labels the source always gets wrong
     with pytest.raises(LineageError, match="no valid point left"):
         closeness(src, src, x, wrong, FAST)
-    with pytest.raises(LineageError, match="unknown keys"):
+    with pytest.raises(LineageError, match="unknown key"):
         closeness(src, src, x, y, {"d_mx": 3})
     with pytest.raises(LineageError, match="white-box"):
         closeness(LabelOnly(src), src, x, y, FAST)
@@ -281,12 +281,12 @@ def test_bad_input_raises_clear_errors(digits_mlps, digits_dm):
 
 
 def test_progress_bar_only_on_a_terminal(monkeypatch):
-    from lineage.evaluate import closeness as mod
+    from lineage.evaluate.closeness import progress as mod
 
     monkeypatch.setattr(mod.sys.stderr, "isatty", lambda: False, raising=False)
-    assert mod._progress(True, 10, "closeness") is None
+    assert mod.progress_bar(True, 10, "closeness") is None
     monkeypatch.setattr(mod.sys.stderr, "isatty", lambda: True, raising=False)
-    bar = mod._progress(True, 10, "closeness")
+    bar = mod.progress_bar(True, 10, "closeness")
     assert bar is not None and bar.total == 10
     bar.close()
-    assert mod._progress(False, 10, "closeness") is None
+    assert mod.progress_bar(False, 10, "closeness") is None

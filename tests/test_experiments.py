@@ -15,7 +15,7 @@ from experiments import closeness, compare, determination, runtime, sampling, zo
 from lineage import models
 from lineage.cli import compose
 from lineage.data import datamodule_from_config
-from lineage.judge import Suspect, judge
+from lineage.judge import judge
 
 pytestmark = pytest.mark.slow
 
@@ -151,7 +151,9 @@ def test_rerun_resumes_from_cache(built):
     pd.testing.assert_frame_equal(again[cols], pairs[cols])
 
 
-def test_judge_suspect_equals_judge(built):
+def test_calibrating_once_judges_as_calibrating_per_suspect(built):
+    """The zoo calibrates each parent once and reuses the source's half of closeness for
+    every suspect; judging with references directly (calibrating per suspect) must agree."""
     pairs, _, zoo_root = built
     cfg = compose([*TINY.overrides, "logger=none", "closeness.progress=false"])
     dm = datamodule_from_config(cfg["data"])
@@ -166,10 +168,9 @@ def test_judge_suspect_equals_judge(built):
     ]["id"]
     refs = [models.load(store.path(i))[0] for i in ref_ids]
     assert len(refs) == 2
-    want, _, _ = judge(
-        parent, Suspect(suspect, meta.get("record")), refs, dm.test.x, dm.test.y, cfg, seed
-    )
-    assert want is not None
+    x, y = dm.test.x, dm.test.y
+    options = {"determination": cfg["determination"], "closeness": cfg["closeness"], "seed": seed}
+    want = judge(parent, suspect, x, y, references=refs, record=meta.get("record"), **options)
     assert r["barrier"] == pytest.approx(want.determination.barrier)
     assert r["threshold"] == pytest.approx(want.determination.threshold)
     assert r["closeness"] == pytest.approx(want.closeness.score)

@@ -169,7 +169,7 @@ def test_structured_removes_dead_units_exactly(parent, digits_dm):
             layer.weight[idx] = 0
             layer.bias[idx] = 0
     d = derive(model, digits_dm, {"name": "pruning", "method": "l1_structured"}, 0.5, 0)
-    assert d.model.arch["kwargs"]["hidden"] == [16, 16]
+    assert d.model.arch["narrow"] == {"features.1": 16, "features.3": 16}
     for name, idx in dead.items():
         assert set(d.record["kept_channels"][name]).isdisjoint(idx.tolist())
     x = digits_dm.test.x

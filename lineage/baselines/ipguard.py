@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..runtime import device_of
 from .registry import (
     baseline,
-    device_of,
     logits,
     nonnegative_float,
     num_classes,

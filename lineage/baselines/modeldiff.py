@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..runtime import device_of
 from .registry import (
     baseline,
-    device_of,
     num_classes,
     paired_logits,
     positive_float,

@@ -14,8 +14,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -25,6 +24,7 @@ from torch import nn
 
 from ..errors import LineageError
 from ..registry import Registry
+from ..runtime import eval_mode
 from ..training import predict
 
 
@@ -76,7 +76,7 @@ def baseline(name: str, access: str, options: Mapping[str, Check]) -> Callable[[
             # Probes are built on CPU (seeded there); each batch goes to its model's device.
             x, y = x.cpu(), y.cpu()
             t0 = time.perf_counter()
-            with _eval_mode(source), _eval_mode(suspect):
+            with eval_mode(source, suspect):
                 value, details = impl(source, suspect, x, y, opts, _generator(seed))
             return BaselineResult(float(value), time.perf_counter() - t0, details)
 
@@ -176,25 +176,9 @@ def check_data(x: torch.Tensor, y: torch.Tensor) -> None:
         raise LineageError("baseline data: y holds negative labels")
 
 
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Score in eval mode (fixed BN/dropout) and hand the model back as it came."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 def _generator(seed: int) -> torch.Generator:
     # A CPU generator: the same probes whatever device the models sit on.
     return torch.Generator().manual_seed(int(seed))
-
-
-def device_of(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 # --- shared probes and queries --------------------------------------------------------------

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from ..errors import LineageError
-from .registry import baseline, device_of, not_applicable
+from ..runtime import device_of
+from .registry import baseline, not_applicable
 
 
 @baseline("weights", access="weights", options={})

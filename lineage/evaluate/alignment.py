@@ -7,16 +7,8 @@ weight space only because their units are listed in another order; the same-basi
 must see through that (and the `permute` attack exploits it).
 
 A *spec* lists the permutation groups of a model: each group is one set of units that must
-be reordered together, with every (tensor, dimension) it touches. Specs are derived by
-walking `model.features` and `model.head`, so they follow the layers actually built:
-
-- Linear/Conv2d outputs start a new group; their inputs read the current group.
-- BatchNorm belongs to the group it normalises.
-- Flatten after conv maps channel c onto the `h*w` consecutive inputs c*h*w .. c*h*w+h*w-1
-  of the next Linear, so a channel permutation moves whole blocks there.
-- A residual BasicBlock with an identity shortcut must write back into the same group it
-  reads (the residual stream of a stage shares one permutation); a projection shortcut
-  starts a new stream group. The block's inner width is its own group.
+be reordered together, with every (tensor, dimension) it touches. Specs are derived from the
+model's fx graph by `lineage.adapters.permutation_spec`, for any model it can follow.
 
 Weight matching (Ainsworth et al., "Git Re-Basin") then picks, group by group, the
 permutation that maximises the summed inner products between the parent's and the
@@ -27,137 +19,21 @@ fixed and iterating until no group changes.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
+from ..adapters import Axis, Group, permutation_spec
 from ..errors import LineageError
-from ..models.resnet import BasicBlock
 
 State = dict[str, torch.Tensor]
 
 
-@dataclass(frozen=True)
-class Axis:
-    """Dimension `dim` of tensor `key` is indexed by the group's units; each unit covers
-    `block` consecutive entries (conv channels flattened into a Linear)."""
-
-    key: str
-    dim: int
-    block: int = 1
-
-
-@dataclass(frozen=True)
-class Group:
-    """Hidden units that permute together. `name` is the module that produces them."""
-
-    name: str
-    size: int
-    axes: tuple[Axis, ...]
-
-
-class _Walker:
-    """Collects groups while walking the layers in forward order."""
-
-    def __init__(self) -> None:
-        self.axes: dict[str, list[Axis]] = {}
-        self.sizes: dict[str, int] = {}
-        self.cur: str | None = None  # group of the running activation (None: the input)
-        self.flat = False  # a Flatten sits between the current group and the next Linear
-
-    def new(self, name: str, size: int) -> str:
-        self.axes[name], self.sizes[name] = [], size
-        return name
-
-    def add(self, group: str | None, key: str, dim: int, block: int = 1) -> None:
-        if group is not None:
-            self.axes[group].append(Axis(key, dim, block))
-
-    def read(self, prefix: str, in_dim: int) -> None:
-        """A Linear/Conv at `prefix` reads the current group on weight dim 1."""
-        block = 1
-        if self.cur is not None and self.flat:
-            n = self.sizes[self.cur]
-            if in_dim % n:
-                raise LineageError(f"{prefix}: {in_dim} inputs do not split into {n} channels")
-            block = in_dim // n
-        self.add(self.cur, f"{prefix}.weight", 1, block)
-        self.flat = False
-
-    def write(self, prefix: str, layer: nn.Conv2d | nn.Linear, group: str | None = None) -> str:
-        """The layer's outputs: a new group, or an existing one (residual stream)."""
-        size = layer.weight.shape[0]
-        g = group if group is not None else self.new(prefix, size)
-        self.add(g, f"{prefix}.weight", 0)
-        if layer.bias is not None:
-            self.add(g, f"{prefix}.bias", 0)
-        return g
-
-    def norm(self, prefix: str, bn: nn.Module, group: str | None) -> None:
-        for k, _ in list(bn.named_parameters(recurse=False)) + list(bn.named_buffers()):
-            if k != "num_batches_tracked":
-                self.add(group, f"{prefix}.{k}", 0)
-
-    def layer(self, prefix: str, m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            self.read(prefix, m.in_features)
-            self.cur = self.write(prefix, m)
-        elif isinstance(m, nn.Conv2d):
-            if m.groups != 1:
-                raise LineageError(f"{prefix}: grouped convolutions have no permutation rule")
-            self.read(prefix, m.in_channels)
-            self.cur = self.write(prefix, m)
-        elif isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
-            self.norm(prefix, m, self.cur)
-        elif isinstance(m, nn.Flatten):
-            self.flat = self.cur is not None
-        elif isinstance(m, BasicBlock):
-            self.block(prefix, m)
-        elif isinstance(m, nn.Sequential):
-            for name, child in m.named_children():
-                self.layer(f"{prefix}.{name}", child)
-        elif not isinstance(
-            m,
-            nn.ReLU | nn.MaxPool2d | nn.AvgPool2d | nn.AdaptiveAvgPool2d | nn.Identity | nn.Dropout,
-        ):
-            raise LineageError(f"{prefix}: no permutation rule for {type(m).__name__}")
-
-    def block(self, prefix: str, b: BasicBlock) -> None:
-        stream = self.cur
-        self.layer(f"{prefix}.conv1", b.conv1)
-        self.layer(f"{prefix}.bn1", b.bn1)
-        self.read(f"{prefix}.conv2", b.conv2.in_channels)
-        if len(b.shortcut) == 0:  # identity: conv2 must write into the stream it read
-            out = self.write(f"{prefix}.conv2", b.conv2, group=stream)
-        else:
-            out = self.write(f"{prefix}.conv2", b.conv2)
-            self.cur = stream
-            proj = b.shortcut[0]
-            assert isinstance(proj, nn.Conv2d)
-            self.read(f"{prefix}.shortcut.0", proj.in_channels)
-            self.write(f"{prefix}.shortcut.0", proj, group=out)
-            self.norm(f"{prefix}.shortcut.1", b.shortcut[1], out)
-        self.norm(f"{prefix}.bn2", b.bn2, out)
-        self.cur = out
-
-
 def spec_of(model: nn.Module) -> list[Group]:
-    """The permutation groups of a model built from `.features` (nn.Sequential) + `.head`.
-
-    Raises LineageError when some layer has no permutation rule (then no alignment route).
-    """
-    features, head = getattr(model, "features", None), getattr(model, "head", None)
-    if not isinstance(features, nn.Sequential) or not isinstance(head, nn.Linear):
-        raise LineageError(
-            f"{type(model).__name__}: needs .features (Sequential) and a "
-            "Linear .head for permutation alignment"
-        )
-    w = _Walker()
-    w.layer("features", features)
-    w.read("head", head.in_features)
-    return [Group(n, w.sizes[n], tuple(w.axes[n])) for n in w.axes]
+    """The permutation groups of `model` (lineage.adapters.permutation_spec, which also
+    says what it had to leave out)."""
+    return permutation_spec(model).groups
 
 
 def _index(perm: torch.Tensor, block: int) -> torch.Tensor:
@@ -165,6 +41,17 @@ def _index(perm: torch.Tensor, block: int) -> torch.Tensor:
     if block == 1:
         return perm
     return (perm[:, None] * block + torch.arange(block, device=perm.device)).reshape(-1)
+
+
+def _entries(perm: torch.Tensor, a: Axis, length: int) -> torch.Tensor:
+    """The index along a whole dimension of `length` that applies `perm` to axis a's
+    entries [offset, offset + units * block) and leaves the others in place."""
+    seg = a.offset + _index(perm, a.block)
+    if a.offset == 0 and len(seg) == length:
+        return seg
+    idx = torch.arange(length, device=perm.device)
+    idx[a.offset : a.offset + len(seg)] = seg
+    return idx
 
 
 def _axes_by_key(spec: Sequence[Group]) -> dict[str, list[tuple[Axis, str]]]:
@@ -183,7 +70,7 @@ def _permute(
 ) -> torch.Tensor:
     for a, g in axes:
         if a.dim != skip and g in perms:
-            t = t.index_select(a.dim, _index(perms[g].to(t.device), a.block))
+            t = t.index_select(a.dim, _entries(perms[g].to(t.device), a, t.shape[a.dim]))
     return t
 
 
@@ -198,7 +85,7 @@ def apply_permutation(
 
 def _rows(t: torch.Tensor, a: Axis, n: int) -> torch.Tensor:
     """Tensor as (units, everything else) along axis `a`."""
-    return t.movedim(a.dim, 0).reshape(n, -1)
+    return t.movedim(a.dim, 0)[a.offset : a.offset + n * a.block].reshape(n, -1)
 
 
 def weight_matching(
@@ -345,6 +232,8 @@ def embed(
         for d in range(t.dim()):
             if d in dims:
                 a, name = dims[d]
+                if a.offset:
+                    raise LineageError(f"{key}: concatenated layers cannot be mapped back")
                 pos = _index(index[name].to(t.device), a.block)
                 shape = list(t.shape)
                 shape[d] = ref.shape[d]

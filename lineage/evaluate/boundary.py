@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any
 
 import torch
@@ -21,61 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import LineageError
+from ..runtime import device_of
 
 Model = Callable[[torch.Tensor], torch.Tensor]
-
-
-def device_of(model: Any) -> torch.device:
-    dev = getattr(model, "device", None)
-    if isinstance(dev, (str, torch.device)):
-        return torch.device(dev)
-    if isinstance(model, nn.Module):
-        for t in chain(model.parameters(), model.buffers()):
-            return t.device
-    return torch.device("cpu")
-
-
-@contextmanager
-def eval_mode(*models: Any) -> Iterator[None]:
-    """Evaluate in eval mode, then give every module its own flag back."""
-    flags = [
-        (m, m.training) for model in models if isinstance(model, nn.Module) for m in model.modules()
-    ]
-    for m, _ in flags:
-        m.eval()
-    try:
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
-
-
-@contextmanager
-def ieee_fp32(device: torch.device) -> Iterator[None]:
-    """Full fp32 on CUDA while attacking: TF32 (cuDNN's default for convolutions) rounds
-    logits to ~1e-3, far coarser than `tol`, and differently for each batch size."""
-    if device.type != "cuda":
-        yield
-        return
-    cudnn: Any = torch.backends.cudnn
-    matmul: Any = torch.backends.cuda.matmul
-    knobs: list[tuple[Any, str, Any]]
-    if hasattr(getattr(cudnn, "conv", None), "fp32_precision"):  # torch >= 2.9
-        knobs = [
-            (cudnn.conv, "fp32_precision", "ieee"),
-            (cudnn.rnn, "fp32_precision", "ieee"),
-            (matmul, "fp32_precision", "ieee"),
-        ]
-    else:
-        knobs = [(cudnn, "allow_tf32", False), (matmul, "allow_tf32", False)]
-    saved = [getattr(obj, name) for obj, name, _ in knobs]
-    for obj, name, value in knobs:
-        setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        for (obj, name, _), value in zip(knobs, saved):
-            setattr(obj, name, value)
 
 
 def class_margins(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -114,14 +60,20 @@ def _channels_last(model: nn.Module, rows: torch.Tensor) -> bool:
 
 def run_model(model: Model, rows: torch.Tensor) -> Any:
     """model(rows), channels-last where that is faster (see `_channels_last`): the same
-    values, only their order in memory differs, so gradients w.r.t. rows flow through."""
+    values, only their order in memory differs, so gradients w.r.t. rows flow through. A
+    Hugging Face output object gives its `.logits`."""
     if isinstance(model, nn.Module) and _channels_last(model, rows):
         fast = torch.empty_like(rows, memory_format=torch.channels_last).copy_(rows)
         try:
-            return model(fast)
+            return _logits(model(fast))
         except RuntimeError:
             _NCHW_ONLY.add(model)  # retried in NCHW: a real error is raised there
-    return model(rows)
+    return _logits(model(rows))
+
+
+def _logits(out: Any) -> Any:
+    logits = getattr(out, "logits", None)
+    return logits if not isinstance(out, torch.Tensor) and logits is not None else out
 
 
 class Probe:

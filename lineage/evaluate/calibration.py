@@ -32,19 +32,19 @@ results are preferred.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 
 def calibrate(
     reference_barriers: Sequence[float | None] | None,
     endpoint_losses: tuple[float, float],
-    cfg: Mapping[str, Any],
+    cfg: Any,
 ) -> tuple[float, bool]:
-    """(threshold, calibrated). `cfg` holds `gamma` and `fallback_rel` (basin.settings).
+    """(threshold, calibrated). `cfg` has `gamma` and `fallback_rel` (DeterminationConf).
     None and non-finite reference barriers (references with no weight-space route) are
     ignored; with none left, the fallback applies."""
     refs = [float(b) for b in reference_barriers or () if b is not None and math.isfinite(b)]
     if refs:
-        return float(cfg["gamma"]) * max(min(refs), 0.0), True
-    return float(cfg["fallback_rel"]) * sum(endpoint_losses) / 2, False
+        return float(cfg.gamma) * max(min(refs), 0.0), True
+    return float(cfg.fallback_rel) * sum(endpoint_losses) / 2, False

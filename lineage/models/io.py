@@ -12,6 +12,7 @@ import json
 import math
 import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from torch import nn
 
 from ..errors import LineageError
 from ..utils import atomic_write, git_sha
-from .registry import MODELS, arch_of, build
+from .registry import MODELS, arch_of, rebuild
 
 FORMAT = "lineage-model/1"
 MAX_HEADER = 16 * 2**20  # a real header is a few KB; a huge declared length is an attack
@@ -98,28 +99,59 @@ def read_header(path: Path, raw: bytes) -> dict[str, Any]:
         raise _fail(path, "header is not a JSON object")
     body = len(raw) - 8 - n
     for name, spec in header.items():
-        if name == "__metadata__":
-            continue
-        ok = (
-            isinstance(spec, dict)
-            and isinstance(spec.get("dtype"), str)
-            and spec["dtype"] in DTYPE_SIZE
-            and isinstance(spec.get("shape"), list)
-            and all(isinstance(d, int) and 0 <= d < 2**40 for d in spec["shape"])
-            and isinstance(spec.get("data_offsets"), list)
-            and len(spec["data_offsets"]) == 2
-            and all(isinstance(o, int) for o in spec["data_offsets"])
-        )
-        if not ok:
-            raise _fail(path, f"malformed entry for tensor {name!r}")
-        a, b = spec["data_offsets"]
-        size = DTYPE_SIZE[spec["dtype"]] * math.prod(spec["shape"])
-        if not 0 <= a <= b <= body or b - a != size:
-            raise _fail(path, f"tensor {name!r} lies outside the file or has the wrong length")
+        if name != "__metadata__":
+            _check_entry(path, name, spec, body)
     meta = header.get("__metadata__")
     if not isinstance(meta, dict) or "lineage" not in meta:
         raise _fail(path, "no lineage metadata (was it written by lineage.models.save?)")
     return header
+
+
+def peek_header(path: Path) -> dict[str, Any]:
+    """The safetensors header of `path`, read alone (bounded) and checked like read_header,
+    lineage metadata or not."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise _fail(path, f"too short ({len(head)} bytes)")
+        (n,) = struct.unpack("<Q", head)
+        if n > MAX_HEADER or 8 + n > size:
+            raise _fail(path, f"declared header of {n} bytes does not fit (file {size} bytes)")
+        blob = f.read(n)
+    try:
+        header = json.loads(blob)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise _fail(path, "header is not JSON (truncated, or not a safetensors file)") from None
+    if not isinstance(header, dict):
+        raise _fail(path, "header is not a JSON object")
+    body = size - 8 - n
+    for name, spec in header.items():
+        if name != "__metadata__":
+            _check_entry(path, name, spec, body)
+    meta = header.get("__metadata__", {})
+    if not isinstance(meta, dict):
+        raise _fail(path, "__metadata__ is not a JSON object")
+    return header
+
+
+def _check_entry(path: Path, name: str, spec: Any, body: int) -> None:
+    ok = (
+        isinstance(spec, dict)
+        and isinstance(spec.get("dtype"), str)
+        and spec["dtype"] in DTYPE_SIZE
+        and isinstance(spec.get("shape"), list)
+        and all(isinstance(d, int) and 0 <= d < 2**40 for d in spec["shape"])
+        and isinstance(spec.get("data_offsets"), list)
+        and len(spec["data_offsets"]) == 2
+        and all(isinstance(o, int) for o in spec["data_offsets"])
+    )
+    if not ok:
+        raise _fail(path, f"malformed entry for tensor {name!r}")
+    a, b = spec["data_offsets"]
+    size = DTYPE_SIZE[spec["dtype"]] * math.prod(spec["shape"])
+    if not 0 <= a <= b <= body or b - a != size:
+        raise _fail(path, f"tensor {name!r} lies outside the file or has the wrong length")
 
 
 def _parse_meta(path: Path, raw_meta: dict[str, Any]) -> dict[str, Any]:
@@ -140,7 +172,16 @@ def _parse_meta(path: Path, raw_meta: dict[str, Any]) -> dict[str, Any]:
         and isinstance(arch.get("kwargs", {}), dict)
     ):
         raise _fail(path, "metadata 'arch' is missing or has wrong types")
-    if arch["name"] not in MODELS:
+    target = arch.get("target")
+    if target is not None and not isinstance(target, str):
+        raise _fail(path, "metadata 'arch.target' is not a string")
+    widths = arch.get("narrow")
+    if widths is not None and not (
+        isinstance(widths, dict)
+        and all(isinstance(k, str) and type(v) is int and 0 < v < 2**31 for k, v in widths.items())
+    ):
+        raise _fail(path, "metadata 'arch.narrow' must map layer names to positive widths")
+    if target is None and arch["name"] not in MODELS:
         raise _fail(path, f"unknown architecture {arch['name']!r}; known: {MODELS.names()}")
     for key, typ in META_TYPES.items():
         if key in meta and not isinstance(meta[key], typ):
@@ -148,10 +189,8 @@ def _parse_meta(path: Path, raw_meta: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
-def load(
-    path: str | Path, device: str | torch.device = "cpu", allow_nonfinite: bool = False
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model from its file. Returns (model in eval mode, metadata)."""
+def read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors and checked metadata of a project model file (checksum verified)."""
     path = Path(path)
     if not path.is_file():
         raise LineageError(f"model file not found: {path}")
@@ -166,28 +205,55 @@ def load(
         raise _fail(path, f"tensor data unreadable ({e})") from None
     if header["__metadata__"].get("checksum") != checksum(state):
         raise _fail(path, "checksum mismatch: tensors were altered or corrupted")
-    a = meta["arch"]
-    try:
-        model = build(
-            a["name"], a["num_classes"], a["in_channels"], a["input_size"], **a.get("kwargs", {})
-        )
-    except (LineageError, ValueError, RuntimeError) as e:
-        raise _fail(path, f"cannot build recorded architecture ({e})") from None
+    return state, meta
+
+
+def fit_state(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    label: str,
+    allow_nonfinite: bool = False,
+) -> nn.Module:
+    """Load `state` into `model`, refusing any mismatch of keys, shapes or dtypes, and NaN
+    or Inf values, with one line naming `label` and the first offending tensor."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     if missing or extra:
-        raise _fail(
-            path, f"tensors do not match {a['name']}: missing {missing[:5]}, unexpected {extra[:5]}"
+        raise LineageError(
+            f"{label}: tensors do not match the architecture: missing {missing[:5]}, "
+            f"unexpected {extra[:5]}"
         )
     for k, v in expected.items():
         if v.shape != state[k].shape or v.dtype != state[k].dtype:
-            raise _fail(
-                path,
-                f"tensor {k!r} is {state[k].dtype}{tuple(state[k].shape)}, "
-                f"architecture expects {v.dtype}{tuple(v.shape)}",
+            raise LineageError(
+                f"{label}: tensor {k!r} is {state[k].dtype}{tuple(state[k].shape)}, "
+                f"the architecture expects {v.dtype}{tuple(v.shape)}"
             )
         if not allow_nonfinite and v.is_floating_point() and not torch.isfinite(state[k]).all():
-            raise _fail(path, f"tensor {k!r} holds NaN or Inf values")
+            raise LineageError(f"{label}: tensor {k!r} holds NaN or Inf values")
     model.load_state_dict(state)
+    return model
+
+
+def load(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    allow_nonfinite: bool = False,
+    builder: Callable[[], nn.Module] | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model from its file. Returns (model in eval mode, metadata). `builder`
+    builds the architecture instead of the file's record (the caller's own config names
+    it, e.g. a `_target_` model that the file cannot be trusted to name)."""
+    path = Path(path)
+    state, meta = read(path)
+    a = meta["arch"]
+    try:
+        model = builder() if builder is not None else rebuild(a)
+    except (LineageError, ValueError, RuntimeError) as e:
+        raise _fail(path, f"cannot build recorded architecture ({e})") from None
+    try:
+        fit_state(model, state, f"{path.name}: not a valid lineage model file", allow_nonfinite)
+    except LineageError as e:
+        raise LineageError(str(e)) from None
     return model.to(device).eval(), meta

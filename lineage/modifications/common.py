@@ -19,8 +19,10 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
+from ..adapters import find_head
 from ..data import DATASETS, DataModule, datamodule_from_config
 from ..errors import LineageError
+from ..models.registry import input_shape_of
 from ..training import Classifier, fit
 from ..utils import stable_hash
 
@@ -46,15 +48,25 @@ def param_layers(model: nn.Module) -> list[tuple[str, Layer]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
 
 
-def head_of(model: nn.Module) -> nn.Linear:
-    head = getattr(model, "head", None)
-    if not isinstance(head, nn.Linear):
-        raise LineageError("model has no Linear .head (was it built by lineage.models.build?)")
-    return head
+def head_of(model: nn.Module) -> tuple[str, nn.Linear]:
+    """The head's name and module (lineage.adapters.find_head)."""
+    name = find_head(model)
+    if name is None:
+        raise LineageError(f"{type(model).__name__} has no Linear layer to serve as its head")
+    head = model.get_submodule(name)
+    assert isinstance(head, nn.Linear)
+    return name, head
 
 
 def n_outputs(model: nn.Module) -> int:
-    return head_of(model).out_features
+    """Classes the model answers: its head's outputs (else its record's class count)."""
+    name = find_head(model)
+    if name is not None:
+        return int(model.get_submodule(name).out_features)  # type: ignore[arg-type]
+    arch = getattr(model, "arch", None)
+    if isinstance(arch, dict) and isinstance(arch.get("num_classes"), int):
+        return int(arch["num_classes"])
+    raise LineageError(f"{type(model).__name__}: cannot tell how many classes it answers")
 
 
 def tail_count(ratio: float, n: int) -> int:
@@ -133,9 +145,12 @@ def task_data(dm: DataModule, spec: Mapping[str, Any] | None) -> DataModule:
 
 
 def check_input_shape(shape: Sequence[int], model: nn.Module, where: str) -> None:
-    """Inputs of `shape` (C, H, W) must be what the model was built for."""
-    arch = getattr(model, "arch", {})
-    want = (arch.get("in_channels"), *arch.get("input_size", ()))
+    """Inputs of `shape` (one sample's) must be what the model was built for (when its
+    record says; a model without one is checked by its first forward pass)."""
+    arch = getattr(model, "arch", None)
+    if not isinstance(arch, dict):
+        return
+    want = input_shape_of(arch)
     if tuple(shape) != tuple(want):
         raise LineageError(
             f"{where}: the data has inputs {tuple(shape)} but the model expects {want}"

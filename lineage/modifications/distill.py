@@ -104,16 +104,21 @@ def init_student(
     """The student before training: `student` (default the parent's arch and kwargs), its
     widths times `width_factor`, built under a seed of its own, drawn from (`tag`, seed)."""
     arch = models.arch_of(parent)
-    name = cfg.get("student") or arch["name"]
+    own = arch.get("target") or arch["name"]  # a `_target_` parent's student: its factory
+    name = cfg.get("student") or own
     kw = cfg.get("student_kwargs")
     if kw is None:
-        kw = arch["kwargs"] if name == arch["name"] else {}
+        kw = arch["kwargs"] if name == own else {}
     if width_factor != 1.0:
         kw = models.scale_widths(name, dict(kw), width_factor)
     with torch.random.fork_rng():
         seed_all(fresh_seed(seed, tag))
-        return models.build(
-            name, arch["num_classes"], arch["in_channels"], arch["input_size"], **dict(kw)
+        if name in models.MODELS:
+            return models.build(
+                name, arch["num_classes"], arch["in_channels"], arch["input_size"], **dict(kw)
+            )
+        return models.build_target(
+            name, arch["num_classes"], models.input_shape_of(arch), **dict(kw)
         )
 
 

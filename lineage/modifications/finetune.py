@@ -68,7 +68,7 @@ def finetune(
         # A fresh draw, not the parent's own initial head (that would be a shared init).
         with torch.random.fork_rng():
             seed_all(fresh_seed(seed, "finetune.head"))
-            head_of(model).reset_parameters()
+            head_of(model)[1].reset_parameters()
     n = len(param_layers(model))
     k = tail_count(ratio, n)
     model = fit_model(

@@ -3,7 +3,8 @@
 An evasion attack on weight-space lineage tests: the network computes exactly what the
 parent computes, yet its weights sit elsewhere. Units are reordered consistently through
 BatchNorm, flattening and residual connections, with the permutation groups that
-`lineage.evaluate.alignment.spec_of` finds (the same groups alignment undoes).
+the fx graph gives (lineage.adapters.permutation_spec: the groups alignment undoes), for
+any model the graph walk can follow.
 
 `ratio` = fraction of the permutation groups (hidden layers; in resnet18 a stage's
 residual stream is one group and each block's inner width another) that are permuted:
@@ -28,8 +29,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..adapters import permutation_spec
 from ..data import DataModule
-from ..evaluate.alignment import apply_permutation, random_permutations, spec_of
+from ..errors import LineageError
+from ..evaluate.alignment import apply_permutation, random_permutations
 from ..training import predict
 from .common import copy_parent
 from .registry import Derived, register
@@ -45,7 +48,13 @@ def permute(
     logger: Any = None,
 ) -> Derived:
     model = copy_parent(parent).eval()
-    spec = spec_of(model)
+    found = permutation_spec(model)
+    spec = found.groups
+    if not spec:
+        raise LineageError(
+            f"permute: {type(model).__name__} has no permutation groups to reorder "
+            f"({found.reason or 'no hidden layers'})"
+        )
     gen = torch.Generator().manual_seed(seed)
     k = math.ceil(ratio * len(spec) - 1e-9)
     chosen = sorted(torch.randperm(len(spec), generator=gen)[:k].tolist())

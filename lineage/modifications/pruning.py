@@ -27,8 +27,7 @@ Effect keys (metrics.json derived.<key>):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
@@ -36,9 +35,10 @@ import torch
 from pytorch_lightning.callbacks import ModelPruning
 from torch import nn
 
-from .. import models
+from ..adapters import permutation_spec
 from ..data import DataModule
 from ..errors import LineageError
+from ..models.narrow import narrow, prunable
 from ..training import Classifier
 from .common import (
     check_labels_fit,
@@ -111,68 +111,7 @@ def _unstructured(
     return Derived(model.eval(), {"sparsity": weight_sparsity(model)})
 
 
-# ---- structured: channel groups per architecture ----
-
-
-LAYERS = (nn.Linear, nn.Conv2d)  # the layer kinds the lineage architectures chain
-
-
-@dataclass
-class Group:
-    """One prunable width: `producer`'s output channels, mirrored in `bn` (if any) and
-    in `consumer`'s input (each channel feeding `spread` inputs, e.g. H*W after Flatten)."""
-
-    kwarg: str
-    producer: str
-    consumer: str
-    bn: str | None = None
-    spread: int = 1
-
-
-def _seq_groups(model: nn.Module, kwarg: str, spreads: dict[int, int]) -> list[Group]:
-    """Consecutive Linear/Conv layers of `.features` then the head: every layer's output
-    width but the head's is prunable; BN directly after a producer is mirrored."""
-    mods = list(model.get_submodule("features").named_children())
-    layers = [(i, f"features.{n}") for i, (n, m) in enumerate(mods) if isinstance(m, LAYERS)]
-    names = [n for _, n in layers] + ["head"]
-    out = []
-    for j, (i, name) in enumerate(layers):
-        nxt = mods[i + 1][1] if i + 1 < len(mods) else None
-        bn = f"features.{mods[i + 1][0]}" if isinstance(nxt, nn.BatchNorm2d) else None
-        out.append(Group(kwarg, name, names[j + 1], bn, spreads.get(j, 1)))
-    return out
-
-
-def _mlp(model: nn.Module) -> list[Group]:
-    return _seq_groups(model, "hidden", {})
-
-
-def _lenet(model: nn.Module) -> list[Group]:
-    h, w = models.arch_of(model)["input_size"]
-    groups = _seq_groups(model, "", {1: (h // 4) * (w // 4)})
-    for g, kw in zip(groups, ("channels", "channels", "hidden", "hidden")):
-        g.kwarg = kw
-    return groups
-
-
-def _vgg11(model: nn.Module) -> list[Group]:
-    return _seq_groups(model, "channels", {})
-
-
-def _resnet18(model: nn.Module) -> list[Group]:
-    blocks = [n for n, m in model.get_submodule("features").named_children() if hasattr(m, "conv1")]
-    return [
-        Group("mid", f"features.{b}.conv1", f"features.{b}.conv2", f"features.{b}.bn1")
-        for b in blocks
-    ]
-
-
-STRUCTURED: dict[str, Callable[[nn.Module], list[Group]]] = {
-    "mlp": _mlp,
-    "lenet": _lenet,
-    "vgg11": _vgg11,
-    "resnet18": _resnet18,
-}
+# ---- structured: whole units of the graph's permutation groups ----
 
 
 def _kept(weight: torch.Tensor, ratio: float) -> torch.Tensor:
@@ -184,41 +123,23 @@ def _kept(weight: torch.Tensor, ratio: float) -> torch.Tensor:
 
 
 def shrink(model: nn.Module, ratio: float) -> tuple[nn.Module, dict[str, list[int]]]:
-    """The physically smaller model and {producer layer: kept channel indices}."""
-    arch = models.arch_of(model)
-    if arch["name"] not in STRUCTURED:
+    """The physically smaller model and {producer layer: kept channel indices}: every
+    prunable group of the fx graph (lineage.models.narrow.prunable) loses `ratio` of its
+    units, lowest filter L1 norm first."""
+    spec = permutation_spec(model)
+    groups = prunable(spec, model)
+    if not groups:
+        why = f" ({spec.reason})" if spec.reason else ""
         raise LineageError(
-            f"pruning: l1_structured supports {sorted(STRUCTURED)}, not {arch['name']!r}"
+            f"pruning: l1_structured found no prunable units in {type(model).__name__}{why}"
         )
-    groups = STRUCTURED[arch["name"]](model)
     mods = dict(model.named_modules())
-    slices: dict[str, list[tuple[int, torch.Tensor]]] = {}  # tensor -> [(dim, index)]
-    kept: dict[str, list[int]] = {}
-    kwargs = dict(arch["kwargs"])
-    widths: dict[str, list[int]] = {}
-    for g in groups:
-        idx = _kept(mods[g.producer].weight, ratio)
-        kept[g.producer] = idx.tolist()
-        widths.setdefault(g.kwarg, []).append(len(idx))
-        for t in ("weight", "bias"):
-            slices.setdefault(f"{g.producer}.{t}", []).append((0, idx))
-        if g.bn:
-            for t in ("weight", "bias", "running_mean", "running_var"):
-                slices.setdefault(f"{g.bn}.{t}", []).append((0, idx))
-        cols = (idx[:, None] * g.spread + torch.arange(g.spread)).flatten()
-        slices.setdefault(f"{g.consumer}.weight", []).append((1, cols))
-    kwargs.update(widths)
-    small = models.build(
-        arch["name"], arch["num_classes"], arch["in_channels"], arch["input_size"], **kwargs
-    )
-    state = model.state_dict()
-    new = {}
-    for k in small.state_dict():
-        t = state[k]
-        for dim, idx in slices.get(k, []):
-            t = t.index_select(dim, idx)
-        new[k] = t.clone()
-    small.load_state_dict(new)
+    kept = {g.name: _kept(mods[g.name].weight, ratio).tolist() for g in groups}
+    small = narrow(model, kept, spec)
+    arch = getattr(model, "arch", None)
+    if isinstance(arch, dict):  # the file rebuilds the full architecture, then narrows it
+        widths = {**arch.get("narrow", {}), **{g: len(k) for g, k in kept.items()}}
+        small.arch = {**arch, "narrow": widths}  # type: ignore[assignment]
     return small.eval(), kept
 
 

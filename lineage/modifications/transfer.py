@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..adapters import replace_submodule
 from ..data import DataModule
 from ..errors import LineageError
 from ..models import arch_of
@@ -76,8 +77,10 @@ def transfer(
     check_input_shape(target.input_shape, model, "transfer")
     with torch.random.fork_rng():
         seed_all(fresh_seed(seed, "transfer.head"))
-        model.head = nn.Linear(head_of(model).in_features, target.num_classes)
-    model.arch = {**arch_of(model), "num_classes": target.num_classes}  # type: ignore[assignment]
+        name, head = head_of(model)
+        replace_submodule(model, name, nn.Linear(head.in_features, target.num_classes))
+    if isinstance(getattr(model, "arch", None), dict):  # its file rebuilds the new head
+        model.arch = {**arch_of(model), "num_classes": target.num_classes}  # type: ignore[assignment]
     n = len(param_layers(model))
     k = tail_count(ratio, n)
     tc = train_cfg(cfg)
