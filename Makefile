@@ -8,7 +8,7 @@ export WANDB_SILENT := true
 .venv/.installed: pyproject.toml constraints.txt
 	python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,hf]'
 	touch $@
 
 run: .venv/.installed

@@ -36,11 +36,10 @@ from lineage.evaluate.calibration import calibrate  # noqa: E402
 from lineage.evaluate.closeness import closeness, closeness_threshold  # noqa: E402
 from lineage.evaluate.verdict import combine  # noqa: E402
 from lineage.pipeline import derive_model, trained_model  # noqa: E402
-from lineage.zoo import reference_seed  # noqa: E402
 from lineage.tracking import Tracker  # noqa: E402
 from lineage.training import accuracy  # noqa: E402
 from lineage.utils import stable_hash  # noqa: E402
-from lineage.zoo import Zoo  # noqa: E402
+from lineage.zoo import Zoo, reference_seed  # noqa: E402
 
 SETTINGS = {"digits": ["data=digits", "model=mlp"], "mnist": ["data=mnist", "model=lenet"]}
 # (modification, ratio, Hydra overrides of its group). The issue requires the first block

@@ -44,11 +44,11 @@ from experiments.common import (
 )
 from experiments.zoo import PRESETS
 from lineage import models
+from lineage.adapters import find_head
 from lineage.cli import compose
 from lineage.data import datamodule_from_config
+from lineage.engine import closeness_view
 from lineage.evaluate.closeness import closeness
-from lineage.adapters import find_head
-from lineage.judge import closeness_view
 from lineage.zoo import Zoo
 
 TOLS = (0.1, 0.05, 0.03, 0.02)

@@ -41,7 +41,7 @@ b_s (seconds), b_note (why NaN).
 
 Models are cached in the zoo (outputs/zoo, the cache run.py uses), so a rerun only judges the
 pairs not yet in pairs.jsonl. Each parent is calibrated once (lineage.calibrate) and every
-suspect judged against it (lineage.judge): the engine run.py uses.
+suspect judged against it (lineage.engine): the engine run.py uses.
 """
 # ruff: noqa: E402  (the repository root goes on sys.path first: this file runs as a script)
 
@@ -71,8 +71,8 @@ from lineage import models
 from lineage.baselines import BASELINES
 from lineage.cli import compose
 from lineage.data import DataModule, datamodule_from_config
+from lineage.engine import Calibration, judge
 from lineage.errors import LineageError
-from lineage.judge import Calibration, judge
 from lineage.modifications import MODIFICATIONS
 from lineage.pipeline import calibration_for, derive_model, trained_model
 from lineage.report.html import md_table

@@ -21,6 +21,7 @@ __all__ = [
     "Verdict",
     "calibrate",
     "closeness",
+    "derive",
     "determine",
     "judge",
     "load_model",
@@ -31,10 +32,10 @@ def __getattr__(name: str) -> Any:
     # Imported on first use, so `import lineage` stays cheap (the CLI parses its arguments
     # before torch and Hydra load) and `lineage.errors` has no heavy dependencies.
     if name in ("Calibration", "Verdict", "calibrate", "judge"):
-        from . import judge as engine
+        from . import engine
 
         return getattr(engine, name)
-    if name in ("closeness", "determine", "load_model"):
+    if name in ("closeness", "derive", "determine", "load_model"):
         from . import api
 
         return getattr(api, name)

@@ -115,7 +115,7 @@ def _arch_config(model: nn.Module) -> dict[str, Any]:
 def compare(args: argparse.Namespace) -> dict[str, Any]:
     from .cli import compose
     from .data import datamodule_from_config
-    from .judge import calibrate, judge
+    from .engine import calibrate, judge
     from .models.files import load_model
     from .pipeline import trained_model
     from .tracking import Tracker

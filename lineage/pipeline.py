@@ -1,7 +1,7 @@
 """One job, one direction:
 
     config -> data -> parent and references (zoo) -> derived model (modification)
-           -> calibrate + judge (lineage.judge) -> metrics.json + tracker -> console
+           -> calibrate + judge (lineage.engine) -> metrics.json + tracker -> console
 
 Each stage is a plain function call with plain values; nothing reaches back up the chain.
 """
@@ -21,8 +21,8 @@ from . import models
 from .adapters import n_outputs
 from .config import check_ranges
 from .data import DataModule, datamodule_from_config
+from .engine import Calibration, Verdict, calibrate, judge
 from .errors import LineageError
-from .judge import Calibration, Verdict, calibrate, judge
 from .modifications import Derived, derive, validate
 from .tracking import Tracker, make_tracker
 from .training import accuracy, train_classifier

@@ -363,7 +363,7 @@ def test_a_suspect_no_better_than_a_uniform_guess_gives_no_basin_evidence(mlps, 
 
 
 def test_an_abstention_survives_leave_one_out_recalibration(mlps, probe):
-    from lineage.judge import calibrate as calibrate_parent
+    from lineage.engine import calibrate as calibrate_parent
 
     parent, other, third = mlps
     dead = copy.deepcopy(other)

@@ -1,6 +1,6 @@
 """The benchmark zoo and the paper's experiments, end to end on a tiny digits zoo: the tables
 have their documented columns, ground truth follows the lineage records, a rerun resumes from
-the cache, the per-parent judging equals lineage.judge.judge, and the metrics equal a hand
+the cache, the per-parent judging equals lineage.engine.judge, and the metrics equal a hand
 computation on the produced rows."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from experiments import closeness, compare, determination, runtime, sampling, zo
 from lineage import models
 from lineage.cli import compose
 from lineage.data import datamodule_from_config
-from lineage.judge import judge
+from lineage.engine import judge
 
 pytestmark = pytest.mark.slow
 

@@ -67,7 +67,17 @@ def readme_commands(text: str) -> list[str]:
     return out
 
 
+def readme_blocks(text: str, lang: str) -> list[str]:
+    """The fenced blocks of one language, in order."""
+    return re.findall(rf"^```{lang}\n(.*?)^```", text, flags=re.S | re.M)
+
+
 COMMANDS = readme_commands(README.read_text())
+PYTHON = readme_blocks(README.read_text(), "python")
+# Blocks whose first line is `# path` are files the commands after them use; the others
+# are programs, run as written.
+FILES = [b for b in PYTHON + readme_blocks(README.read_text(), "yaml") if b.startswith("# ")]
+PROGRAMS = [b for b in PYTHON if not b.startswith("# ")]
 
 
 def skipped(cmd: str) -> str | None:
@@ -81,14 +91,21 @@ def test_every_exception_names_a_documented_command():
 
 def test_the_readme_documents_the_headline_commands():
     joined = "\n".join(COMMANDS)
-    for needle in ("run.py -m", "scripts/report.py", "lineage compare"):
+    for needle in ("run.py -m", "scripts/report.py", "lineage compare", "model._target_="):
         assert needle in joined
+    assert any("lineage.calibrate" in b and "lineage.judge" in b for b in PROGRAMS)
+    assert {b.splitlines()[0] for b in FILES} >= {"# my_nets.py", "# my_conf/model/mynet.yaml"}
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """One folder for all commands, in README order, so later ones see earlier outputs."""
+    """One folder for all commands, in README order, so later ones see earlier outputs,
+    holding the files the README shows."""
     d = tmp_path_factory.mktemp("readme")
+    for block in FILES:
+        path = d / block.splitlines()[0][2:].strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(block)
     (d / "scripts").symlink_to(ROOT / "scripts")
     (d / "experiments").symlink_to(ROOT / "experiments")
     (d / "benchmarks").symlink_to(ROOT / "benchmarks")
@@ -128,15 +145,38 @@ def as_argv(cmd: str, workdir: Path) -> list[str]:
     return argv
 
 
+def readme_env(workdir: Path) -> dict[str, str]:
+    # LINEAGE_DATA: where ../shared/data is from the checkout (the presets read it);
+    # PYTHONPATH: the README's own modules (my_nets.py), as it says to do
+    env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0"}
+    env["LINEAGE_DATA"] = str(SHARED_DATA)
+    env["PYTHONPATH"] = str(workdir)
+    return env
+
+
+@pytest.mark.parametrize("program", PROGRAMS, ids=[f"python-{i}" for i in range(len(PROGRAMS))])
+def test_readme_python_runs_as_written(program, workdir):
+    """The API example: run verbatim, then its verdict checked."""
+    check = "\nassert isinstance(v.is_lineage, bool) and v.is_lineage, v.explain()\n"
+    r = subprocess.run(
+        [sys.executable, "-c", program + check],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=readme_env(workdir),
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "lineage" in r.stdout and "closeness" in r.stdout  # v.explain() printed
+
+
 @pytest.mark.parametrize("cmd", COMMANDS)
 def test_readme_command_runs(cmd, workdir):
     why = skipped(cmd)
     if why:
         pytest.skip(f"not run here: {why}")
     argv = as_argv(cmd, workdir)
-    # LINEAGE_DATA: where ../shared/data is from the checkout (the presets read it)
-    env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0"}
-    env["LINEAGE_DATA"] = str(SHARED_DATA)
+    env = readme_env(workdir)
     r = subprocess.run(argv, cwd=workdir, capture_output=True, text=True, timeout=600, env=env)
     out = r.stdout + r.stderr
     assert r.returncode == 0, f"{cmd}\n{out[-3000:]}"

@@ -248,6 +248,32 @@ def target_splits(target: str, kwargs: Mapping[str, Any]) -> tuple[Split, Split]
     )
 
 
+def from_tensors(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_test: torch.Tensor | None = None,
+    y_test: torch.Tensor | None = None,
+    name: str = "tensors",
+    batch_size: int = 64,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> DataModule:
+    """A DataModule from tensors (a researcher's own data): `x_test, y_test` default to a
+    fixed fifth of (x, y), split off by `seed`."""
+    if x_test is None or y_test is None:
+        perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+        k = len(y) // 5
+        x, y, x_test, y_test = x[perm[k:]], y[perm[k:]], x[perm[:k]], y[perm[:k]]
+    train, test = _split((x, y), name, "train"), _split((x_test, y_test), name, "test")
+    return build_datamodule(
+        name,
+        val_fraction=val_fraction,
+        split_seed=seed,
+        batch_size=batch_size,
+        splits=(train, test),
+    )
+
+
 # The data group's own keys; a `_target_` dataset's other keys are its factory's arguments.
 OWN_KEYS = (
     "_target_",

@@ -199,6 +199,7 @@ def embed(
     another non-unit dimension).
     """
     sizes = {g.name: g.size for g in suspect_spec}
+    parent_sizes = {g.name: g.size for g in parent_spec}
     if [g.name for g in parent_spec] != list(sizes):
         raise LineageError("suspect's layers are arranged differently from the parent's")
     alias = group_aliases(parent_spec)
@@ -224,27 +225,43 @@ def embed(
             raise LineageError(
                 f"kept indices for {g.name} are not {k} distinct units in 0..{g.size - 1}"
             )
-    by_key = _axes_by_key(parent_spec)
+    p_axes, s_axes = _axes_by_key(parent_spec), _axes_by_key(suspect_spec)
     out: State = {}
     for key, t in suspect_state.items():
         ref = parent_state[key]
-        dims = {a.dim: (a, name) for a, name in by_key.get(key, ())}
         for d in range(t.dim()):
-            if d in dims:
-                a, name = dims[d]
-                if a.offset:
-                    raise LineageError(f"{key}: concatenated layers cannot be mapped back")
-                pos = _index(index[name].to(t.device), a.block)
-                shape = list(t.shape)
-                shape[d] = ref.shape[d]
-                t = torch.full(shape, _fill(key), dtype=t.dtype, device=t.device).index_copy(
-                    d, pos, t
-                )
-            elif t.shape[d] != ref.shape[d]:
-                raise LineageError(
-                    f"{key}: dimension {d} is {t.shape[d]} in the suspect, "
-                    f"{ref.shape[d]} in the parent, and is not a hidden unit"
-                )
+            mine = [(a, name) for a, name in p_axes.get(key, ()) if a.dim == d]
+            if not mine:
+                if t.shape[d] != ref.shape[d]:
+                    raise LineageError(
+                        f"{key}: dimension {d} is {t.shape[d]} in the suspect, "
+                        f"{ref.shape[d]} in the parent, and is not a hidden unit"
+                    )
+                continue
+            theirs = {name: a for a, name in s_axes.get(key, ()) if a.dim == d}
+            src, dst = [], []
+            seen_s = torch.zeros(t.shape[d], dtype=torch.bool)
+            seen_p = torch.zeros(ref.shape[d], dtype=torch.bool)
+            for a, name in mine:  # each group's units, to their kept places
+                b = theirs.get(name)
+                if b is None or b.block != a.block:
+                    raise LineageError(f"{key}: the suspect's layers are laid out differently")
+                src.append(b.offset + torch.arange(sizes[name] * b.block))
+                dst.append(a.offset + _index(index[name], a.block))
+                seen_s[src[-1]] = True
+                seen_p[a.offset : a.offset + parent_sizes[name] * a.block] = True
+            # entries no group owns (e.g. a layer the alignment left out) keep their order
+            rest_s, rest_p = (~seen_s).nonzero().squeeze(1), (~seen_p).nonzero().squeeze(1)
+            if len(rest_s) != len(rest_p):
+                raise LineageError(f"{key}: dimension {d} cannot be mapped onto the parent's")
+            src.append(rest_s)
+            dst.append(rest_p)
+            shape = list(t.shape)
+            shape[d] = ref.shape[d]
+            rows = t.index_select(d, torch.cat(src).to(t.device))
+            t = torch.full(shape, _fill(key), dtype=t.dtype, device=t.device).index_copy(
+                d, torch.cat(dst).to(t.device), rows
+            )
         out[key] = t
     present = {}
     for g in parent_spec:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,9 @@ def state_dict_of(path: Path) -> dict[str, torch.Tensor]:
         except Exception as e:  # noqa: BLE001  (the Rust reader's errors are not one class)
             raise LineageError(f"{path.name}: tensor data unreadable ({e})") from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+        with warnings.catch_warnings():  # torch warns about legacy formats: we answer anyway
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     except pickle.UnpicklingError:
         raise LineageError(
             f"{path.name}: refused: it holds Python objects that only a full unpickling "
@@ -111,6 +114,8 @@ def hf_folder(path: Path) -> tuple[nn.Module, dict[str, Any]]:
         raise LineageError(
             f"{path}: a Hugging Face folder needs transformers: pip install 'lineage[hf]'"
         ) from None
+    transformers.logging.set_verbosity_error()  # no weight-loading bars in an audit's log
+    transformers.utils.logging.disable_progress_bar()
     try:
         config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
     except Exception as e:  # noqa: BLE001

@@ -155,17 +155,12 @@ def from_config(model_cfg: Mapping[str, Any], num_classes: int, shape: Sequence[
 
 def target_kwargs(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """A `_target_` model's keyword arguments: the config's keys, less `_target_`, `name`,
-    and the keys that the registered group named by `name` declares (left over from the
-    default group the `_target_` replaced) unless the factory takes them."""
-    target = str(model_cfg["_target_"])
-    names, any_kw = _accepts(import_factory(target))
+    and the keys of the registered group named by `name`: left over from the default group
+    that a command-line `model._target_=...` replaced, they are that group's options, not
+    the factory's. (A factory's own arguments come from its YAML, or `+model.key=value`.)"""
     name = str(model_cfg.get("name"))
     leftover = set(_accepts(MODELS.get(name))[0]) - set(DATA_ARGS) if name in MODELS else set()
-    return {
-        k: v
-        for k, v in model_cfg.items()
-        if k not in ("_target_", "name") and not (k in leftover and k not in names and not any_kw)
-    }
+    return {k: v for k, v in model_cfg.items() if k not in ("_target_", "name", *leftover)}
 
 
 def rebuild(arch: Mapping[str, Any], trusted: bool = False) -> nn.Module:

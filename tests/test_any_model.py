@@ -1,0 +1,234 @@
+"""The public API on models and data that only the tests define (tests/nets.py): a residual
+CNN with BatchNorm and a channel concatenation on digits, and an MLP with LayerNorm on the
+tabular breast-cancer task. Derivatives are lineage, independent models are not, and the
+permuted copy shares the parent's basin only when alignment undoes the permutation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from nets import ResCNN, TabMLP, fit
+from sklearn.datasets import load_breast_cancer, load_digits
+
+import lineage
+
+pytestmark = pytest.mark.slow
+
+FAST = {"max_points": 150, "min_points": 60, "n_boot": 200}
+DERIVATIVES = {  # name -> (modification, ratio, options)
+    "finetune": ("finetune", 0.5, {"epochs": 2}),
+    "pruning": ("pruning", 0.3, {}),
+    "structured pruning": ("pruning", 0.25, {"method": "l1_structured"}),
+    "permute": ("permute", 1.0, {}),
+    "noise": ("noise", 0.05, {}),
+    "int8": ("quantize", 0.0, {"bits": 8}),
+}
+
+
+def split(x: torch.Tensor, y: torch.Tensor):
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    k = len(y) // 5
+    return x[perm[k:]], y[perm[k:]], x[perm[:k]], y[perm[:k]]
+
+
+def digits():
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16
+    return split(x, torch.tensor(d.target))
+
+
+def breast_cancer():
+    d = load_breast_cancer()
+    x = torch.tensor(d.data, dtype=torch.float32)
+    x = (x - x.mean(0)) / x.std(0)  # standardised features
+    return split(x, torch.tensor(d.target))
+
+
+FAMILIES = {
+    "residual cnn": (lambda: ResCNN(10), digits, 6),
+    "tabular mlp": (lambda: TabMLP(30, 2), breast_cancer, 20),
+}
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def family(request):
+    make, data, epochs = FAMILIES[request.param]
+    x, y, xt, yt = data()
+
+    def trained(seed: int):
+        torch.manual_seed(seed)
+        return fit(make(), x, y, epochs, seed)
+
+    parent = trained(0)
+    references = [trained(s) for s in (1, 2, 3)]
+    independents = [trained(s) for s in (11, 12, 13)]
+    derived = {
+        name: lineage.derive(parent, mod, ratio, data=(x, y, xt, yt), **opts)
+        for name, (mod, ratio, opts) in DERIVATIVES.items()
+    }
+    cal = lineage.calibrate(parent, references, xt, yt, closeness=FAST)
+    return parent, derived, independents, cal, xt, yt
+
+
+def test_every_derivative_is_lineage(family):
+    parent, derived, _, cal, xt, yt = family
+    for name, d in derived.items():
+        v = lineage.judge(parent, d.model, xt, yt, calibration=cal, record=d.record)
+        assert v.is_lineage, f"{name}: {v.explain()}"
+        assert v.calibrated
+
+
+def test_independent_models_are_not(family):
+    parent, _, independents, cal, xt, yt = family
+    for i, m in enumerate(independents):
+        v = lineage.judge(parent, m, xt, yt, calibration=cal)
+        assert not v.is_lineage, f"independent {i}: {v.explain()}"
+    assert not any(r.is_lineage for r in cal.references)  # leave-one-out, as well
+
+
+def test_the_permuted_copy_shares_the_basin_only_with_alignment(family):
+    parent, derived, _, _, xt, yt = family
+    perm = derived["permute"].model
+    assert derived["permute"].effect["max_output_diff"] < 1e-4  # the same function
+    aligned = lineage.determine(parent, perm, xt, yt)
+    raw = lineage.determine(parent, perm, xt, yt, align=False)
+    assert aligned.basin_is_lineage is True and aligned.aligned
+    assert raw.basin_is_lineage is False, raw
+    assert aligned.barrier < raw.barrier
+
+
+def test_structured_pruning_removed_units_and_judging_maps_them_back(family):
+    parent, derived, _, cal, xt, yt = family
+    d = derived["structured pruning"]
+    n_params = sum(p.numel() for p in d.model.parameters())
+    assert n_params < sum(p.numel() for p in parent.parameters())
+    assert d.record["kept_channels"]
+    v = lineage.judge(parent, d.model, xt, yt, calibration=cal, record=d.record)
+    assert v.determination.route.startswith("basin+pruned-map")
+
+
+# ---------------------------------------------------------------- through run.py
+
+
+def run_py_env():
+    import os
+
+    from conftest import ROOT
+
+    return {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "WANDB_MODE": "disabled"}
+
+
+def test_a_target_model_on_the_tabular_task_runs_and_sweeps_and_reports(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    common = [
+        "model._target_=nets.tab_mlp",
+        "data=breast_cancer",
+        "data.epochs=10",
+        "logger=none",
+        f"paths.zoo={tmp_path / 'zoo'}",
+        "closeness.max_points=120",
+        "closeness.min_points=60",
+    ]
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, str(ROOT / "run.py"), *args, *common],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=run_py_env(),
+        )
+
+    r = run("modification=noise", "ratio=0.1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = (tmp_path / "outputs" / "runs").rglob("metrics.json")
+    (m,) = [json.loads(p.read_text()) for p in runs]
+    assert (m["model"], m["data"]) == ("nets.tab_mlp", "breast_cancer")
+    assert m["derived.determination.is_lineage"] is True
+    assert m["parent.accuracy"] > 0.9  # the factory got the task: 30 features, 2 classes
+    r = run("-m", "modification=finetune,pruning,noise,quantize")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "4 jobs, 4 ok" in r.stdout
+    sweep = tmp_path / "outputs" / "sweeps" / "default"
+    assert len(list(sweep.glob("*/metrics.json"))) == 4
+    rep = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "report.py"), str(sweep)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    html = (sweep / "report" / "report.html").read_text()
+    assert html.count("nets.tab_mlp") >= 1 and "breast_cancer" in html
+
+
+def test_a_target_dataset_composes_like_a_registered_one(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            "data._target_=nets.blobs",
+            "+data.n=400",
+            "model.hidden=[32,32]",
+            "data.epochs=10",
+            "modification=pruning",
+            "ratio=0.3",
+            "logger=none",
+            "closeness.max_points=120",
+            "closeness.min_points=60",
+            f"paths.zoo={tmp_path / 'zoo'}",
+        ],  # fmt: skip
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=run_py_env(),
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    (m,) = [json.loads(p.read_text()) for p in (tmp_path / "outputs").rglob("metrics.json")]
+    assert m["data"] == "blobs" and m["derived.determination.is_lineage"] is True
+    assert abs(m["derived.sparsity"] - 0.3) < 0.01
+
+
+def test_a_hugging_face_vit_runs_every_weight_modification(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    pytest.importorskip("transformers")
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            "-m",
+            "model=hf_vit",
+            "modification=finetune,pruning,quantize,noise",
+            "data.limit=400",
+            "data.epochs=5",
+            "logger=none",
+            "closeness.max_points=100",
+            "closeness.min_points=50",
+            f"paths.zoo={tmp_path / 'zoo'}",
+        ],  # fmt: skip
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=run_py_env(),
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "4 jobs, 4 ok" in r.stdout and r.stdout.count(" lineage ") == 4, r.stdout
