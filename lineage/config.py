@@ -80,123 +80,6 @@ class TrainConf:
 
 
 @dataclass
-class ModificationConf:
-    """What every modification has. Each one's own schema below holds exactly its options
-    (its Python DEFAULTS, which its YAML mirrors), so a misspelt option fails at composition;
-    ranges are checked by the modification's validator before any training. Nested options
-    (`data`, `student_kwargs`) are `Any`: OmegaConf cannot merge a mapping into a typed
-    Optional[dict] that holds null, and their keys are checked by the modification."""
-
-    name: str = MISSING
-
-
-@dataclass
-class AdversarialConf(ModificationConf):
-    name: str = "adversarial"
-    eps: float = 0.1
-    steps: int = 5
-    step_size: float | None = None
-    epochs: int = 5
-    lr: float = 1.0e-3
-    eval_samples: int = 256
-
-
-@dataclass
-class ChainConf(ModificationConf):
-    name: str = "chain"
-    # Steps are {name, ratio, ...options} of differing modifications: checked by chain.plan.
-    steps: list[dict[str, Any]] = field(
-        default_factory=lambda: [
-            {"name": "pruning", "ratio": 0.5},
-            {"name": "finetune", "ratio": 0.3},
-            {"name": "quantize", "ratio": 0.5},
-        ]
-    )
-
-
-@dataclass
-class DistillConf(ModificationConf):
-    name: str = "distill"
-    student: str | None = None
-    student_kwargs: Any = None
-    temperature: float = 4.0
-    ce_weight: float = 0.0
-    epochs: int = 10
-    lr: float = 3.0e-3
-    data: Any = None
-    mixup: bool = True
-
-
-@dataclass
-class ExtractionConf(ModificationConf):
-    name: str = "extraction"
-    student: str | None = None
-    student_kwargs: Any = None
-    query: str = "train"
-    data: Any = None
-    noise_std: float = 0.1
-    shift: int = 1
-    epochs: int = 10
-    lr: float = 3.0e-3
-
-
-@dataclass
-class FinetuneConf(ModificationConf):
-    name: str = "finetune"
-    epochs: int = 5
-    lr: float = 1.0e-3
-    reinit_head: bool = False
-    data: Any = None
-
-
-@dataclass
-class NoiseConf(ModificationConf):
-    name: str = "noise"
-
-
-@dataclass
-class PermuteConf(ModificationConf):
-    name: str = "permute"
-
-
-@dataclass
-class PruningConf(ModificationConf):
-    name: str = "pruning"
-    method: str = "global_unstructured"
-    finetune_epochs: int = 0
-    lr: float = 1.0e-3
-
-
-@dataclass
-class QuantizeConf(ModificationConf):
-    name: str = "quantize"
-    bits: int | None = None
-    backend: str = "none"
-
-
-@dataclass
-class TransferConf(ModificationConf):
-    name: str = "transfer"
-    data: Any = field(default_factory=lambda: {"classes": [5, 6, 7, 8, 9]})
-    epochs: int = 5
-    lr: float = 1.0e-3
-
-
-MODIFICATION_SCHEMAS: dict[str, type[ModificationConf]] = {
-    "adversarial": AdversarialConf,
-    "chain": ChainConf,
-    "distill": DistillConf,
-    "extraction": ExtractionConf,
-    "finetune": FinetuneConf,
-    "noise": NoiseConf,
-    "permute": PermuteConf,
-    "pruning": PruningConf,
-    "quantize": QuantizeConf,
-    "transfer": TransferConf,
-}
-
-
-@dataclass
 class RootConf:
     """Top-level keys; the groups are typed by their own schemas."""
 
@@ -228,8 +111,11 @@ def register_schemas() -> None:
         ("vgg11", VGGConf),
     ):
         cs.store(group="hydra/schema/model", name=name, node=node)
-    for name, mod in MODIFICATION_SCHEMAS.items():
-        cs.store(group="hydra/schema/modification", name=name, node=mod)
+    from .modifications import registry  # importing the package registers every one
+
+
+    for name, options in registry.OPTIONS.items():
+        cs.store(group="hydra/schema/modification", name=name, node=options)
     cs.store(group="hydra/schema", name="determination", node=DeterminationConf)
     cs.store(group="hydra/schema", name="closeness", node=ClosenessConf)
 

@@ -9,6 +9,7 @@ the YAML groups (lineage.config), which then only select and override.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import types
@@ -34,7 +35,7 @@ def knob(
     high end. Mutable defaults (lists) are copied per instance."""
     meta = {"lo": lo, "hi": hi, "ends": ends, "choices": tuple(choices) if choices else None}
     if isinstance(default, list | dict):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 

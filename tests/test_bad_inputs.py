@@ -618,13 +618,13 @@ MODS = [  # (cfg, ratio, fragment); options are checked before anything trains
         "negative_epochs",  # modifications/common.py:171
         {"name": "finetune", "epochs": -1},
         0.5,
-        "finetune.epochs=-1: must be an integer >= 0",
+        "finetune.epochs=-1 is outside its range [0, inf)",
     ),
     (
         "negative_finetune_epochs",
         {"name": "pruning", "finetune_epochs": -3},
         0.5,
-        "pruning.finetune_epochs=-3: must be an integer >= 0",
+        "pruning.finetune_epochs=-3 is outside its range [0, inf)",
     ),
     (
         "data_not_mapping",  # common.py:198
@@ -660,7 +660,7 @@ MODS = [  # (cfg, ratio, fragment); options are checked before anything trains
         "chain_steps_string",
         {"name": "chain", "steps": "pruning"},
         0.5,
-        "chain.steps must be a non-empty list",
+        "chain.steps='pruning' must be list",
     ),
     (
         "chain_step_not_mapping",  # chain.py:53

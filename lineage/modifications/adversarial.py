@@ -22,6 +22,7 @@ Effect keys (metrics.json derived.<key>):
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,37 +30,28 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import DataModule
+from ..settings import knob
 from ..training import Classifier, TrainCfg
 from .common import (
     check_labels_fit,
     copy_parent,
     fit_model,
     n_outputs,
-    need_float,
-    need_int,
     relative_change,
     train_cfg,
 )
 from .registry import Derived, register
 
-DEFAULTS = {
-    "eps": 0.1,
-    "steps": 5,
-    "step_size": None,
-    "epochs": 5,
-    "lr": 1.0e-3,
-    "eval_samples": 256,
-}
 
-
-def _validate(opts: Mapping[str, Any], ratio: float) -> None:
-    need_float(opts, "eps", 0.0, 1.0, open_lo=True)
-    need_int(opts, "steps", 1)
-    if opts.get("step_size") is not None:
-        need_float(opts, "step_size", 0.0, open_lo=True)
-    need_int(opts, "epochs", 0)
-    need_float(opts, "lr", 0.0, open_lo=True)
-    need_int(opts, "eval_samples", 1)
+@dataclass
+class AdversarialConf:
+    name: str = "adversarial"
+    eps: float = knob(0.1, lo=0, hi=1, ends="(]")  # L_inf radius of the PGD examples
+    steps: int = knob(5, lo=1)  # PGD steps
+    step_size: float | None = knob(None, lo=0, ends="()")  # null: 2.5 * eps / steps
+    epochs: int = knob(5, lo=0)
+    lr: float = knob(1.0e-3, lo=0, hi=10, ends="(]")
+    eval_samples: int = knob(256, lo=1)  # test points for the robust accuracy
 
 
 def pgd(
@@ -107,7 +99,7 @@ class AdversarialTrainer(Classifier):
         return super().training_step((x, y), i)
 
 
-@register("adversarial", validate=_validate, defaults=DEFAULTS)
+@register("adversarial", AdversarialConf)
 def adversarial(
     parent: nn.Module,
     dm: DataModule,

@@ -1,11 +1,11 @@
 """chain: several modifications in a row, e.g. pruning -> finetune -> quantize.
 
 Each step is {name, ratio, ...options}: a registered modification with its own ratio;
-options it does not give come from that modification's registered defaults (the
-Python `DEFAULTS` next to each modification, which its conf/modification/<name>.yaml
-mirrors; a test keeps the two equal), so a chain needs no Hydra composition and no
-config files at run time. The top-level `ratio` is the ratio of any step that gives
-none. Every step is validated before the first one trains; an error names the step.
+options it does not give come from that modification's options dataclass (its one home
+of defaults and checks, which conf/modification/<name>.yaml only selects), so a chain
+needs no Hydra composition and no config files at run time. The top-level `ratio` is the
+ratio of any step that gives none. Every step is validated before the first one trains; an
+error names the step.
 
 Step i runs with seed + i, so a one-step chain equals the modification itself. The whole
 chain goes into the lineage record as `chain`: [{name, ratio, options, effect, record}].
@@ -23,21 +23,31 @@ Effect keys (metrics.json derived.<key>):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from torch import nn
 
 from ..data import DataModule
 from ..errors import LineageError
+from ..settings import knob
 from .registry import Derived, derive, options, register, validate
 
-DEFAULTS = {
-    "steps": [
-        {"name": "pruning", "ratio": 0.5},
-        {"name": "finetune", "ratio": 0.3},
-        {"name": "quantize", "ratio": 0.5},
-    ]
-}
+
+@dataclass
+class ChainConf:
+    name: str = "chain"
+    # each step: {name, ratio, ...options}, of differing modifications (checked by `plan`)
+    steps: list[dict[str, Any]] = knob(
+        [
+            {"name": "pruning", "ratio": 0.5},
+            {"name": "finetune", "ratio": 0.3},
+            {"name": "quantize", "ratio": 0.5},
+        ]
+    )
+
+    def check_ratio(self, ratio: float) -> None:
+        plan(asdict(self), ratio)
 
 
 def plan(opts: Mapping[str, Any], ratio: float) -> list[tuple[dict[str, Any], float]]:
@@ -62,11 +72,7 @@ def plan(opts: Mapping[str, Any], ratio: float) -> list[tuple[dict[str, Any], fl
     return out
 
 
-def _validate(opts: Mapping[str, Any], ratio: float) -> None:
-    plan(opts, ratio)
-
-
-@register("chain", validate=_validate, defaults=DEFAULTS)
+@register("chain", ChainConf)
 def chain(
     parent: nn.Module,
     dm: DataModule,

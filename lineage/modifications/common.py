@@ -176,54 +176,28 @@ def relative_change(before: nn.Module, after: nn.Module) -> float:
     return (num / den) ** 0.5 if den else 0.0
 
 
-# ---- option checks, used by the validators (they run before any training) ----
+# ---- checks the options dataclasses share (they run before any training) ----
 
 
-def need_int(opts: Mapping[str, Any], key: str, lo: int, hi: int | None = None) -> None:
-    v = opts.get(key)
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
-        rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise LineageError(f"{opts['name']}.{key}={v!r}: must be an integer {rng}")
-
-
-def need_float(
-    opts: Mapping[str, Any], key: str, lo: float, hi: float | None = None, open_lo: bool = False
-) -> None:
-    v = opts.get(key)
-    ok = False
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        ok = (v > lo if open_lo else v >= lo) and (hi is None or v <= hi)
-    if not ok:
-        rng = ("(" if open_lo else "[") + f"{lo}, " + (f"{hi}]" if hi is not None else "inf)")
-        raise LineageError(f"{opts['name']}.{key}={v!r}: must be a number in {rng}")
-
-
-def need_choice(opts: Mapping[str, Any], key: str, choices: Iterable[str]) -> None:
-    valid = list(choices)
-    if opts.get(key) not in valid:
-        raise LineageError(f"{opts['name']}.{key}={opts.get(key)!r}: valid are {valid}")
-
-
-def need_data(opts: Mapping[str, Any], key: str = "data") -> None:
-    """`data` is null (the parent's data) or a mapping in the shape of conf/data/*.yaml."""
-    d = opts.get(key)
+def check_data_option(d: Any, where: str, key: str = "data") -> None:
+    """A modification's `data`: null (the parent's data) or a mapping in the shape of
+    conf/data/*.yaml naming a known dataset."""
     if d is None:
         return
     if not isinstance(d, Mapping):
         raise LineageError(
-            f"{opts['name']}.{key}: must be null or a mapping like conf/data/"
+            f"{where}.{key}: must be null or a mapping like conf/data/"
             f"digits.yaml (name, root, classes, limit, ...); got {d!r}"
         )
-    if "name" in d:
+    if "name" in d and not d.get("_target_"):
         DATASETS.get(d["name"])
 
 
-def need_arch(opts: Mapping[str, Any], key: str = "student") -> None:
+def check_student(name: Any, where: str) -> None:
     from ..models import MODELS
 
-    name = opts.get(key)
     if name is not None and name not in MODELS:
         raise LineageError(
-            f"{opts['name']}.{key}={name!r} is not a registered architecture; "
+            f"{where}.student={name!r} is not a registered architecture; "
             f"valid: {', '.join(MODELS.names())}"
         )

@@ -38,6 +38,7 @@ Effect keys (metrics.json derived.<key>):
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -47,18 +48,17 @@ from torch import nn
 from .. import models
 from ..data import DataModule
 from ..errors import LineageError
+from ..settings import knob
 from ..training import Classifier, TrainCfg, predict
 from ..utils import seed_all
 from .common import (
+    check_data_option,
     check_labels_fit,
+    check_student,
     copy_parent,
     fit_model,
     fresh_seed,
     n_outputs,
-    need_arch,
-    need_data,
-    need_float,
-    need_int,
     task_data,
     train_cfg,
 )
@@ -69,29 +69,25 @@ def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-DEFAULTS = {
-    "student": None,
-    "student_kwargs": None,
-    "temperature": 4.0,
-    "ce_weight": 0.0,
-    "epochs": 10,
-    "lr": 3.0e-3,
-    "data": None,
-    "mixup": True,
-}
+@dataclass
+class DistillConf:
+    name: str = "distill"
+    student: str | None = knob(None)  # a registered architecture; null: the teacher's
+    student_kwargs: Any = knob(None)  # null: the teacher's (for its own architecture)
+    temperature: float = knob(4.0, lo=0, ends="()")
+    ce_weight: float = knob(0.0, lo=0, hi=1)  # weight of the hard-label loss
+    epochs: int = knob(10, lo=0)
+    lr: float = knob(3.0e-3, lo=0, hi=10, ends="(]")
+    data: Any = knob(None)  # the transfer set; null: the parent's training inputs
+    mixup: bool = knob(True)  # also match the teacher between training points
 
+    def check(self, where: str) -> None:
+        check_student(self.student, where)
+        check_data_option(self.data, where)
 
-def _validate(opts: Mapping[str, Any], ratio: float) -> None:
-    need_arch(opts, "student")
-    need_float(opts, "temperature", 0.0, open_lo=True)
-    need_float(opts, "ce_weight", 0.0, 1.0)
-    if ratio >= 1:
-        raise LineageError("distill: ratio 1 would leave the student no width; use ratio < 1")
-    need_int(opts, "epochs", 0)
-    need_float(opts, "lr", 0.0, open_lo=True)
-    need_data(opts)
-    if not isinstance(opts.get("mixup", True), bool):
-        raise LineageError(f"distill.mixup={opts['mixup']!r}: must be true or false")
+    def check_ratio(self, ratio: float) -> None:
+        if ratio >= 1:
+            raise LineageError("distill: ratio 1 would leave the student no width; use ratio < 1")
 
 
 def init_student(
@@ -157,7 +153,7 @@ class Distiller(Classifier):
         return self.ce_weight * F.cross_entropy(logits, y) + (1 - self.ce_weight) * kd
 
 
-@register("distill", validate=_validate, defaults=DEFAULTS)
+@register("distill", DistillConf)
 def distill(
     parent: nn.Module,
     dm: DataModule,

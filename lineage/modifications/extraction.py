@@ -25,6 +25,7 @@ Effect keys (metrics.json derived.<key>):
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,46 +35,40 @@ from torch import nn
 from ..data import DataModule, Split
 from ..errors import LineageError
 from ..models import arch_of
+from ..settings import knob
 from ..training import Classifier, predict
 from .common import (
+    check_data_option,
     check_input_shape,
+    check_student,
     copy_parent,
     fit_model,
     n_outputs,
-    need_arch,
-    need_choice,
-    need_data,
-    need_float,
-    need_int,
     task_data,
     train_cfg,
 )
 from .distill import init_student
 from .registry import Derived, register
 
-DEFAULTS = {
-    "student": None,
-    "student_kwargs": None,
-    "query": "train",
-    "data": None,
-    "noise_std": 0.1,
-    "shift": 1,
-    "epochs": 10,
-    "lr": 3.0e-3,
-}
-QUERIES = ("train", "data", "augmented")
 
+@dataclass
+class ExtractionConf:
+    name: str = "extraction"
+    student: str | None = knob(None)  # a registered architecture; null: the parent's
+    student_kwargs: Any = knob(None)
+    # where the queries come from: the training inputs | other `data` | augmented inputs
+    query: str = knob("train", choices=("train", "data", "augmented"))
+    data: Any = knob(None)  # the query set's data config (query=data)
+    noise_std: float = knob(0.1, lo=0)  # augmented queries: Gaussian noise std
+    shift: int = knob(1, lo=0)  # augmented queries: most pixels of random shift
+    epochs: int = knob(10, lo=0)
+    lr: float = knob(3.0e-3, lo=0, hi=10, ends="(]")
 
-def _validate(opts: Mapping[str, Any], ratio: float) -> None:
-    need_arch(opts, "student")
-    need_choice(opts, "query", QUERIES)
-    need_data(opts)
-    if opts["query"] == "data" and opts.get("data") is None:
-        raise LineageError("extraction: query=data needs `data` (the query set's config)")
-    need_float(opts, "noise_std", 0.0)
-    need_int(opts, "shift", 0)
-    need_int(opts, "epochs", 0)
-    need_float(opts, "lr", 0.0, open_lo=True)
+    def check(self, where: str) -> None:
+        check_student(self.student, where)
+        check_data_option(self.data, where)
+        if self.query == "data" and self.data is None:
+            raise LineageError("extraction: query=data needs `data` (the query set's config)")
 
 
 def _shift(x: torch.Tensor, max_shift: int, g: torch.Generator) -> torch.Tensor:
@@ -99,7 +94,7 @@ def query_inputs(dm: DataModule, cfg: Mapping[str, Any], budget: int, seed: int)
     return pool[torch.randperm(len(pool), generator=g)[: min(budget, len(pool))]]
 
 
-@register("extraction", validate=_validate, defaults=DEFAULTS)
+@register("extraction", ExtractionConf)
 def extraction(
     parent: nn.Module,
     dm: DataModule,

@@ -16,25 +16,25 @@ Effect keys (metrics.json derived.<key>):
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..data import DataModule
+from ..settings import knob
 from ..training import Classifier
 from ..utils import seed_all
 from .common import (
     TrainTail,
+    check_data_option,
     check_labels_fit,
     copy_parent,
     fit_model,
     fresh_seed,
     head_of,
     n_outputs,
-    need_data,
-    need_float,
-    need_int,
     param_layers,
     relative_change,
     tail_count,
@@ -43,16 +43,20 @@ from .common import (
 )
 from .registry import Derived, register
 
-DEFAULTS = {"epochs": 5, "lr": 1.0e-3, "reinit_head": False, "data": None}
+
+@dataclass
+class FinetuneConf:
+    name: str = "finetune"
+    epochs: int = knob(5, lo=0)
+    lr: float = knob(1.0e-3, lo=0, hi=10, ends="(]")
+    reinit_head: bool = knob(False)  # start the head from fresh weights
+    data: Any = knob(None)  # null: the parent's data; else a data config (other data, same labels)
+
+    def check(self, where: str) -> None:
+        check_data_option(self.data, where)
 
 
-def _validate(opts: Mapping[str, Any], ratio: float) -> None:
-    need_int(opts, "epochs", 0)
-    need_float(opts, "lr", 0.0, open_lo=True)
-    need_data(opts)
-
-
-@register("finetune", validate=_validate, defaults=DEFAULTS)
+@register("finetune", FinetuneConf)
 def finetune(
     parent: nn.Module,
     dm: DataModule,

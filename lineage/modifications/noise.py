@@ -18,6 +18,7 @@ Effect keys (metrics.json derived.<key>):
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,7 +29,12 @@ from .common import copy_parent, relative_change
 from .registry import Derived, register
 
 
-@register("noise", defaults={})
+@dataclass
+class NoiseConf:
+    name: str = "noise"
+
+
+@register("noise", NoiseConf)
 def noise(
     parent: nn.Module,
     dm: DataModule,

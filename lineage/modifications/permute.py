@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -38,7 +39,12 @@ from .common import copy_parent
 from .registry import Derived, register
 
 
-@register("permute", defaults={})
+@dataclass
+class PermuteConf:
+    name: str = "permute"
+
+
+@register("permute", PermuteConf)
 def permute(
     parent: nn.Module,
     dm: DataModule,

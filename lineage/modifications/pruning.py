@@ -28,6 +28,7 @@ Effect keys (metrics.json derived.<key>):
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as pl
@@ -39,30 +40,32 @@ from ..adapters import permutation_spec
 from ..data import DataModule
 from ..errors import LineageError
 from ..models.narrow import narrow, prunable
+from ..settings import knob
 from ..training import Classifier
 from .common import (
     check_labels_fit,
     copy_parent,
     fit_model,
     n_outputs,
-    need_choice,
-    need_float,
-    need_int,
     param_layers,
     train_cfg,
 )
 from .registry import Derived, register
 
-DEFAULTS = {"method": "global_unstructured", "finetune_epochs": 0, "lr": 1.0e-3}
-METHODS = ("global_unstructured", "l1_structured")
 
+@dataclass
+class PruningConf:
+    name: str = "pruning"
+    # global_unstructured (magnitude, permanent) | l1_structured (a physically smaller model)
+    method: str = knob("global_unstructured", choices=("global_unstructured", "l1_structured"))
+    finetune_epochs: int = knob(0, lo=0)  # recovery training; pruned weights stay zero
+    lr: float = knob(1.0e-3, lo=0, hi=10, ends="(]")  # recovery learning rate
 
-def _validate(opts: Mapping[str, Any], ratio: float) -> None:
-    need_choice(opts, "method", METHODS)
-    need_int(opts, "finetune_epochs", 0)
-    need_float(opts, "lr", 0.0, open_lo=True)
-    if opts["method"] == "l1_structured" and ratio >= 1.0:
-        raise LineageError("pruning: l1_structured needs ratio < 1 (every layer keeps a channel)")
+    def check_ratio(self, ratio: float) -> None:
+        if self.method == "l1_structured" and ratio >= 1.0:
+            raise LineageError(
+                "pruning: l1_structured needs ratio < 1 (every layer keeps a channel)"
+            )
 
 
 def weight_sparsity(model: nn.Module) -> float:
@@ -162,7 +165,7 @@ def _structured(
     return Derived(small, effect, {"kept_channels": kept})
 
 
-@register("pruning", validate=_validate, defaults=DEFAULTS)
+@register("pruning", PruningConf)
 def pruning(
     parent: nn.Module,
     dm: DataModule,

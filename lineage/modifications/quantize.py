@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -37,30 +38,30 @@ from torch import nn
 
 from ..data import DataModule
 from ..errors import LineageError
+from ..settings import knob
 from ..training import predict
-from .common import copy_parent, need_choice, param_layers, relative_change
+from .common import copy_parent, param_layers, relative_change
 from .registry import Derived, register
 
-DEFAULTS = {"bits": None, "backend": "none"}
-BACKENDS = ("none", "dynamic_int8")
+
+@dataclass
+class QuantizeConf:
+    name: str = "quantize"
+    bits: int | None = knob(None, lo=2, hi=16)  # null: 8 - round(6 * ratio)
+    # none: float tensors on the quantization grid | dynamic_int8: also torch's real int8
+    # model, queried as the black-box suspect
+    backend: str = knob("none", choices=("none", "dynamic_int8"))
+
+    def check_ratio(self, ratio: float) -> None:
+        if self.backend == "dynamic_int8" and bits_for(asdict(self), ratio) > 8:
+            raise LineageError(
+                f"quantize: backend=dynamic_int8 stores int8, so bits must be <= 8 "
+                f"(got {bits_for(asdict(self), ratio)})"
+            )
 
 
 def bits_for(opts: Mapping[str, Any], ratio: float) -> int:
     return int(opts["bits"]) if opts.get("bits") is not None else 8 - int(6 * ratio + 0.5)
-
-
-def _validate(opts: Mapping[str, Any], ratio: float) -> None:
-    need_choice(opts, "backend", BACKENDS)
-    b = opts.get("bits")
-    if b is not None and (isinstance(b, bool) or not isinstance(b, int) or not 2 <= b <= 16):
-        raise LineageError(
-            f"quantize.bits={b!r}: must be null (from ratio) or an integer in [2, 16]"
-        )
-    if opts["backend"] == "dynamic_int8" and bits_for(opts, ratio) > 8:
-        raise LineageError(
-            f"quantize: backend=dynamic_int8 stores int8, so bits must be <= 8 "
-            f"(got {bits_for(opts, ratio)})"
-        )
 
 
 def quantize_weight(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,7 +118,7 @@ def _dynamic_int8(
     return qmodel.eval(), len(packed)
 
 
-@register("quantize", validate=_validate, defaults=DEFAULTS)
+@register("quantize", QuantizeConf)
 def quantize(
     parent: nn.Module,
     dm: DataModule,

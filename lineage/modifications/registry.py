@@ -8,7 +8,7 @@ and returns a `Derived`: the model plus the measured effect (logged as derived.*
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from torch import nn
@@ -16,6 +16,7 @@ from torch import nn
 from ..data import DataModule
 from ..errors import LineageError
 from ..registry import Registry
+from ..settings import from_mapping
 
 
 @dataclass
@@ -41,39 +42,28 @@ class Modification(Protocol):
 
 
 MODIFICATIONS: Registry[Modification] = Registry("modification")
-# Optional cheap checks run before any training, so bad input fails fast.
-VALIDATORS: dict[str, Callable[[Mapping[str, Any], float], None]] = {}
-# Optional defaults: a modification that registers them gets every option filled in, and
-# a misspelt option fails (chain steps and tests pass only the options they change).
-DEFAULTS: dict[str, dict[str, Any]] = {}
+# Each modification's options: a dataclass that is their one home (defaults and checks);
+# conf/modification/<name>.yaml registers it as the group's schema and only selects it.
+OPTIONS: dict[str, type] = {}
 
 
-def register(
-    name: str,
-    validate: Callable[[Mapping[str, Any], float], None] | None = None,
-    defaults: Mapping[str, Any] | None = None,
-) -> Callable[[Modification], Modification]:
-    if validate is not None:
-        VALIDATORS[name] = validate
-    if defaults is not None:
-        DEFAULTS[name] = dict(defaults)
+def register(name: str, options: type) -> Callable[[Modification], Modification]:
+    OPTIONS[name] = options
     return MODIFICATIONS.register(name)
 
 
-def options(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """`cfg` over the modification's registered defaults; unknown option names fail."""
+def options_of(cfg: Mapping[str, Any]) -> Any:
+    """The modification's options dataclass from `cfg` over its defaults: unknown names,
+    wrong types and out-of-range values fail, naming the option."""
     if not isinstance(cfg, Mapping) or "name" not in cfg:
         raise LineageError(f"a modification config needs a 'name'; got {cfg!r}")
     MODIFICATIONS.get(cfg["name"])
-    known = DEFAULTS.get(cfg["name"])
-    if known is None:
-        return dict(cfg)
-    extra = sorted(set(cfg) - set(known) - {"name"})
-    if extra:
-        raise LineageError(
-            f"modification {cfg['name']!r}: unknown option(s) {extra}; valid: {sorted(known)}"
-        )
-    return {**known, **cfg}
+    return from_mapping(OPTIONS[cfg["name"]], cfg, str(cfg["name"]))
+
+
+def options(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Every option of the modification, checked (see options_of)."""
+    return asdict(options_of(cfg))
 
 
 def check_ratio(ratio: Any, where: str = "ratio") -> float:
@@ -87,11 +77,13 @@ def check_ratio(ratio: Any, where: str = "ratio") -> float:
 
 
 def validate(cfg: Mapping[str, Any], ratio: Any) -> float:
-    """Fail before training: unknown modification, ratio out of range, bad options."""
-    opts = options(cfg)
+    """Fail before training: unknown modification, ratio out of range, bad options (the
+    options' own checks, and `check_ratio` where the ratio constrains them)."""
+    opts = options_of(cfg)
     r = check_ratio(ratio)
-    if opts["name"] in VALIDATORS:
-        VALIDATORS[opts["name"]](opts, r)
+    with_ratio = getattr(opts, "check_ratio", None)
+    if with_ratio is not None:
+        with_ratio(r)
     return r
 
 

@@ -21,6 +21,7 @@ Effect keys (metrics.json derived.<key>):
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,18 +31,17 @@ from ..adapters import replace_submodule
 from ..data import DataModule
 from ..errors import LineageError
 from ..models import arch_of
+from ..settings import knob
 from ..training import Classifier, accuracy
 from ..utils import seed_all
 from .common import (
     TrainTail,
+    check_data_option,
     check_input_shape,
     copy_parent,
     fit_model,
     fresh_seed,
     head_of,
-    need_data,
-    need_float,
-    need_int,
     param_layers,
     tail_count,
     task_data,
@@ -49,21 +49,24 @@ from .common import (
 )
 from .registry import Derived, register
 
-DEFAULTS = {"data": {"classes": [5, 6, 7, 8, 9]}, "epochs": 5, "lr": 1.0e-3}
+
+@dataclass
+class TransferConf:
+    name: str = "transfer"
+    data: Any = knob({"classes": [5, 6, 7, 8, 9]})  # the target task (a data config)
+    epochs: int = knob(5, lo=0)
+    lr: float = knob(1.0e-3, lo=0, hi=10, ends="(]")
+
+    def check(self, where: str) -> None:
+        if self.data is None:
+            raise LineageError(
+                "transfer.data: the target task is required (e.g. {classes: [5, 6, 7, "
+                "8, 9]} or {name: mnist, root: ...})"
+            )
+        check_data_option(self.data, where)
 
 
-def _validate(opts: Mapping[str, Any], ratio: float) -> None:
-    if opts.get("data") is None:
-        raise LineageError(
-            "transfer.data: the target task is required (e.g. {classes: [5, 6, 7, "
-            "8, 9]} or {name: mnist, root: ...})"
-        )
-    need_data(opts)
-    need_int(opts, "epochs", 0)
-    need_float(opts, "lr", 0.0, open_lo=True)
-
-
-@register("transfer", validate=_validate, defaults=DEFAULTS)
+@register("transfer", TransferConf)
 def transfer(
     parent: nn.Module,
     dm: DataModule,
