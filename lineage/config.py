@@ -246,6 +246,7 @@ class RootConf:
 
 
 def register_schemas() -> None:
+    register_resolvers()
     cs = ConfigStore.instance()
     cs.store(name="root_schema", node=RootConf)
     cs.store(group="schema", name="data", node=DataConf)
@@ -264,18 +265,21 @@ def register_schemas() -> None:
 
 
 INF = math.inf
+SEED_MAX = 2**31 - 1  # references add 1000 * (i + 1); Lightning and NumPy take < 2**32
+LR_MAX = 10.0  # every learning rate, the training's and each modification's
 
 # key -> (low, high, ends) for numbers that types alone cannot police. `ends` reads as
 # interval notation: "[]" closed; "(" excludes the low end (a scale or tolerance that must
 # be strictly positive), ")" the high end.
 RANGES: dict[str, tuple[float, float, str]] = {
+    "seed": (0, SEED_MAX, "[]"),
     "ratio": (0, 1, "[]"),
     "n_independent": (0, 100, "[]"),
     "data.val_fraction": (0.0, 0.9, "[]"),
     "data.batch_size": (1, 2**20, "[]"),
     "data.epochs": (0, 10**6, "[]"),
     "train.epochs": (0, 10**6, "[]"),
-    "train.lr": (0.0, 10.0, "[]"),
+    "train.lr": (0.0, LR_MAX, "[]"),
     "train.weight_decay": (0.0, 1.0, "[]"),
     # the path needs both endpoints; every count of points or batches is positive
     "determination.alphas": (2, INF, "[)"),
@@ -285,7 +289,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "determination.bn_batches": (1, INF, "[)"),
     "determination.align_rounds": (1, INF, "[)"),
     "determination.head_steps": (1, INF, "[)"),
-    "determination.seed": (0, INF, "[)"),
+    "determination.seed": (0, SEED_MAX, "[]"),
     "determination.gamma": (0, INF, "()"),
     "determination.fallback_rel": (0, INF, "()"),
     "closeness.d_max": (0, INF, "()"),
@@ -300,6 +304,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "closeness.max_points": (1, INF, "[)"),
     "closeness.n_boot": (1, INF, "[)"),
     "closeness.filter_pool": (1, INF, "[)"),
+    "closeness.seed": (0, SEED_MAX, "[]"),
 }
 CHOICES: dict[str, tuple[str, ...]] = {
     "train.optimizer": ("adam", "sgd"),
@@ -356,6 +361,7 @@ def check_ranges(cfg: Mapping[str, Any]) -> None:
         v = _get(cfg, key)
         if v is not None and v not in options:
             raise LineageError(f"{key}={v!r}: valid are {', '.join(options)}")
+    check_classes(_get(cfg, "data.classes"), "data.classes")
     limit = _get(cfg, "data.limit")
     if limit is not None and limit < 1:
         raise LineageError(f"data.limit={limit} must be a positive number of samples")
@@ -364,3 +370,28 @@ def check_ranges(cfg: Mapping[str, Any]) -> None:
         if a is not None and b is not None and (a >= b if strictly else a > b):
             need = "be below" if strictly else "not exceed"
             raise LineageError(f"{small}={a} must {need} {large}={b}")
+
+
+def check_classes(classes: Any, where: str) -> None:
+    """null (every class), or at least two distinct non-negative class labels: a
+    classifier of one class has nothing to learn, and its metrics are undefined."""
+    if classes is None:
+        return
+    ok = isinstance(classes, list | tuple) and all(
+        isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 2**16 for c in classes
+    )
+    if not ok:
+        raise LineageError(f"{where}={classes!r}: must be a list of class labels (integers)")
+    if len(set(classes)) < 2 or len(set(classes)) != len(classes):
+        raise LineageError(f"{where}={list(classes)}: must list at least two distinct classes")
+
+
+def register_resolvers() -> None:
+    """`${safe_dirname:...}` in conf/config.yaml: run and sweep folders named from long
+    overrides stay under the file system's 255-byte name limit (utils.safe_dirname)."""
+    from omegaconf import OmegaConf
+
+    from .utils import safe_dirname
+
+    if not OmegaConf.has_resolver("safe_dirname"):
+        OmegaConf.register_new_resolver("safe_dirname", safe_dirname)

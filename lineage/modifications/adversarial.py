@@ -37,6 +37,7 @@ from .common import (
     n_outputs,
     need_float,
     need_int,
+    need_lr,
     relative_change,
     train_cfg,
 )
@@ -58,7 +59,7 @@ def _validate(opts: Mapping[str, Any], ratio: float) -> None:
     if opts.get("step_size") is not None:
         need_float(opts, "step_size", 0.0, open_lo=True)
     need_int(opts, "epochs", 0)
-    need_float(opts, "lr", 0.0, open_lo=True)
+    need_lr(opts)
     need_int(opts, "eval_samples", 1)
 
 

@@ -183,6 +183,14 @@ def need_float(
         raise LineageError(f"{opts['name']}.{key}={v!r}: must be a number in {rng}")
 
 
+def need_lr(opts: Mapping[str, Any], key: str = "lr") -> None:
+    """A learning rate in (0, LR_MAX]: beyond it a step diverges to NaN weights, and the
+    job would fail only after training (see config.LR_MAX, which train.lr shares)."""
+    from ..config import LR_MAX
+
+    need_float(opts, key, 0.0, LR_MAX, open_lo=True)
+
+
 def need_choice(opts: Mapping[str, Any], key: str, choices: Iterable[str]) -> None:
     valid = list(choices)
     if opts.get(key) not in valid:

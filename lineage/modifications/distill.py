@@ -59,6 +59,7 @@ from .common import (
     need_data,
     need_float,
     need_int,
+    need_lr,
     task_data,
     train_cfg,
 )
@@ -88,7 +89,7 @@ def _validate(opts: Mapping[str, Any], ratio: float) -> None:
     if ratio >= 1:
         raise LineageError("distill: ratio 1 would leave the student no width; use ratio < 1")
     need_int(opts, "epochs", 0)
-    need_float(opts, "lr", 0.0, open_lo=True)
+    need_lr(opts)
     need_data(opts)
     if not isinstance(opts.get("mixup", True), bool):
         raise LineageError(f"distill.mixup={opts['mixup']!r}: must be true or false")

@@ -45,6 +45,7 @@ from .common import (
     need_data,
     need_float,
     need_int,
+    need_lr,
     task_data,
     train_cfg,
 )
@@ -73,7 +74,7 @@ def _validate(opts: Mapping[str, Any], ratio: float) -> None:
     need_float(opts, "noise_std", 0.0)
     need_int(opts, "shift", 0)
     need_int(opts, "epochs", 0)
-    need_float(opts, "lr", 0.0, open_lo=True)
+    need_lr(opts)
 
 
 def _shift(x: torch.Tensor, max_shift: int, g: torch.Generator) -> torch.Tensor:

@@ -33,8 +33,8 @@ from .common import (
     head_of,
     n_outputs,
     need_data,
-    need_float,
     need_int,
+    need_lr,
     param_layers,
     relative_change,
     tail_count,
@@ -48,7 +48,7 @@ DEFAULTS = {"epochs": 5, "lr": 1.0e-3, "reinit_head": False, "data": None}
 
 def _validate(opts: Mapping[str, Any], ratio: float) -> None:
     need_int(opts, "epochs", 0)
-    need_float(opts, "lr", 0.0, open_lo=True)
+    need_lr(opts)
     need_data(opts)
 
 

@@ -46,8 +46,8 @@ from .common import (
     fit_model,
     n_outputs,
     need_choice,
-    need_float,
     need_int,
+    need_lr,
     param_layers,
     train_cfg,
 )
@@ -60,7 +60,7 @@ METHODS = ("global_unstructured", "l1_structured")
 def _validate(opts: Mapping[str, Any], ratio: float) -> None:
     need_choice(opts, "method", METHODS)
     need_int(opts, "finetune_epochs", 0)
-    need_float(opts, "lr", 0.0, open_lo=True)
+    need_lr(opts)
     if opts["method"] == "l1_structured" and ratio >= 1.0:
         raise LineageError("pruning: l1_structured needs ratio < 1 (every layer keeps a channel)")
 

@@ -39,8 +39,8 @@ from .common import (
     fresh_seed,
     head_of,
     need_data,
-    need_float,
     need_int,
+    need_lr,
     param_layers,
     tail_count,
     task_data,
@@ -59,7 +59,7 @@ def _validate(opts: Mapping[str, Any], ratio: float) -> None:
         )
     need_data(opts)
     need_int(opts, "epochs", 0)
-    need_float(opts, "lr", 0.0, open_lo=True)
+    need_lr(opts)
 
 
 @register("transfer", validate=_validate, defaults=DEFAULTS)
