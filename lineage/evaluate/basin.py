@@ -18,9 +18,11 @@ a head fitted for the parent's task (see `fit_head`). Integer
 buffers (num_batches_tracked) stay the parent's; BatchNorm statistics are re-estimated at
 every point of the path. When no weight-space route exists
 (another architecture), the result says `method="function"` and takes its verdict from
-the closeness evidence (see verdict.combine). A suspect no better than a uniform guess on
-the parent's task (L(1) >= ln C) lifts the chord over any ridge, so the test abstains
-(`basin_is_lineage=None`, with the reason) and the closeness evidence decides.
+the closeness evidence (see verdict.combine). A suspect that has learnt nothing of the
+parent's task (a loss no better than a uniform guess's, L(1) >= ln C, or an accuracy
+within a margin of guessing the most frequent class) lifts the chord over any ridge, so
+the test abstains (`basin_is_lineage=None`, with the reason; see `uninformative`) and the
+closeness evidence decides.
 
 Everything here is a pure function of models and tensors, on the parent's device.
 """
@@ -208,6 +210,11 @@ def kept_channels(record: Mapping[str, Any] | None) -> dict[str, list[int]] | No
     for later in found[1:]:
         for k, idx in later.items():
             prev = kept.get(k)
+            if prev is not None and not all(0 <= i < len(prev) for i in idx):
+                raise LineageError(
+                    f"suspect record: kept_channels[{k!r:.60}] of a later chain step indexes "
+                    f"past the {len(prev)} units the step before kept"
+                )
             kept[k] = [prev[i] for i in idx] if prev is not None else list(idx)
     return kept
 
@@ -431,6 +438,77 @@ def curve_of(path: Path, alphas: int, refine: int) -> list[dict[str, float]]:
     return curve
 
 
+# A suspect must beat the best constant guess by this share of the room above it to
+# count as having learnt the task (0.1: on ten balanced classes, 19% accuracy).
+CHANCE_MARGIN = 0.1
+
+
+def uninformative(last: Mapping[str, float], y: torch.Tensor, n_classes: int) -> str:
+    """Why the suspect's end of the path carries no basin evidence ("" when it does).
+
+    A suspect that has learnt nothing of the parent's task cannot share its basin, and
+    its end of the chord sits so high that any path stays under it: a barrier of 0 then
+    proves nothing (a distilled student that failed to train did exactly this). Two
+    signs, either enough: a loss no better than the uniform guess's (L(1) >= ln C), or
+    an accuracy within CHANCE_MARGIN of the best constant guess (the majority class of
+    the probe set). The loss alone misses a near-constant model: one that predicts the
+    class frequencies scores below ln C on an unbalanced probe set (pruning at ratio 1,
+    which leaves only the biases, gave L(1) = 2.3015 < ln 10)."""
+    loss, acc = last["loss"], 1.0 - last["error"]
+    if loss >= math.log(n_classes):
+        return (
+            f"the suspect's loss on the parent's task, {loss:.3g}, is no better than a "
+            f"uniform guess (ln {n_classes} = {math.log(n_classes):.3g}): no basin evidence "
+            "either way"
+        )
+    chance = float(torch.bincount(y.cpu(), minlength=n_classes).max()) / max(len(y), 1)
+    if acc <= chance + CHANCE_MARGIN * (1 - chance):
+        return (
+            f"the suspect's accuracy on the parent's task, {acc:.3g}, is no better than "
+            f"guessing one class ({chance:.3g}, the most frequent): it has learnt nothing "
+            "that could share a basin, so no basin evidence either way"
+        )
+    return ""
+
+
+def check_record(record: Any, depth: int = 0) -> Mapping[str, Any] | None:
+    """A lineage record as the methods read it, or LineageError. It comes from the
+    suspect's file, so its shape is checked before anything indexes with it: a mapping;
+    `chain` a list of steps, each a mapping whose `record` is checked the same way (at
+    most 16 deep); `kept_channels` a mapping of layer names to lists of unit indices."""
+    if record is None:
+        return None
+    if not isinstance(record, Mapping):
+        raise LineageError(f"suspect record: must be a mapping, not {type(record).__name__}")
+    if depth > 16:
+        raise LineageError("suspect record: chain nested more than 16 deep")
+    kept = record.get("kept_channels")
+    if kept is not None:
+        if not isinstance(kept, Mapping) or len(kept) > 4096:
+            raise LineageError("suspect record: kept_channels must map layer names to indices")
+        for layer, idx in kept.items():
+            if not (
+                isinstance(layer, str)
+                and isinstance(idx, list | tuple)
+                and len(idx) <= 2**20
+                and all(
+                    isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 2**31 for i in idx
+                )
+            ):
+                raise LineageError(
+                    f"suspect record: kept_channels[{layer!r:.60}] must be a list of unit indices"
+                )
+    chain = record.get("chain")
+    if chain is not None:
+        if not isinstance(chain, list | tuple) or len(chain) > 1024:
+            raise LineageError("suspect record: chain must be a list of steps")
+        for step in chain:
+            if not isinstance(step, Mapping):
+                raise LineageError("suspect record: each chain step must be a mapping")
+            check_record(step.get("record"), depth + 1)
+    return record
+
+
 def determine(
     parent: nn.Module,
     suspect: nn.Module,
@@ -455,6 +533,7 @@ def determine(
     check_probe(probe_x, probe_y, parent)
     check_finite(parent, "parent")
     check_finite(suspect, "suspect")
+    suspect_record = check_record(suspect_record)
     route = plan(parent, suspect, s, suspect_record)
     if isinstance(route, str):
         return DeterminationResult(
@@ -488,19 +567,9 @@ def determine(
     err_barrier = max(_gap(c, first, last, "error") for c in curve)
     threshold, calibrated = calibrate(reference_barriers, (first["loss"], last["loss"]), s)
     basin: bool | None = barrier <= threshold
-    reason = ""
-    # A suspect no better than a uniform guess on the parent's task (L(1) >= ln C, the
-    # uniform predictor's cross-entropy) has learnt nothing that could share a basin: its
-    # end of the chord is so high that any path stays under it, and a barrier of 0 proves
-    # nothing (a distilled student that failed to train did exactly this).
-    n_classes = head_of(parent).out_features
-    if last["loss"] >= math.log(n_classes):
+    reason = uninformative(last, probe_y, head_of(parent).out_features)
+    if reason:
         basin = None
-        reason = (
-            f"the suspect's loss on the parent's task, {last['loss']:.3g}, is no better than "
-            f"a uniform guess (ln {n_classes} = {math.log(n_classes):.3g}): no basin "
-            "evidence either way"
-        )
     mean_end = (first["loss"] + last["loss"]) / 2
     return DeterminationResult(
         is_lineage=bool(basin),
