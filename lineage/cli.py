@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .interrupt import guard
+
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
@@ -95,6 +97,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     return verdict.to_dict()
 
 
+@guard("lineage")  # SIGTERM: exit 143 and say what was interrupted (lineage.interrupt)
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="lineage", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)

@@ -8,12 +8,13 @@ Each stage is a plain function call with plain values; nothing reaches back up t
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
+import torch
+from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -21,17 +22,33 @@ from . import models
 from .config import check_ranges
 from .data import DataModule, datamodule_from_config
 from .errors import LineageError
+from .interrupt import stage
 from .judge import Suspect, judge
 from .modifications import Derived, derive, validate
+from .text import printable
 from .tracking import Tracker, make_tracker
 from .training import accuracy, train_classifier
-from .utils import flatten, git_sha, package_versions, seed_all, stable_hash, write_json
+from .utils import (
+    check_writable,
+    flatten,
+    git_sha,
+    loads_json,
+    package_versions,
+    seed_all,
+    stable_hash,
+    write_json,
+)
 from .zoo import Zoo
 
 log = logging.getLogger("lineage")
 
 # Keys that change how a job runs or is logged, not what it computes.
 NOT_HASHED = ("logger", "force", "paths", "hydra", "progress", "name")
+
+
+class JobFailed(CompactHydraException):
+    """A job of a sweep failed (its error.json says why). Hydra raises the first one after
+    every job has run and prints only this one-line message, so the sweep exits 1."""
 
 
 def config_hash(cfg: dict[str, Any]) -> str:
@@ -61,23 +78,33 @@ def reference_seed(seed: int, i: int) -> int:
     return 1000 * (i + 1) + seed
 
 
-def trained_model(
-    cfg: dict[str, Any], dm: DataModule, zoo: Zoo, seed: int, role: str, tracker: Tracker
-) -> tuple[nn.Module, dict[str, Any], bool]:
-    """A parent or an independent reference: same data and architecture, its own seed."""
-    spec = {
+def model_spec(cfg: dict[str, Any], seed: int) -> dict[str, Any]:
+    """What defines a trained parent or reference: its zoo key (Zoo.model_id)."""
+    return {
         "data": data_spec(cfg),
         "model": dict(cfg["model"]),
         "train": train_spec(cfg),
         "seed": seed,
     }
 
+
+def trained_model(
+    cfg: dict[str, Any], dm: DataModule, zoo: Zoo, seed: int, role: str, tracker: Tracker
+) -> tuple[nn.Module, dict[str, Any], bool]:
+    """A parent or an independent reference: same data and architecture, its own seed."""
+    spec = model_spec(cfg, seed)
+
     def train() -> tuple[nn.Module, dict[str, Any]]:
         log.info("training %s (%s on %s, seed %d)", role, cfg["model"]["name"], dm.name, seed)
         seed_all(seed)  # the initial weights are part of what the seed defines
-        model, acc = train_classifier(
-            build_model(cfg["model"], dm), dm, cfg["train"], seed, tracker.lightning_logger(role)
-        )
+        with stage(f"training the {role} model {Zoo.model_id(spec)} (seed {seed})"):
+            model, acc = train_classifier(
+                build_model(cfg["model"], dm),
+                dm,
+                cfg["train"],
+                seed,
+                tracker.lightning_logger(role),
+            )
         return model, {
             "accuracy": acc,
             "seed": seed,
@@ -103,7 +130,8 @@ def derive_model(
         {"parent": pmeta["id"], "modification": mod, "ratio": ratio, "seed": seed}
     )
     log.info("deriving %s (%s, ratio %g) from %s", did, mod["name"], ratio, pmeta["id"])
-    d = derive(parent, dm, mod, ratio, seed, tracker.lightning_logger("derived"))
+    with stage(f"deriving {did} ({mod['name']}, ratio {ratio:g})"):
+        d = derive(parent, dm, mod, ratio, seed, tracker.lightning_logger("derived"))
     acc = d.effect.get("accuracy")
     if acc is None and models.head_of(d.model).out_features == dm.num_classes:
         acc = accuracy(d.model, dm.test.x, dm.test.y)
@@ -130,13 +158,37 @@ def check(cfg: dict[str, Any]) -> None:
 
 
 def previous_result(path: Path, chash: str) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
+    """The job's earlier metrics when they are this config's; None means "not done".
+    A damaged metrics.json (binary, truncated, nested too deep) is not done either: the
+    job reruns and overwrites it."""
     try:
-        old = json.loads(path.read_text())
-    except json.JSONDecodeError:
+        old = loads_json(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        log.warning("%s is damaged (%s); rerunning the job", printable(path), printable(e))
         return None
     return old if isinstance(old, dict) and old.get("config_hash") == chash else None
+
+
+def model_bytes(model_cfg: dict[str, Any], dm: DataModule) -> int:
+    """The size of one model file of this architecture, from a build on the meta device."""
+    with torch.device("meta"):
+        m = build_model(model_cfg, dm)
+    return sum(t.numel() * t.element_size() for t in m.state_dict().values())
+
+
+def check_room(cfg: dict[str, Any], dm: DataModule, zoo: Zoo, out_dir: Path) -> None:
+    """Before any training: the output folder and the zoo can take what this job will
+    write (every model not yet in the zoo, the derived one, the metrics). A full disk or
+    a read-only folder is one line now, not an OSError after all the compute."""
+    seeds = [int(cfg["seed"])] + [
+        reference_seed(int(cfg["seed"]), i) for i in range(int(cfg["n_independent"]))
+    ]
+    missing = sum(not zoo.path(Zoo.model_id(model_spec(cfg, s))).exists() for s in seeds)
+    size = model_bytes(cfg["model"], dm)
+    check_writable(zoo.root / "models", (missing + 1) * (size + 2**16) + 2**20, "the zoo")
+    check_writable(out_dir, 2**20, "the output folder")
 
 
 def run(
@@ -155,7 +207,9 @@ def run(
         return old
     seed = int(cfg["seed"])
     zoo = Zoo(cfg["paths"]["zoo"])
+    check_writable(out_dir, 0, "the output folder")
     dm = datamodule_from_config(cfg["data"])
+    check_room(cfg, dm, zoo, out_dir)
     write_json(out_dir / "config.json", cfg)
     tracker = make_tracker(cfg, out_dir, run_name, group)
     try:
@@ -181,15 +235,16 @@ def run(
         derived, dmeta, dpath = derive_model(cfg, dm, parent, pmeta, zoo, tracker)
         m["time"]["derive_s"] = time.time() - t0
         tracker.log_artifact(dpath, dmeta["id"])
-        verdict, ref_verdicts, times = judge(
-            parent,
-            Suspect(derived.model, dmeta["record"], derived.blackbox),
-            [r[0] for r in refs],
-            dm.test.x,
-            dm.test.y,
-            cfg,
-            seed,
-        )
+        with stage(f"judging {dmeta['id']} against {pmeta['id']}"):
+            verdict, ref_verdicts, times = judge(
+                parent,
+                Suspect(derived.model, dmeta["record"], derived.blackbox),
+                [r[0] for r in refs],
+                dm.test.x,
+                dm.test.y,
+                cfg,
+                seed,
+            )
         m["time"].update(times)
         m["parent"] = {
             "id": pmeta["id"],
@@ -207,6 +262,7 @@ def run(
         m["time"]["total_s"] = time.time() - t_start
         flat = flatten(m)
         write_json(metrics_path, flat)
+        (out_dir / "error.json").unlink(missing_ok=True)  # a failure this run has fixed
         tracker.log_summary({k: v for k, v in flat.items() if not k.startswith("versions.")})
     finally:
         tracker.finish()
