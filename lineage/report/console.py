@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..text import printable
+
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
-    return "-" if v is None else str(v)
+    return "-" if v is None else printable(v)
 
 
 def summary_table(m: dict[str, Any]) -> str:
@@ -26,7 +28,7 @@ def summary_table(m: dict[str, Any]) -> str:
     widths = [max(len(r[j]) for r in cells) for j in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
     cautions = [
-        f"caution ({name}): {m[p + 'determination.caveat']}"
+        f"caution ({name}): {printable(m[p + 'determination.caveat'])}"
         for name, p in judged
         if m.get(p + "determination.caveat")
     ]
@@ -35,9 +37,9 @@ def summary_table(m: dict[str, Any]) -> str:
         for k, v in m.items()
         if k.startswith("time.") and isinstance(v, (int, float))
     )
-    title = f"{m.get('data')} / {m.get('model')}"
+    title = f"{printable(m.get('data'))} / {printable(m.get('model'))}"
     if m.get("modification"):
-        title += f" / {m['modification']} ratio={m.get('ratio')}"
+        title += f" / {printable(m['modification'])} ratio={m.get('ratio')}"
     return "\n".join([title, *lines, *cautions, f"time: {times}"])
 
 
