@@ -187,7 +187,8 @@ def check_room(cfg: dict[str, Any], dm: DataModule, zoo: Zoo, out_dir: Path) -> 
     ]
     missing = sum(not zoo.path(Zoo.model_id(model_spec(cfg, s))).exists() for s in seeds)
     size = model_bytes(cfg["model"], dm)
-    check_writable(zoo.root / "models", (missing + 1) * (size + 2**16) + 2**20, "the zoo")
+    per_file = size + 2**16  # the tensors and the header
+    check_writable(zoo.root / "models", (missing + 1) * per_file, "the zoo", per_file)
     check_writable(out_dir, 2**20, "the output folder")
 
 

@@ -106,35 +106,37 @@ def _ends_with_newline(path: Path) -> bool:
         return f.read(1) == b"\n"
 
 
-def check_writable(directory: str | Path, need_bytes: int = 0, what: str = "") -> None:
-    """Fail now, in one line, if `directory` cannot take `need_bytes` more: before the
-    long work whose results would be written there, not after it.
+def check_writable(
+    directory: str | Path, need_bytes: int = 0, what: str = "", largest: int | None = None
+) -> None:
+    """Fail now, in one line, if `directory` cannot take `need_bytes` more, in files of at
+    most `largest` bytes (default: one file of `need_bytes`): before the long work whose
+    results would be written there, not after it.
 
-    Creates the directory, reserves `need_bytes` in a probe file (posix_fallocate:
-    allocates blocks without writing them, and fails like a real write on a full disk
-    or under a file-size limit), then removes the probe."""
+    Creates the directory and a probe file, reserves `largest` bytes in it with
+    posix_fallocate (which allocates blocks without writing them, and fails like a real
+    write under a file-size limit or on a full disk), removes it, and checks that the
+    file system has `need_bytes` free."""
     from .errors import WriteError
 
     d = Path(directory)
     label = f"{what} {shorten(d)}" if what else shorten(d)
+    one = need_bytes if largest is None else min(largest, need_bytes)
     try:
         d.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=d, prefix=".write-probe.", suffix=".tmp")
     except OSError as e:
         raise WriteError(f"cannot write to {label}: {e.strerror or e}") from None
     try:
-        if need_bytes > 0:
-            if hasattr(os, "posix_fallocate"):
-                os.posix_fallocate(fd, 0, need_bytes)
-            else:  # pragma: no cover (macOS): the free-space count is all we have
-                st = os.statvfs(d)
-                if st.f_bavail * st.f_frsize < need_bytes:
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        if one > 0 and hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(fd, 0, one)
+        st = os.statvfs(d)
+        if need_bytes > st.f_bavail * st.f_frsize:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     except OSError as e:
-        mb = need_bytes / 2**20
         raise WriteError(
-            f"cannot write to {label}: {e.strerror or e} while reserving {mb:.1f} MB "
-            "for the results (is the disk full?)"
+            f"cannot write to {label}: {e.strerror or e} while reserving "
+            f"{need_bytes / 2**20:.1f} MB for the results (is the disk full?)"
         ) from None
     finally:
         os.close(fd)
