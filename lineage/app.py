@@ -5,6 +5,11 @@ so a non-editable install has them too).
 A single run prints its summary table. In a sweep the jobs run side by side (joblib,
 submitit), so their tables would interleave: each job's table goes to its summary.txt,
 and the sweep ends with one summary of all jobs (lineage.hydra_callbacks.SweepSummary).
+
+Exit status: 0 when every job finished; 2 with one `error: ...` line when a single run
+is refused (bad input, unwritable output); 1 when a job of a sweep failed (each failed
+job leaves error.json in its folder, and the others still run); 128 + N when signal N
+(SIGTERM: 143) interrupted the work, which is then named on stderr.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from .config import register_schemas
+from .interrupt import guard
 
 # Our launcher YAMLs (hydra/launcher/joblib, ...) share the plugin's names on purpose, so
 # `hydra/launcher=joblib` reads as documented and the plugin's schema checks our keys;
@@ -32,26 +38,36 @@ log = logging.getLogger("lineage")
 
 def job(cfg: DictConfig) -> None:
     from .errors import LineageError
+    from .interrupt import stage
     from .pipeline import run, to_container
     from .report.console import summary_table
+    from .text import printable
     from .utils import atomic_write, write_json
 
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
+    name = hc.job.override_dirname or "default"
     try:
-        metrics = run(
-            to_container(cfg),
-            out_dir,
-            run_name=hc.job.override_dirname or "default",
-            group=Path(hc.sweep.dir).name if multirun else None,
-        )
-    except LineageError as e:
-        log.error("%s", e)
+        with stage(f"running job {name}"):
+            metrics = run(
+                to_container(cfg),
+                out_dir,
+                run_name=name,
+                group=Path(hc.sweep.dir).name if multirun else None,
+            )
+    except Exception as e:
         if not multirun:
-            sys.exit(f"error: {e}")
-        # In a sweep one bad job must not kill the others: record why, move on.
-        write_json(out_dir / "error.json", {"error": str(e), "overrides": list(hc.overrides.task)})
+            if not isinstance(e, LineageError):
+                raise  # a bug: its traceback is what a report needs
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        # In a sweep one bad job must not kill the others: record why and move on; the
+        # sweep's summary then lists it, and the sweep exits 1 (SweepSummary).
+        kind = "" if isinstance(e, LineageError) else f"{type(e).__name__}: "
+        log.error("%s%s", kind, printable(e))
+        error = {"error": f"{kind}{printable(e)}", "overrides": list(hc.overrides.task)}
+        write_json(out_dir / "error.json", error)
         return
     (out_dir / "error.json").unlink(missing_ok=True)  # a rerun that succeeds clears it
     if multirun:
@@ -60,4 +76,6 @@ def job(cfg: DictConfig) -> None:
         print(summary_table(metrics))
 
 
-main = hydra.main(version_base="1.3", config_path="pkg://lineage.conf", config_name="config")(job)
+main = guard("lineage run")(
+    hydra.main(version_base="1.3", config_path="pkg://lineage.conf", config_name="config")(job)
+)

@@ -21,11 +21,10 @@ from typing import Any
 from torch import nn
 
 from .errors import LineageError
-from .text import clean
+from .settings import SEED_MAX
+from .text import printable
 
 log = logging.getLogger("lineage")
-
-SEED_MAX = 2**32 - 1
 
 
 def _dataset_name(meta: Mapping[str, Any], who: str) -> str | None:
@@ -37,7 +36,7 @@ def _dataset_name(meta: Mapping[str, Any], who: str) -> str | None:
     name = data.get("name") if isinstance(data, Mapping) else None
     if not isinstance(name, str) or name not in DATASETS:
         raise LineageError(
-            f"{who}: the file names dataset {clean(repr(name))[:80]}, which is not a "
+            f"{who}: the file names dataset {printable(repr(name))[:80]}, which is not a "
             f"registered one ({', '.join(DATASETS.names())}); pass --data"
         )
     return next(n for n in DATASETS.names() if n == name)  # our own string, not the file's
@@ -68,7 +67,7 @@ def _typed(schema: type, values: Any, where: str) -> dict[str, Any]:
         merged = OmegaConf.merge(OmegaConf.structured(schema), dict(values))
     except (OmegaConfBaseException, RecursionError, ValueError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise LineageError(f"{where}: {clean(first)[:200]}") from None
+        raise LineageError(f"{where}: {printable(first)[:200]}") from None
     out = OmegaConf.to_container(merged)
     assert isinstance(out, dict)
     return {k: out[k] for k in values if k in out}
@@ -84,7 +83,7 @@ def recipe(pmeta: Mapping[str, Any], cfg: dict[str, Any], who: str) -> int:
         seed = 0
     if type(seed) is not int or not 0 <= seed <= SEED_MAX:
         raise LineageError(
-            f"{who}: the file's seed {clean(repr(seed))[:40]} is not in 0..{SEED_MAX}"
+            f"{who}: the file's seed {printable(repr(seed))[:40]} is not in 0..{SEED_MAX}"
         )
     spec = pmeta.get("spec")
     if spec is None:
@@ -251,4 +250,4 @@ def report(r: Mapping[str, Any]) -> str:
     lines = [head, close]
     if r.get("determination.caveat"):
         lines.append(f"caution: {r['determination.caveat']}")
-    return "\n".join(clean(line) for line in lines)
+    return "\n".join(printable(line) for line in lines)

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .interrupt import guard
+
 log = logging.getLogger("lineage")
 
 
@@ -67,6 +69,7 @@ def add_compare(sub: Any) -> None:
     c.epilog = "Extra KEY=VALUE arguments are Hydra overrides, e.g. closeness.max_points=200."
 
 
+@guard("lineage")  # SIGTERM: exit 143 and say what was interrupted (lineage.interrupt)
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["run"]:  # Hydra parses its own command line: hand it the rest
@@ -88,14 +91,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from .audit import compare, report
     from .errors import LineageError
-    from .text import clean
+    from .text import printable
 
     # Progress goes to stderr, one line per stage; stdout holds only the result.
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         result = compare(args)
     except LineageError as e:
-        print(f"error: {clean(str(e))}", file=sys.stderr)
+        print(f"error: {printable(e)}", file=sys.stderr)
         return 2
     print(json.dumps(result, default=str) if args.json else report(result))
     return 0

@@ -20,7 +20,7 @@ from omegaconf import MISSING
 from .errors import LineageError
 from .evaluate.basin.settings import DeterminationConf
 from .evaluate.closeness.settings import ClosenessConf
-from .settings import from_mapping
+from .settings import LR_MAX, SEED_MAX, from_mapping
 
 
 @dataclass
@@ -100,6 +100,7 @@ class RootConf:
 
 
 def register_schemas() -> None:
+    register_resolvers()
     cs = ConfigStore.instance()
     cs.store(name="root_schema", node=RootConf)
     cs.store(group="hydra/schema", name="data", node=DataConf)
@@ -113,7 +114,6 @@ def register_schemas() -> None:
         cs.store(group="hydra/schema/model", name=name, node=node)
     from .modifications import registry  # importing the package registers every one
 
-
     for name, options in registry.OPTIONS.items():
         cs.store(group="hydra/schema/modification", name=name, node=options)
     cs.store(group="hydra/schema", name="determination", node=DeterminationConf)
@@ -126,13 +126,14 @@ INF = math.inf
 # interval notation: "[]" closed; "(" excludes the low end (a scale or tolerance that must
 # be strictly positive), ")" the high end.
 RANGES: dict[str, tuple[float, float, str]] = {
+    "seed": (0, SEED_MAX, "[]"),
     "ratio": (0, 1, "[]"),
     "n_independent": (0, 100, "[]"),
     "data.val_fraction": (0.0, 0.9, "[]"),
     "data.batch_size": (1, 2**20, "[]"),
     "data.epochs": (0, 10**6, "[]"),
     "train.epochs": (0, 10**6, "[]"),
-    "train.lr": (0.0, 10.0, "[]"),
+    "train.lr": (0.0, LR_MAX, "[]"),
     "train.weight_decay": (0.0, 1.0, "[]"),
 }
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -182,6 +183,32 @@ def check_ranges(cfg: Mapping[str, Any]) -> None:
         v = _get(cfg, key)
         if v is not None and v not in options:
             raise LineageError(f"{key}={v!r}: valid are {', '.join(options)}")
+    check_classes(_get(cfg, "data.classes"), "data.classes")
     limit = _get(cfg, "data.limit")
     if limit is not None and limit < 1:
         raise LineageError(f"data.limit={limit} must be a positive number of samples")
+
+
+def check_classes(classes: Any, where: str) -> None:
+    """null (every class), or at least two distinct non-negative class labels: a
+    classifier of one class has nothing to learn, and its metrics are undefined."""
+    if classes is None:
+        return
+    ok = isinstance(classes, list | tuple) and all(
+        isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 2**16 for c in classes
+    )
+    if not ok:
+        raise LineageError(f"{where}={classes!r}: must be a list of class labels (integers)")
+    if len(set(classes)) < 2 or len(set(classes)) != len(classes):
+        raise LineageError(f"{where}={list(classes)}: must list at least two distinct classes")
+
+
+def register_resolvers() -> None:
+    """`${safe_dirname:...}` in conf/config.yaml: run and sweep folders named from long
+    overrides stay under the file system's 255-byte name limit (utils.safe_dirname)."""
+    from omegaconf import OmegaConf
+
+    from .utils import safe_dirname
+
+    if not OmegaConf.has_resolver("safe_dirname"):
+        OmegaConf.register_new_resolver("safe_dirname", safe_dirname)

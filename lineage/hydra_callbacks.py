@@ -17,12 +17,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from .text import printable
+
 
 def _creatable(path: Path, what: str) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        sys.exit(f"error: cannot create the {what} {path}: {e.strerror}")
+        print(f"error: cannot create the {what} {printable(path)}: {e.strerror}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _resolve(config: DictConfig, key: str) -> str:
@@ -61,6 +64,11 @@ class SweepSummary(Callback):
         sweep = Path(_resolve(config, "sweep.dir"))
         rows = [job_row(d, getattr(self, "start", 0.0)) for d in job_dirs(sweep)]
         print(format_rows(rows, sweep), flush=True)
+        failed = [r["job"] for r in rows if r["status"] == "failed"]
+        if failed:  # the sweep's exit status says so (each job's error.json says why)
+            print(f"error: {len(failed)} of {len(rows)} jobs failed: {', '.join(failed)}",
+                  file=sys.stderr)  # fmt: skip
+            sys.exit(1)
 
 
 def job_dirs(sweep: Path) -> list[Path]:

@@ -8,12 +8,12 @@ Each stage is a plain function call with plain values; nothing reaches back up t
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -23,10 +23,21 @@ from .config import check_ranges
 from .data import DataModule, datamodule_from_config
 from .engine import Calibration, Verdict, calibrate, judge
 from .errors import LineageError
+from .interrupt import stage
 from .modifications import Derived, derive, validate
+from .text import printable
 from .tracking import Tracker, make_tracker
 from .training import accuracy, train_classifier
-from .utils import flatten, git_sha, package_versions, seed_all, stable_hash, write_json
+from .utils import (
+    check_writable,
+    flatten,
+    git_sha,
+    loads_json,
+    package_versions,
+    seed_all,
+    stable_hash,
+    write_json,
+)
 from .zoo import Zoo, derived_id, reference_seed, spec
 
 log = logging.getLogger("lineage")
@@ -57,13 +68,19 @@ def trained_model(
     (`half`: trained on one half of the training split only, an independent model)."""
     extra = {} if half is None else {"half": half}
     data = dm if half is None else dm.half(half)
+    key = Zoo.model_id(spec(cfg, seed, **extra))
 
     def train() -> tuple[nn.Module, dict[str, Any]]:
         log.info("training %s (%s on %s, seed %d)", role, model_name(cfg), dm.name, seed)
         seed_all(seed)  # the initial weights are part of what the seed defines
-        model, acc = train_classifier(
-            build_model(cfg["model"], dm), data, cfg["train"], seed, tracker.lightning_logger(role)
-        )
+        with stage(f"training the {role} model {key} (seed {seed})"):
+            model, acc = train_classifier(
+                build_model(cfg["model"], dm),
+                data,
+                cfg["train"],
+                seed,
+                tracker.lightning_logger(role),
+            )
         return model, {
             "accuracy": acc,
             "seed": seed,
@@ -94,7 +111,8 @@ def derive_model(
     mod, ratio, seed = cfg["modification"], float(cfg["ratio"]), int(cfg["seed"])
     did = derived_id(pmeta["id"], mod, ratio, seed)
     log.info("deriving %s (%s, ratio %g) from %s", did, mod["name"], ratio, pmeta["id"])
-    d = derive(parent, dm, mod, ratio, seed, tracker.lightning_logger("derived"))
+    with stage(f"deriving {did} ({mod['name']}, ratio {ratio:g})"):
+        d = derive(parent, dm, mod, ratio, seed, tracker.lightning_logger("derived"))
     acc = d.effect.get("accuracy")
     if acc is None and n_outputs(d.model, dm.test.x) == dm.num_classes:
         acc = accuracy(d.model, dm.test.x, dm.test.y)
@@ -121,13 +139,38 @@ def check(cfg: dict[str, Any]) -> None:
 
 
 def previous_result(path: Path, chash: str) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
+    """The job's earlier metrics when they are this config's; None means "not done".
+    A damaged metrics.json (binary, truncated, nested too deep) is not done either: the
+    job reruns and overwrites it."""
     try:
-        old = json.loads(path.read_text())
-    except json.JSONDecodeError:
+        old = loads_json(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        log.warning("%s is damaged (%s); rerunning the job", printable(path), printable(e))
         return None
     return old if isinstance(old, dict) and old.get("config_hash") == chash else None
+
+
+def model_bytes(model_cfg: dict[str, Any], dm: DataModule) -> int:
+    """The size of one model file of this architecture, from a build on the meta device."""
+    with torch.device("meta"):
+        m = build_model(model_cfg, dm)
+    return sum(t.numel() * t.element_size() for t in m.state_dict().values())
+
+
+def check_room(cfg: dict[str, Any], dm: DataModule, zoo: Zoo, out_dir: Path) -> None:
+    """Before any training: the output folder and the zoo can take what this job will
+    write (every model not yet in the zoo, the derived one, the metrics). A full disk or
+    a read-only folder is one line now, not an OSError after all the compute."""
+    seeds = [int(cfg["seed"])] + [
+        reference_seed(int(cfg["seed"]), i) for i in range(int(cfg["n_independent"]))
+    ]
+    missing = sum(not zoo.path(Zoo.model_id(spec(cfg, s))).exists() for s in seeds)
+    size = model_bytes(cfg["model"], dm)
+    per_file = size + 2**16  # the tensors and the header
+    check_writable(zoo.root / "models", (missing + 1) * per_file, "the zoo", per_file)
+    check_writable(out_dir, 2**20, "the output folder")
 
 
 def references_for(
@@ -166,8 +209,10 @@ def run(
         )
         return old
     seed = int(cfg["seed"])
+    check_writable(out_dir, 0, "the output folder")
     zoo = Zoo(cfg["paths"]["zoo"])
     dm = datamodule_from_config(cfg["data"])
+    check_room(cfg, dm, zoo, out_dir)
     write_json(out_dir / "config.json", cfg)
     tracker = make_tracker(cfg, out_dir, run_name, group)
     try:
@@ -190,16 +235,17 @@ def run(
         derived, dmeta, dpath = derive_model(cfg, dm, parent, pmeta, zoo, tracker)
         m["time"]["derive_s"] = time.time() - t0
         tracker.log_artifact(dpath, dmeta["id"])
-        cal = calibration_for(cfg, dm, parent, [r[0] for r in refs], seed)
-        verdict = judge(
-            parent,
-            derived.model,
-            dm.test.x,
-            dm.test.y,
-            calibration=cal,
-            record=dmeta["record"],
-            blackbox=derived.blackbox,
-        )
+        with stage(f"judging {dmeta['id']} against {pmeta['id']}"):
+            cal = calibration_for(cfg, dm, parent, [r[0] for r in refs], seed)
+            verdict = judge(
+                parent,
+                derived.model,
+                dm.test.x,
+                dm.test.y,
+                calibration=cal,
+                record=dmeta["record"],
+                blackbox=derived.blackbox,
+            )
         m["time"].update(
             {k: cal.seconds[k] + verdict.seconds[k] for k in ("determination_s", "closeness_s")}
         )

@@ -16,6 +16,7 @@ from matplotlib.patches import Patch
 from torch import nn
 
 from .errors import LineageError
+from .text import plain_figure_text, printable
 from .utils import atomic_write
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -124,15 +125,27 @@ def decision_plane(
         raise LineageError("decision_plane: no models given")
     maps = {name: decision_regions(m, x1, x2, x3, resolution, padding) for name, m in named.items()}
     k = num_classes or int(max(int(g.max()) for g, _, _ in maps.values())) + 1
-    base = "tab10" if k <= 10 else "tab20"
+    with plain_figure_text():  # model names are labels: plain text, never mathtext
+        buf = _draw(maps, k, panel_size, dpi, title)
+    return atomic_write(path, buf.getvalue())
+
+
+def _draw(
+    maps: Mapping[str, tuple[torch.Tensor, tuple[float, float, float, float], torch.Tensor]],
+    k: int,
+    panel_size: float,
+    dpi: int,
+    title: str | None,
+) -> io.BytesIO:
     import matplotlib
 
+    base = "tab10" if k <= 10 else "tab20"
     colours = matplotlib.colormaps[base].resampled(max(k, 2))
     cmap = ListedColormap([colours(i) for i in range(max(k, 2))])
     norm = BoundaryNorm([i - 0.5 for i in range(max(k, 2) + 1)], cmap.N)
-    fig = Figure(figsize=(panel_size * len(named), panel_size), dpi=dpi, layout="constrained")
+    fig = Figure(figsize=(panel_size * len(maps), panel_size), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(named), squeeze=False)[0]
+    axes = fig.subplots(1, len(maps), squeeze=False)[0]
     for ax, (name, (grid, extent, coords)) in zip(axes, maps.items()):
         ax.imshow(
             grid.numpy(),
@@ -146,14 +159,14 @@ def decision_plane(
         ax.scatter(coords[:, 0].numpy(), coords[:, 1].numpy(), c="black", s=12, marker="o")
         for j, (a, b) in enumerate(coords.tolist()):
             ax.annotate(f"x{j + 1}", (a, b), xytext=(3, 3), textcoords="offset points", fontsize=7)
-        ax.set_title(name, fontsize=9)
+        ax.set_title(printable(name), fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     present = sorted({int(v) for g, _, _ in maps.values() for v in g.unique().tolist()})
     handles = [Patch(color=cmap(k), label=f"class {k}") for k in present]
     fig.legend(handles=handles, loc="outside right center", fontsize=7, frameon=False)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(printable(title), fontsize=10)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    return atomic_write(path, buf.getvalue())
+    return buf

@@ -21,6 +21,8 @@ from .errors import LineageError
 
 T = TypeVar("T")
 INF = math.inf
+SEED_MAX = 2**31 - 1  # references add 1000 * (i + 1); Lightning and NumPy take < 2**32
+LR_MAX = 10.0  # every learning rate, the training's and each modification's
 
 
 def knob(
@@ -37,6 +39,10 @@ def knob(
     if isinstance(default, list | dict):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if isinstance(x, float) and x.is_integer() else str(x)
 
 
 def _inside(v: float, lo: float | None, hi: float | None, ends: str) -> bool:
@@ -94,8 +100,8 @@ def check_value(key: str, value: Any, tp: Any, meta: Mapping[str, Any]) -> Any:
         lo, hi, ends = meta.get("lo"), meta.get("hi"), meta.get("ends", "[]")
         bounded = lo is not None or hi is not None
         if bounded and (not math.isfinite(value) or not _inside(value, lo, hi, ends)):
-            left = "(-inf" if lo is None else f"{ends[0]}{lo}"
-            right = "inf)" if hi is None or hi == INF else f"{hi}{ends[1]}"
+            left = "(-inf" if lo is None else f"{ends[0]}{_num(lo)}"
+            right = "inf)" if hi is None or hi == INF else f"{_num(hi)}{ends[1]}"
             raise LineageError(f"{key}={value} is outside its range {left}, {right}")
     return value
 

@@ -138,10 +138,19 @@ def fit(
     epochs: int | None = None,
 ) -> pl.LightningModule:
     """Seeded, deterministic Lightning fit. Returns the module with the model on CPU."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from .interrupt import from_lightning
+
     pl.seed_everything(seed, workers=True, verbose=False)
     trainer = make_trainer(cfg, logger, callbacks, epochs)
     if trainer.max_epochs:
-        trainer.fit(module, datamodule=datamodule)
+        try:
+            trainer.fit(module, datamodule=datamodule)
+        except SIGTERMException as e:
+            # Lightning's answer to SIGTERM is a SystemExit with no code, which would exit
+            # 0 as if the work were done: it is an interruption.
+            raise from_lightning(e) from None
     return module.cpu()
 
 

@@ -56,23 +56,24 @@ def main(argv: list[str] | None = None) -> int:
 def build(args: argparse.Namespace) -> int:
     from lineage.report.collect import collect, job_config
     from lineage.report.html import write_report
+    from lineage.text import printable
 
     c = collect(args.paths)
     out = args.out or Path(args.paths[0]) / "report"
     files = write_report(c, out, title=args.title, decision_planes=not args.no_decision_planes)
-    print(f"{len(c.table)} job(s) -> {files.html}")
-    print(f"  markdown: {files.markdown}")
-    print(f"  tables:   {', '.join(str(p) for p in files.tables)}")
+    print(f"{len(c.table)} job(s) -> {printable(files.html)}")
+    print(f"  markdown: {printable(files.markdown)}")
+    print(f"  tables:   {', '.join(printable(p) for p in files.tables)}")
     for kind in ("missing", "error", "malformed", "partial"):
         if issues := c.issues_of(kind):
             print(
                 f"  {len(issues)} {kind}: "
-                + ", ".join(str(i.path) for i in issues[:5])
+                + ", ".join(printable(i.path) for i in issues[:5])
                 + (" ..." if len(issues) > 5 else "")
             )
     for key, notes in files.summary_data["skipped"].items():
         for note in notes:
-            print(f"  [{key}] {note}")
+            print(f"  [{key}] {printable(note)}")
     if args.wandb:
         from lineage.report import wandb_report as wb
 

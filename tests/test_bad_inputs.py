@@ -473,7 +473,7 @@ MODEL_FILES = [  # lineage/models/io.py
     (
         "tensors_mismatch",  # :180
         lambda p: _save_with_arch(p, kwargs={"hidden": [8, 8]}),
-        "tensors do not match the architecture: missing ['features.3.bias', 'features.3.weight']",
+        "tensors do not match mlp: missing ['features.3.bias', 'features.3.weight']",
     ),
 ]
 
@@ -511,9 +511,9 @@ def test_mnist_images_and_labels_differ(tmp_path):  # data/mnist.py:75
 def test_class_selection_leaves_split_empty(tmp_path):  # data/base.py:120
     from lineage.data import build_datamodule
 
-    root = write_mnist(tmp_path, [0, 1, 0, 1], [0, 0])  # no 1 in the test split
-    with raises("dataset 'mnist' is empty after selecting classes=[1]"):
-        build_datamodule("mnist", root=root, classes=[1])
+    root = write_mnist(tmp_path, [0, 1, 2, 0, 1, 2], [0, 0])  # no 1 or 2 in the test split
+    with raises("dataset 'mnist' is empty after selecting classes=[1, 2]"):
+        build_datamodule("mnist", root=root, classes=[1, 2])
 
 
 @pytest.mark.parametrize(
@@ -569,7 +569,7 @@ RANGES = [  # lineage/config.py check_ranges
     ({"train": {"epochs": -1}}, "train.epochs=-1 is outside its range [0, 1000000]"),
     ({"train": {"lr": 20}}, "train.lr=20 is outside its range [0.0, 10.0]"),
     ({"train": {"weight_decay": 2}}, "train.weight_decay=2 is outside its range [0.0, 1.0]"),
-    ({"determination": {"seed": -1}}, "determination.seed=-1 is outside its range [0, inf)"),
+    ({"determination": {"seed": -1}}, "determination.seed=-1 is outside its range [0, 2147483647]"),
     ({"train": {"scheduler": "step"}}, "train.scheduler='step': valid are none, cosine"),  # :357
     ({"train": {"accelerator": "tpu"}}, "train.accelerator='tpu': valid are auto, cpu, gpu"),
 ]

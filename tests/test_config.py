@@ -205,9 +205,15 @@ def test_out_of_range_fails_right_after_composition_naming_the_key(overrides, me
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        (["modification=pruning", "modification.lr=0"], "pruning.lr=0.0 is outside its range (0, 10]"),
+        (
+            ["modification=pruning", "modification.lr=0"],
+            "pruning.lr=0.0 is outside its range (0, 10]",
+        ),
         (["modification=pruning", "modification.method=random"], "pruning.method='random'"),
-        (["modification=quantize", "modification.bits=20"], "quantize.bits=20 is outside its range [2, 16]"),
+        (
+            ["modification=quantize", "modification.bits=20"],
+            "quantize.bits=20 is outside its range [2, 16]",
+        ),
         (["modification=adversarial", "modification.eps=2"], "adversarial.eps=2.0"),
         (["modification=extraction", "modification.query=web"], "extraction.query='web'"),
         (["modification=transfer", "modification.data=null"], "transfer.data: the target task"),

@@ -140,3 +140,51 @@ def test_zip_mimicking_torch_checkpoint(tmp_path):
         z.writestr("model/data.pkl", b"\x80\x02}q\x00.")
         z.writestr("model/byteorder", "little")
     load_bytes(tmp_path, buf.getvalue())
+
+
+# ---- metadata-driven builds, under a memory limit -----------------------------------------
+#
+# What a model file's metadata makes lineage build or index: the architecture (`arch`,
+# `arch.kwargs`), the zoo's key check (`spec`), the basin test's route (`record`: kept
+# channels, chains). Hypothesis runs inside a child process limited to 1 GiB of address
+# space, so a case that allocated what the metadata asks for would be a MemoryError (a
+# crash) or an OOM kill (the child dies): the answer must be a result or a LineageError.
+# The child is tests/fuzz_metadata_worker.py.
+WORKER = __import__("pathlib").Path(__file__).with_name("fuzz_metadata_worker.py")
+
+
+@pytest.mark.slow
+def test_metadata_driven_builds_under_a_memory_limit(tmp_path):
+    import os
+    import random
+    import resource
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    rng_seed = random.randrange(2**32)
+    examples = 60
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (2**30, resource.RLIM_INFINITY))
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2"}
+    r = subprocess.run(
+        [sys.executable, str(WORKER), str(tmp_path), str(examples), str(rng_seed)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        preexec_fn=limit,
+    )
+    assert r.returncode == 0, f"seed {rng_seed}: child died ({r.returncode}): {r.stderr[-3000:]}"
+    stats = json.loads(r.stdout.strip().splitlines()[-1])
+    print(f"seed {rng_seed}:", stats)
+    assert stats["crashes"] == [], f"seed {rng_seed}"
+    assert stats["max_s"] < 2.0, f"seed {rng_seed}: a case took {stats['max_s']:.2f} s"
+    assert stats["cases"] >= 5 * examples
+    out = stats["outcomes"]
+    # the hostile architectures are refused, and every spec case retrained
+    assert out.get("arch:refused", 0) > 0.8 * examples and out.get("spec:refused", 0) == 0

@@ -135,7 +135,10 @@ def test_nan_weights_refused(tmp_path):
     m = models.build("mlp", 3, 1, 4, hidden=[5])
     with torch.no_grad():
         m.head.weight[0, 0] = float("nan")
-    p = models.save(m, tmp_path / "nan.safetensors", {"id": "n"})
+    with pytest.raises(LineageError, match="refusing to save nan.safetensors: .*NaN or Inf"):
+        models.save(m, tmp_path / "nan.safetensors", {"id": "n"})
+    assert not (tmp_path / "nan.safetensors").exists()
+    p = models.save(m, tmp_path / "nan.safetensors", {"id": "n"}, allow_nonfinite=True)
     with pytest.raises(LineageError, match="NaN or Inf"):
         models.load(p)
     assert torch.isnan(models.load(p, allow_nonfinite=True)[0].head.weight).any()

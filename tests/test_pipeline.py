@@ -300,7 +300,8 @@ def test_unwritable_sweep_dir(tmp_path):
 
 
 def test_bad_job_in_a_sweep_records_why_and_the_sweep_goes_on(tmp_path):
-    # Valid at composition, refused by the modification: job #0 fails, job #1 must still run.
+    # Valid at composition, refused by the modification: job #0 fails, job #1 must still run,
+    # and the sweep's exit status says that a job failed (issue 21, item 11).
     sweep = tmp_path / "sweep"
     r = run_py(
         "-m",
@@ -309,8 +310,10 @@ def test_bad_job_in_a_sweep_records_why_and_the_sweep_goes_on(tmp_path):
         "ratio=1.0,0.5",
         f"hydra.sweep.dir={sweep}",
     )
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 1, r.stderr[-3000:]
     assert "Traceback" not in r.stderr
+    (line,) = [ln for ln in r.stderr.splitlines() if ln.startswith("error: job ")]
+    assert "ratio=1.0 failed: pruning: l1_structured needs ratio < 1" in line
     (bad,) = sweep.rglob("error.json")
     err = json.loads(bad.read_text())
     assert err["error"] == "pruning: l1_structured needs ratio < 1 (every layer keeps a channel)"

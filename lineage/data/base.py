@@ -139,13 +139,27 @@ def build_datamodule(
     train, test = splits or DATASETS.get(name)(root=Path(root), download=download)
     check_splits(name, train, test)
     n_all = int(train.y.max().item()) + 1 if len(train) else 0
-    if classes:
+    if isinstance(classes, Sequence) and not isinstance(classes, str) and not len(classes):
+        classes = None  # an empty selection has always meant every class
+    if classes is not None:
+        from ..config import check_classes
+
+        check_classes(
+            list(classes)
+            if isinstance(classes, Sequence) and not isinstance(classes, str)
+            else classes,
+            "data.classes",
+        )
         classes = [int(c) for c in classes]
         bad = [c for c in classes if not 0 <= c < n_all]
-        if bad or len(set(classes)) != len(classes):
+        if bad:
             raise LineageError(f"data.classes={classes}: must be distinct labels in 0..{n_all - 1}")
         train, test = _subset_classes(train, classes), _subset_classes(test, classes)
     num_classes = len(classes) if classes else n_all
+    if num_classes < 2:
+        raise LineageError(
+            f"dataset {name!r} has {num_classes} class(es): a classifier needs at least two"
+        )
     if len(train) == 0 or len(test) == 0:
         raise LineageError(f"dataset {name!r} is empty after selecting classes={classes}")
     if num_classes < 2:

@@ -19,4 +19,4 @@ def fetch(urls: list[str], dest: Path, timeout: float = 30.0) -> None:
             return
         except OSError as e:
             errors.append(f"{url}: {e}")
-    raise LineageError(f"could not download {dest.name}:\n  " + "\n  ".join(errors))
+    raise LineageError(f"could not download {dest.name}: " + "; ".join(errors))

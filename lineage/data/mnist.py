@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import math
+import zlib
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -23,26 +26,63 @@ MIRRORS = ["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.
 MAGIC = {1: 2049, 3: 2051}
 
 
+# MNIST's largest file (training images) is 47 MB; a header that declares far more is
+# not an MNIST file, and decompressing toward it is what a gzip bomb wants.
+MAX_IDX_BYTES = 2**29
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """Parse an IDX file, checking its magic number and that its length fits its header."""
+    """Parse an IDX file, checking its magic number and that its length fits its header.
+
+    Reads at most what the header declares (plus one byte, to see that nothing follows),
+    so a small .gz that inflates to gigabytes costs no more than a genuine file would."""
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        f: Any = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+        with f:
+            return _read_idx(path, f)
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         raise LineageError(f"{path}: cannot read IDX file ({e})") from None
-    if len(raw) < 8:
-        raise LineageError(f"{path}: corrupt IDX file (only {len(raw)} bytes)")
-    magic = int.from_bytes(raw[:4], "big")
-    ndim = raw[3]
-    if raw[:3] != b"\x00\x00\x08" or MAGIC.get(ndim) != magic:
+
+
+def _read_exactly(f: IO[bytes], n: int) -> bytes:
+    """Up to `n` bytes (fewer only at the end of the stream), read in bounded chunks."""
+    parts, got = [], 0
+    while got < n:
+        chunk = f.read(min(n - got, 2**24))
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def _read_idx(path: Path, f: IO[bytes]) -> np.ndarray:
+    head = _read_exactly(f, 4)
+    if len(head) < 4:
+        raise LineageError(f"{path}: corrupt IDX file (only {len(head)} bytes)")
+    magic = int.from_bytes(head, "big")
+    ndim = head[3]
+    if head[:3] != b"\x00\x00\x08" or MAGIC.get(ndim) != magic:
         raise LineageError(f"{path}: bad IDX magic number {magic:#010x}")
+    raw_dims = _read_exactly(f, 4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise LineageError(f"{path}: corrupt IDX file (only {4 + len(raw_dims)} bytes)")
+    dims = [int.from_bytes(raw_dims[4 * i : 4 * i + 4], "big") for i in range(ndim)]
     header = 4 + 4 * ndim
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    expected = header + int(np.prod(dims))
-    if len(raw) != expected:
+    size = math.prod(dims)
+    if size > MAX_IDX_BYTES:
         raise LineageError(
-            f"{path}: corrupt IDX file: header says {dims} ({expected} bytes), file has {len(raw)}"
+            f"{path}: corrupt IDX file: header declares {dims} ({size} bytes), more than "
+            f"an MNIST file holds (at most {MAX_IDX_BYTES})"
         )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    body = _read_exactly(f, size + 1)
+    if len(body) != size:
+        found = f"{header + len(body)}" if len(body) <= size else f"more than {header + size}"
+        raise LineageError(
+            f"{path}: corrupt IDX file: header says {dims} ({header + size} bytes), "
+            f"file has {found}"
+        )
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
 
 def _find(raw_dir: Path, stem: str) -> Path | None:

@@ -27,6 +27,7 @@ from torch import nn
 
 from ..adapters import Logits
 from ..errors import LineageError
+from ..text import shorten
 from . import io
 from .registry import call_factory, import_factory
 
@@ -76,14 +77,8 @@ def architecture(arch: str | Path, num_classes: int | None = None, shape: Any = 
 
 def state_dict_of(path: Path) -> dict[str, torch.Tensor]:
     """A plain state dict from a safetensors or PyTorch file, never unpickling objects."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load as st_load
-
-        io.peek_header(path)  # bounded and checked before the reader sees the bytes
-        try:
-            return st_load(path.read_bytes())
-        except Exception as e:  # noqa: BLE001  (the Rust reader's errors are not one class)
-            raise LineageError(f"{path.name}: tensor data unreadable ({e})") from None
+    if path.suffix == ".safetensors":  # bounded header, tensors streamed (models.io)
+        return io.read_state(io.read_header(path, what="safetensors file"))[0]
     try:
         with warnings.catch_warnings():  # torch warns about legacy formats: we answer anyway
             warnings.simplefilter("ignore")
@@ -147,6 +142,12 @@ def load_model(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Any model file (see the module docstring) -> (model in eval mode, metadata)."""
     path = Path(path)
+    try:
+        path.stat()
+    except FileNotFoundError:
+        raise LineageError(f"model file not found: {shorten(path)}") from None
+    except OSError as e:  # a name too long, a loop of links, no permission
+        raise LineageError(f"cannot read model file {shorten(path)}: {e.strerror}") from None
     if path.is_dir():
         if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
             model, meta = hf_folder(path)
@@ -154,11 +155,8 @@ def load_model(
         raise LineageError(f"{path}: a folder must hold config.json and model.safetensors")
     if not path.is_file():
         raise LineageError(f"model file not found: {path}")
-    if (
-        path.suffix == ".safetensors"
-        and arch is None
-        and "lineage" in io.peek_header(path).get("__metadata__", {})
-    ):
+    project = path.suffix == ".safetensors" and arch is None
+    if project and "lineage" in io.read_header(path, what="safetensors file").metadata:
         return io.load(path, device)
     if path.suffix not in (".safetensors", *PICKLES):
         raise LineageError(

@@ -54,7 +54,8 @@ def narrow(
         g = groups.get(name)
         if g is None:
             raise LineageError(f"narrow: {name!r} is not a permutation group of the model")
-        k = torch.as_tensor(list(idx), dtype=torch.long)
+        # index tensors on the CPU, also when the model is built on the meta device
+        k = torch.as_tensor(list(idx), dtype=torch.long, device="cpu")
         if (
             len(k) == 0
             or len(set(k.tolist())) != len(k)
@@ -65,9 +66,14 @@ def narrow(
         for a in g.axes:
             t = new[a.key]
             seg = g.size * a.block
-            units = (k[:, None] * a.block + torch.arange(a.block)).reshape(-1) + a.offset
+            cpu = {"device": "cpu"}
+            units = (k[:, None] * a.block + torch.arange(a.block, **cpu)).reshape(-1) + a.offset
             index = torch.cat(
-                [torch.arange(a.offset), units, torch.arange(a.offset + seg, t.shape[a.dim])]
+                [
+                    torch.arange(a.offset, **cpu),
+                    units,
+                    torch.arange(a.offset + seg, t.shape[a.dim], **cpu),
+                ]
             )
             new[a.key] = t.index_select(a.dim, index.to(t.device))
     for key, t in new.items():

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import DataModule
-from ..settings import knob
+from ..settings import LR_MAX, knob
 from ..training import Classifier, TrainCfg
 from .common import (
     check_labels_fit,
@@ -50,7 +50,7 @@ class AdversarialConf:
     steps: int = knob(5, lo=1)  # PGD steps
     step_size: float | None = knob(None, lo=0, ends="()")  # null: 2.5 * eps / steps
     epochs: int = knob(5, lo=0)
-    lr: float = knob(1.0e-3, lo=0, hi=10, ends="(]")
+    lr: float = knob(1.0e-3, lo=0, hi=LR_MAX, ends="(]")
     eval_samples: int = knob(256, lo=1)  # test points for the robust accuracy
 
 

@@ -48,7 +48,7 @@ from torch import nn
 from .. import models
 from ..data import DataModule
 from ..errors import LineageError
-from ..settings import knob
+from ..settings import LR_MAX, knob
 from ..training import Classifier, TrainCfg, predict
 from ..utils import seed_all
 from .common import (
@@ -77,7 +77,7 @@ class DistillConf:
     temperature: float = knob(4.0, lo=0, ends="()")
     ce_weight: float = knob(0.0, lo=0, hi=1)  # weight of the hard-label loss
     epochs: int = knob(10, lo=0)
-    lr: float = knob(3.0e-3, lo=0, hi=10, ends="(]")
+    lr: float = knob(3.0e-3, lo=0, hi=LR_MAX, ends="(]")
     data: Any = knob(None)  # the transfer set; null: the parent's training inputs
     mixup: bool = knob(True)  # also match the teacher between training points
 

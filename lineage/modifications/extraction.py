@@ -35,7 +35,7 @@ from torch import nn
 from ..data import DataModule, Split
 from ..errors import LineageError
 from ..models import arch_of
-from ..settings import knob
+from ..settings import LR_MAX, knob
 from ..training import Classifier, predict
 from .common import (
     check_data_option,
@@ -62,7 +62,7 @@ class ExtractionConf:
     noise_std: float = knob(0.1, lo=0)  # augmented queries: Gaussian noise std
     shift: int = knob(1, lo=0)  # augmented queries: most pixels of random shift
     epochs: int = knob(10, lo=0)
-    lr: float = knob(3.0e-3, lo=0, hi=10, ends="(]")
+    lr: float = knob(3.0e-3, lo=0, hi=LR_MAX, ends="(]")
 
     def check(self, where: str) -> None:
         check_student(self.student, where)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..data import DataModule
-from ..settings import knob
+from ..settings import LR_MAX, knob
 from ..training import Classifier
 from ..utils import seed_all
 from .common import (
@@ -48,7 +48,7 @@ from .registry import Derived, register
 class FinetuneConf:
     name: str = "finetune"
     epochs: int = knob(5, lo=0)
-    lr: float = knob(1.0e-3, lo=0, hi=10, ends="(]")
+    lr: float = knob(1.0e-3, lo=0, hi=LR_MAX, ends="(]")
     reinit_head: bool = knob(False)  # start the head from fresh weights
     data: Any = knob(None)  # null: the parent's data; else a data config (other data, same labels)
 

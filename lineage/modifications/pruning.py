@@ -40,7 +40,7 @@ from ..adapters import permutation_spec
 from ..data import DataModule
 from ..errors import LineageError
 from ..models.narrow import narrow, prunable
-from ..settings import knob
+from ..settings import LR_MAX, knob
 from ..training import Classifier
 from .common import (
     check_labels_fit,
@@ -59,7 +59,7 @@ class PruningConf:
     # global_unstructured (magnitude, permanent) | l1_structured (a physically smaller model)
     method: str = knob("global_unstructured", choices=("global_unstructured", "l1_structured"))
     finetune_epochs: int = knob(0, lo=0)  # recovery training; pruned weights stay zero
-    lr: float = knob(1.0e-3, lo=0, hi=10, ends="(]")  # recovery learning rate
+    lr: float = knob(1.0e-3, lo=0, hi=LR_MAX, ends="(]")  # recovery learning rate
 
     def check_ratio(self, ratio: float) -> None:
         if self.method == "l1_structured" and ratio >= 1.0:

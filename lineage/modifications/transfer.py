@@ -31,7 +31,7 @@ from ..adapters import replace_submodule
 from ..data import DataModule
 from ..errors import LineageError
 from ..models import arch_of
-from ..settings import knob
+from ..settings import LR_MAX, knob
 from ..training import Classifier, accuracy
 from ..utils import seed_all
 from .common import (
@@ -55,7 +55,7 @@ class TransferConf:
     name: str = "transfer"
     data: Any = knob({"classes": [5, 6, 7, 8, 9]})  # the target task (a data config)
     epochs: int = knob(5, lo=0)
-    lr: float = knob(1.0e-3, lo=0, hi=10, ends="(]")
+    lr: float = knob(1.0e-3, lo=0, hi=LR_MAX, ends="(]")
 
     def check(self, where: str) -> None:
         if self.data is None:

@@ -21,7 +21,8 @@ import pandas as pd
 import yaml
 
 from ..errors import LineageError
-from ..utils import atomic_write, flatten
+from ..text import printable
+from ..utils import atomic_write, flatten, loads_json
 
 log = logging.getLogger("lineage")
 
@@ -113,7 +114,7 @@ def collect(paths: Sequence[str | Path]) -> Collection:
         row, issue = _read_job(d)
         if issue is not None:
             issues.append(issue)
-            log.warning("%s: %s (%s)", issue.kind, issue.path, issue.detail)
+            log.warning("%s: %s (%s)", issue.kind, printable(issue.path), printable(issue.detail))
         if row is not None:
             row["job"] = _job_name(d, jobs[d], several=len(roots) > 1)
             rows.append(row)
@@ -143,9 +144,9 @@ def _read_job(d: Path) -> tuple[dict[str, Any] | None, JobIssue | None]:
             return None, JobIssue(d, "error", _error_message(epath))
         return None, JobIssue(d, "missing", "no metrics.json (not run yet, running, or killed)")
     try:
-        raw = json.loads(mpath.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        return None, JobIssue(mpath, "malformed", f"unreadable JSON: {e}")
+        raw = loads_json(mpath.read_bytes())
+    except (OSError, ValueError) as e:  # binary, truncated, or nested too deep
+        return None, JobIssue(mpath, "malformed", f"unreadable JSON: {printable(e)}")
     if not isinstance(raw, dict):
         return None, JobIssue(
             mpath, "malformed", f"top level is a {type(raw).__name__}, not a JSON object"
@@ -169,10 +170,10 @@ def _read_job(d: Path) -> tuple[dict[str, Any] | None, JobIssue | None]:
 
 def _error_message(path: Path) -> str:
     try:
-        err = json.loads(path.read_text())
-        return str(err.get("error", err)) if isinstance(err, dict) else str(err)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        return f"error.json unreadable: {e}"
+        err = loads_json(path.read_bytes())
+        return printable(err.get("error", err) if isinstance(err, dict) else err)
+    except (OSError, ValueError) as e:
+        return f"error.json unreadable: {printable(e)}"
 
 
 def _to_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -300,7 +301,7 @@ def _bool(v: Any) -> bool | None:
 def read_overrides(d: Path) -> list[str]:
     try:
         ov = yaml.safe_load((d / ".hydra" / "overrides.yaml").read_text())
-    except (OSError, yaml.YAMLError):
+    except (OSError, yaml.YAMLError, RecursionError):
         return []
     return [str(o) for o in ov] if isinstance(ov, list) else []
 
@@ -308,7 +309,7 @@ def read_overrides(d: Path) -> list[str]:
 def _yaml(path: Path) -> Any:
     try:
         return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+    except (OSError, yaml.YAMLError, RecursionError):
         return None
 
 
@@ -321,10 +322,10 @@ def job_config(d: Path) -> dict[str, Any] | None:
     cj = d / "config.json"
     if cj.is_file():
         try:
-            cfg = json.loads(cj.read_text())
+            cfg = loads_json(cj.read_bytes())
             if isinstance(cfg, dict):
                 return cfg
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        except (OSError, ValueError):
             pass
     path = d / ".hydra" / "config.yaml"
     try:

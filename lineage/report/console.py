@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ..text import printable
+
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
-    return "-" if v is None else str(v)
+    return "-" if v is None else printable(v)
 
 
 def text_table(head: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -32,7 +34,7 @@ def summary_table(m: dict[str, Any]) -> str:
     head = ("model", "id", "accuracy", "lineage?", "barrier", "closeness", "95% CI")
     lines = [text_table(head, rows)]
     cautions = [
-        f"caution ({name}): {m[p + 'determination.caveat']}"
+        f"caution ({name}): {printable(m[p + 'determination.caveat'])}"
         for name, p in judged
         if m.get(p + "determination.caveat")
     ]
@@ -41,9 +43,9 @@ def summary_table(m: dict[str, Any]) -> str:
         for k, v in m.items()
         if k.startswith("time.") and isinstance(v, (int, float))
     )
-    title = f"{m.get('data')} / {m.get('model')}"
+    title = f"{printable(m.get('data'))} / {printable(m.get('model'))}"
     if m.get("modification"):
-        title += f" / {m['modification']} ratio={m.get('ratio')}"
+        title += f" / {printable(m['modification'])} ratio={m.get('ratio')}"
     return "\n".join([title, *lines, *cautions, f"time: {times}"])
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..text import plain_figure_text, printable
 from .collect import Collection, SweepInfo, job_config, pairs, sweep_info
 
 log = logging.getLogger("lineage")
@@ -85,7 +86,7 @@ def by_ratio(t: pd.DataFrame, col: str) -> dict[str, pd.DataFrame]:
     out = {}
     for mod, g in d.groupby("modification", sort=True):
         agg = g.groupby("ratio")["v"].agg(["mean", "std", "count"]).reset_index()
-        out[str(mod)] = agg.fillna({"std": 0.0}).rename(columns={"count": "n"})
+        out[printable(mod)] = agg.fillna({"std": 0.0}).rename(columns={"count": "n"})
     return out
 
 
@@ -162,7 +163,7 @@ def determination_table(t: pd.DataFrame, p: pd.DataFrame) -> pd.DataFrame:
         ok = int(sum(bool(v) for v in g["verdict"]))
         rows.append(
             {
-                "models": str(mod),
+                "models": printable(mod),
                 "truth": "lineage",
                 "n": len(g),
                 "correct": ok,
@@ -373,7 +374,7 @@ def decision_plane_section(t: pd.DataFrame, out_dir: Path, section: Section) -> 
     r = rows.assign(_r=_numeric(rows, "ratio")).sort_values("_r")
     for mod, g in r.groupby(r["modification"].astype(object).fillna("?"), sort=True):
         last = g.iloc[-1]
-        wanted.append((f"{mod} ratio={last['ratio']}", last, "derived"))
+        wanted.append((printable(f"{mod} ratio={last['ratio']}"), last, "derived"))
     wanted.append(("independent", first, "independent.0"))
     loaded: dict[str, Any] = {}
     for label, row, prefix in wanted:
@@ -445,7 +446,14 @@ JOB_COLUMNS = {
 
 
 def make_sections(c: Collection, out_dir: Path, decision_planes: bool = True) -> list[Section]:
-    """Draw every figure into `out_dir` and return the report's sections in order."""
+    """Draw every figure into `out_dir` and return the report's sections in order.
+    Labels come from the sweep's metrics (modification names, job names), so they are
+    drawn as plain text (no mathtext)."""
+    with plain_figure_text():
+        return _make_sections(c, out_dir, decision_planes)
+
+
+def _make_sections(c: Collection, out_dir: Path, decision_planes: bool) -> list[Section]:
     out_dir.mkdir(parents=True, exist_ok=True)
     t, p = c.table, pairs(c.table)
     cols = [k for k in JOB_COLUMNS if k in t.columns and t[k].notna().any()]

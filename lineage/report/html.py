@@ -11,10 +11,12 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 
+from ..text import md_fence, md_text, printable
 from ..utils import atomic_write
 from .collect import Collection, save_table
 from .figures import Section, make_sections
@@ -44,13 +46,22 @@ class ReportFiles:
 
 
 def fmt(v: Any) -> str:
+    """A value as the report shows it: control characters escaped (lineage.text)."""
     if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
         return "–"
     if isinstance(v, (bool, np.bool_)):
         return "yes" if v else "no"
     if isinstance(v, float):
         return f"{v:.4g}"
-    return str(v)
+    return printable(v)
+
+
+MULTILINE = "\n\t"  # what a code block keeps of the control characters
+
+
+def _h(v: Any, keep: str = "") -> str:
+    """HTML text: control characters escaped, then HTML-escaped."""
+    return html.escape(printable(v, keep))
 
 
 def write_report(
@@ -100,13 +111,13 @@ def _headline(summary: dict[str, Any]) -> str:
 
 
 def _html_table(df: pd.DataFrame, caption: str) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    head = "".join(f"<th>{_h(c)}</th>" for c in df.columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in row) + "</tr>"
+        "<tr>" + "".join(f"<td>{_h(fmt(v))}</td>" for v in row) + "</tr>"
         for row in df.itertuples(index=False)
     )
     return (
-        f'<div class="tw"><table><caption>{html.escape(caption)}</caption>'
+        f'<div class="tw"><table><caption>{_h(caption)}</caption>'
         f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
     )
 
@@ -116,31 +127,31 @@ def _data_uri(png: Path) -> str:
 
 
 def render_html(title: str, sections: list[Section], summary: dict[str, Any]) -> str:
-    toc = "".join(f'<li><a href="#{s.key}">{html.escape(s.title)}</a></li>' for s in sections)
+    toc = "".join(f'<li><a href="#{s.key}">{_h(s.title)}</a></li>' for s in sections)
     parts = [
         f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
-        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1><p>{html.escape(_headline(summary))}</p>",
+        f"<title>{_h(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{_h(title)}</h1><p>{_h(_headline(summary))}</p>",
         f"<ul>{toc}</ul>",
     ]
     for s in sections:
-        parts.append(f'<section id="{s.key}"><h2>{html.escape(s.title)}</h2>')
+        parts.append(f'<section id="{s.key}"><h2>{_h(s.title)}</h2>')
         if s.text:
-            parts.append(f"<p>{html.escape(s.text)}</p>")
+            parts.append(f"<p>{_h(s.text)}</p>")
         for png, caption in s.figures:
             parts.append(
-                f'<figure><img src="{_data_uri(png)}" alt="{html.escape(caption)}">'
-                f"<figcaption>{html.escape(caption)} ({png.name})</figcaption>"
+                f'<figure><img src="{_data_uri(png)}" alt="{_h(caption)}">'
+                f"<figcaption>{_h(caption)} ({_h(png.name)})</figcaption>"
                 "</figure>"
             )
         for caption, df in s.tables:
             parts.append(_html_table(df, caption))
         for caption, text in s.code:
             parts.append(
-                f"<h3>{html.escape(caption)}</h3><pre><code>{html.escape(text)}</code></pre>"
+                f"<h3>{_h(caption)}</h3><pre><code>{_h(text, keep=MULTILINE)}</code></pre>"
             )
         for note in s.notes:
-            parts.append(f'<p class="note">{html.escape(note)}</p>')
+            parts.append(f'<p class="note">{_h(note)}</p>')
         parts.append("</section>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
@@ -150,10 +161,12 @@ def render_html(title: str, sections: list[Section], summary: dict[str, Any]) ->
 
 
 def _md_cell(v: Any) -> str:
-    return fmt(v).replace("|", "\\|").replace("\n", " ")
+    return md_text(fmt(v))
 
 
 def md_table(df: pd.DataFrame) -> str:
+    """A Markdown table whose every cell renders as its plain text (lineage.text.md_text):
+    job names and error messages are strangers' text, never HTML or Markdown."""
     head = "| " + " | ".join(_md_cell(c) for c in df.columns) + " |"
     rule = "|" + "|".join(" --- " for _ in df.columns) + "|"
     rows = ["| " + " | ".join(_md_cell(v) for v in r) + " |" for r in df.itertuples(index=False)]
@@ -161,18 +174,18 @@ def md_table(df: pd.DataFrame) -> str:
 
 
 def render_markdown(title: str, sections: list[Section], summary: dict[str, Any]) -> str:
-    lines = [f"# {title}", "", _headline(summary), ""]
+    lines = [f"# {md_text(title)}", "", md_text(_headline(summary), block=True), ""]
     for s in sections:
-        lines += [f"## {s.title}", ""]
+        lines += [f"## {md_text(s.title)}", ""]
         if s.text:
-            lines += [s.text, ""]
+            lines += [md_text(s.text, block=True), ""]
         for png, caption in s.figures:
-            lines += [f"![{caption}]({png.name})", ""]
+            lines += [f"![{md_text(caption)}]({quote(png.name)})", ""]
         for caption, df in s.tables:
-            lines += [f"**{caption}**", "", md_table(df), ""]
+            lines += [f"**{md_text(caption)}**", "", md_table(df), ""]
         for caption, text in s.code:
-            fence = "```yaml" if "config" in caption.lower() else "```sh"
-            lines += [f"**{caption}**", "", fence, text.rstrip("\n"), "```", ""]
+            info = "yaml" if "config" in caption.lower() else "sh"
+            lines += [f"**{md_text(caption)}**", "", md_fence(text, info), ""]
         for note in s.notes:
-            lines += [f"> {note}", ""]
+            lines += [f"> {md_text(note, block=True)}", ""]
     return "\n".join(lines)

@@ -13,9 +13,10 @@ independently trained model sits in another basin, behind a ridge: B is large.
 trunk of a transfer suspect), `path` walks the line with BatchNorm re-estimated at every
 point. When no weight-space route exists (another architecture), the result says
 `method="function"` and takes its verdict from the function evidence (verdict.combine). A
-suspect no better than a uniform guess on the parent's task (L(1) >= ln C) lifts the chord
-over any ridge, so the test abstains (`basin_is_lineage=None`, with the reason) and the
-function evidence decides.
+suspect that has learnt nothing of the parent's task (a loss no better than a uniform
+guess's, L(1) >= ln C, or an accuracy within a margin of guessing the most frequent class)
+lifts the chord over any ridge, so the test abstains (`basin_is_lineage=None`, with the
+reason; see `uninformative`) and the function evidence decides.
 
 Everything here is a pure function of models and tensors, on the parent's device.
 """
@@ -38,7 +39,7 @@ from ...runtime import device_of
 from ...settings import from_mapping
 from ..calibration import calibrate
 from .path import Path, curve_of, evaluate, fit_head, gap, reestimate_bn
-from .route import Route, kept_channels, plan, recorded
+from .route import Route, check_record, kept_channels, plan, recorded
 from .settings import DeterminationConf
 
 __all__ = [
@@ -129,6 +130,39 @@ def check_probe(x: torch.Tensor, y: torch.Tensor, parent: nn.Module) -> int:
     return n
 
 
+# A suspect must beat the best constant guess by this share of the room above it to
+# count as having learnt the task (0.1: on ten balanced classes, 19% accuracy).
+CHANCE_MARGIN = 0.1
+
+
+def uninformative(last: Mapping[str, float], y: torch.Tensor, n_classes: int) -> str:
+    """Why the suspect's end of the path carries no basin evidence ("" when it does).
+
+    A suspect that has learnt nothing of the parent's task cannot share its basin, and
+    its end of the chord sits so high that any path stays under it: a barrier of 0 then
+    proves nothing (a distilled student that failed to train did exactly this). Two
+    signs, either enough: a loss no better than the uniform guess's (L(1) >= ln C), or
+    an accuracy within CHANCE_MARGIN of the best constant guess (the majority class of
+    the probe set). The loss alone misses a near-constant model: one that predicts the
+    class frequencies scores below ln C on an unbalanced probe set (pruning at ratio 1,
+    which leaves only the biases, gave L(1) = 2.3015 < ln 10)."""
+    loss, acc = last["loss"], 1.0 - last["error"]
+    if loss >= math.log(n_classes):
+        return (
+            f"the suspect's loss on the parent's task, {loss:.3g}, is no better than a "
+            f"uniform guess (ln {n_classes} = {math.log(n_classes):.3g}): no basin evidence "
+            "either way"
+        )
+    chance = float(torch.bincount(y.cpu(), minlength=n_classes).max()) / max(len(y), 1)
+    if acc <= chance + CHANCE_MARGIN * (1 - chance):
+        return (
+            f"the suspect's accuracy on the parent's task, {acc:.3g}, is no better than "
+            f"guessing one class ({chance:.3g}, the most frequent): it has learnt nothing "
+            "that could share a basin, so no basin evidence either way"
+        )
+    return ""
+
+
 def _function_only(reason: str, t0: float) -> DeterminationResult:
     return DeterminationResult(
         is_lineage=False,
@@ -178,6 +212,7 @@ def determine(
     if not isinstance(suspect, nn.Module):
         return _function_only("the suspect is a black box: it has no weights to compare", t0)
     check_finite(suspect, "suspect")
+    suspect_record = check_record(suspect_record)
     head = find_head(parent, head)
     route = plan(parent, suspect, s, suspect_record, head, spec)
     if isinstance(route, str):
@@ -197,18 +232,9 @@ def determine(
     err_barrier = max(gap(c, first, last, "error") for c in curve)
     threshold, calibrated = calibrate(reference_barriers, (first["loss"], last["loss"]), s)
     basin: bool | None = barrier <= threshold
-    reason = ""
-    # A suspect no better than a uniform guess on the parent's task (L(1) >= ln C, the
-    # uniform predictor's cross-entropy) has learnt nothing that could share a basin: its
-    # end of the chord is so high that any path stays under it, and a barrier of 0 proves
-    # nothing (a distilled student that failed to train did exactly this).
-    if last["loss"] >= math.log(n_classes):
+    reason = uninformative(last, probe_y, n_classes)
+    if reason:
         basin = None
-        reason = (
-            f"the suspect's loss on the parent's task, {last['loss']:.3g}, is no better than "
-            f"a uniform guess (ln {n_classes} = {math.log(n_classes):.3g}): no basin "
-            "evidence either way"
-        )
     mean_end = (first["loss"] + last["loss"]) / 2
     return DeterminationResult(
         is_lineage=bool(basin),

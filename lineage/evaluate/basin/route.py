@@ -60,8 +60,51 @@ def kept_channels(record: Mapping[str, Any] | None) -> dict[str, list[int]] | No
     for later in found[1:]:
         for k, idx in later.items():
             prev = kept.get(k)
+            if prev is not None and not all(0 <= i < len(prev) for i in idx):
+                raise LineageError(
+                    f"suspect record: kept_channels[{k!r:.60}] of a later chain step indexes "
+                    f"past the {len(prev)} units the step before kept"
+                )
             kept[k] = [prev[i] for i in idx] if prev is not None else list(idx)
     return kept
+
+
+def check_record(record: Any, depth: int = 0) -> Mapping[str, Any] | None:
+    """A lineage record as the methods read it, or LineageError. It comes from the
+    suspect's file, so its shape is checked before anything indexes with it: a mapping;
+    `chain` a list of steps, each a mapping whose `record` is checked the same way (at
+    most 16 deep); `kept_channels` a mapping of layer names to lists of unit indices."""
+    if record is None:
+        return None
+    if not isinstance(record, Mapping):
+        raise LineageError(f"suspect record: must be a mapping, not {type(record).__name__}")
+    if depth > 16:
+        raise LineageError("suspect record: chain nested more than 16 deep")
+    kept = record.get("kept_channels")
+    if kept is not None:
+        if not isinstance(kept, Mapping) or len(kept) > 4096:
+            raise LineageError("suspect record: kept_channels must map layer names to indices")
+        for layer, idx in kept.items():
+            if not (
+                isinstance(layer, str)
+                and isinstance(idx, list | tuple)
+                and len(idx) <= 2**20
+                and all(
+                    isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 2**31 for i in idx
+                )
+            ):
+                raise LineageError(
+                    f"suspect record: kept_channels[{layer!r:.60}] must be a list of unit indices"
+                )
+    chain = record.get("chain")
+    if chain is not None:
+        if not isinstance(chain, list | tuple) or len(chain) > 1024:
+            raise LineageError("suspect record: chain must be a list of steps")
+        for step in chain:
+            if not isinstance(step, Mapping):
+                raise LineageError("suspect record: each chain step must be a mapping")
+            check_record(step.get("record"), depth + 1)
+    return record
 
 
 def plan(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...settings import INF, knob
+from ...settings import INF, SEED_MAX, knob
 
 
 @dataclass
@@ -19,7 +19,7 @@ class DeterminationConf:
     # permutation alignment by weight matching, before the path (false: ablation only)
     align: bool = knob(True)
     align_rounds: int = knob(20, lo=1)  # most rounds of assignment; stops at a fixed point
-    seed: int = knob(0, lo=0)  # the order in which weight matching visits the groups
+    seed: int = knob(0, lo=0, hi=SEED_MAX)  # the order in which weight matching visits the groups
     head_steps: int = knob(50, lo=1)  # L-BFGS steps fitting a parent-task head on a trunk
     # Calibrated threshold (lineage.evaluate.calibration): tau = gamma * min(reference barriers)
     gamma: float = knob(0.25, lo=0, hi=INF, ends="()")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import LineageError
-from ...settings import INF, from_mapping, knob
+from ...settings import INF, SEED_MAX, from_mapping, knob
 
 
 @dataclass
@@ -33,7 +33,7 @@ class ClosenessConf:
     n_boot: int = knob(1000, lo=1)  # bootstrap resamples
     filter: bool = knob(True)  # AAAI 2025 filtering, with lineage and independent references
     filter_pool: int | None = knob(None, lo=1)  # points the filter keeps; null: max_points
-    seed: int = knob(0, lo=0)
+    seed: int = knob(0, lo=0, hi=SEED_MAX)
     progress: bool = knob(True)  # a progress bar on a terminal (never in logs)
 
     def check(self, where: str = "closeness") -> None:
