@@ -92,18 +92,22 @@ def replace_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
 class HeadSwap(nn.Module):
     """`model` with the output of its head module replaced by `head(input of that module)`:
     the suspect's trunk read by the parent's head (the transfer route), for any model, with
-    no need to know where its trunk ends."""
+    no need to know where its trunk ends. The swap lives only inside this module's forward
+    (a hook added and removed per call), so the suspect itself is never changed."""
 
     def __init__(self, model: nn.Module, head_name: str, head: nn.Module):
         super().__init__()
-        self.model, self.head = model, head
-        self._hook = model.get_submodule(head_name).register_forward_hook(self._swap)
+        self.model, self.head, self.head_name = model, head, head_name
 
     def _swap(self, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
         return self.head(inputs[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return logits_of(self.model(x))
+        hook = self.model.get_submodule(self.head_name).register_forward_hook(self._swap)
+        try:
+            return logits_of(self.model(x))
+        finally:
+            hook.remove()
 
 
 def features_at(model: nn.Module, head_name: str, x: torch.Tensor) -> torch.Tensor:

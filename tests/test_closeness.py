@@ -290,3 +290,21 @@ def test_progress_bar_only_on_a_terminal(monkeypatch):
     assert bar is not None and bar.total == 10
     bar.close()
     assert mod.progress_bar(False, 10, "closeness") is None
+
+
+def test_the_trunk_route_leaves_the_suspect_as_it_was(digits_mlps, digits_dm):
+    """A suspect of another task is read through the parent's head only inside the view;
+    judging it must not change what the suspect itself answers (a second judge, or the
+    baselines after it, would otherwise see the parent's classes)."""
+    import copy
+
+    from lineage.engine import closeness_view
+
+    parent = digits_mlps[0]
+    suspect = copy.deepcopy(parent)
+    suspect.head = torch.nn.Linear(suspect.head.in_features, 5)
+    x = digits_dm.test.x[:8]
+    view, route = closeness_view(parent, suspect, x, "head")
+    assert route == "trunk" and view(x).shape == (8, 10)
+    assert suspect(x).shape == (8, 5)  # still its own 5 classes
+    assert closeness_view(parent, suspect, x, "head")[1] == "trunk"  # and again

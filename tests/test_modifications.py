@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
-
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import torch

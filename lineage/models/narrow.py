@@ -66,13 +66,13 @@ def narrow(
         for a in g.axes:
             t = new[a.key]
             seg = g.size * a.block
-            cpu = {"device": "cpu"}
-            units = (k[:, None] * a.block + torch.arange(a.block, **cpu)).reshape(-1) + a.offset
+            cpu = torch.device("cpu")
+            units = (k[:, None] * a.block + torch.arange(a.block, device=cpu)).reshape(-1)
             index = torch.cat(
                 [
-                    torch.arange(a.offset, **cpu),
-                    units,
-                    torch.arange(a.offset + seg, t.shape[a.dim], **cpu),
+                    torch.arange(a.offset, device=cpu),
+                    units + a.offset,
+                    torch.arange(a.offset + seg, t.shape[a.dim], device=cpu),
                 ]
             )
             new[a.key] = t.index_select(a.dim, index.to(t.device))
