@@ -12,11 +12,12 @@ batch size 1 (0.1, then 0.01, ..., 1e-5) and stops at the first flip. Here all p
 at once: the first flip on the same 0.1 grid is bracketed (several grid points per point in
 one pass, as many as a linear extrapolation of the logit margin says are needed), then the
 bracket is refined by a Brent-style root search on the logit margin (inverse quadratic and
-secant steps, bisection as the safeguard; bisection alone for label-only models) until the
-root is known to `tol`: a bracket at most `tol` wide, or, a ReLU network's margin being
-piecewise linear along the ray, two close probes whose secant puts the root within tol
-of the newest. d is the bracket's flipped end (as in the reference), or the settled probe
-if it flipped, else the secant's root. A suspect's search starts from the source's flip,
+secant steps, bisection as the safeguard; for label-only models a split at equal prior
+mass around the source's flip, lineage.evaluate.label_search) until the root is known to
+`tol`: a bracket at most `tol` wide, or, a ReLU network's margin being piecewise linear
+along the ray, two close probes whose secant puts the root within tol of the newest. d is
+the bracket's flipped end (as in the reference), or the settled probe if it flipped, else
+the secant's root. A suspect's search starts from the source's flip,
 moved by the two models' margin difference across the grid step, which for a derived model
 lands close to its own root. Passes, not precision, are what this saves: MNIST LeNet with
 500 points takes ~11 model evaluations per point against ~35 for bracket-and-bisection.
