@@ -127,7 +127,7 @@ class ClosenessResult:
     seconds: float
     n_passes: float  # model evaluations per drawn point (both models, gradient pass counted once)
     n_drawn: int  # points attacked, invalid ones included
-    stopped: str  # "ci" | "max_points" | "exhausted"
+    stopped: str  # "ci" | "max_points" | "exhausted" | "budget" (a remote query budget)
     suspect_output: str  # "logits" | "labels"
     filtered: bool  # AAAI 2025 filtering applied
     points: Points | None = field(default=None, repr=False)
@@ -296,7 +296,8 @@ def _suspect_probe(
     src: Probe, model: Model, name: str, x: torch.Tensor, y: torch.Tensor, c: Mapping[str, Any]
 ) -> Probe:
     """Probe a suspect on one point: its classes must be the source's (unless allowed)."""
-    sus = Probe(model, name, src.batch_size)
+    # a remote suspect names its request size (lineage.remote.RemoteModel.batch_rows)
+    sus = Probe(model, name, int(getattr(model, "batch_rows", None) or src.batch_size))
     pred = _probe_once(sus, x, y)
     if not c["allow_class_mismatch"]:
         if sus.num_classes is not None and sus.num_classes != src.num_classes:
@@ -457,6 +458,7 @@ def closeness(
                 seed,
                 drop_invalid=not uniform,
                 on_step=bar.update if bar else None,
+                cost=lambda: sus.evals,
             )
         finally:
             if bar:
