@@ -1,4 +1,5 @@
-"""`lineage compare PARENT SUSPECT`: the auditor's entry point for two model files.
+"""`lineage compare PARENT SUSPECT`: the auditor's entry point for two model files, or for
+a model file and a deployed model's URL (lineage.remote); `lineage serve MODEL_FILE`.
 
 Exit code 0 for a completed comparison, whatever the verdict; 2 with a one-line message
 for bad input (missing or corrupt files, mismatched tasks, bad options).
@@ -53,7 +54,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     from .zoo import Zoo
 
     parent, pmeta = models.load(args.parent)
-    suspect, smeta = models.load(args.suspect)
+    suspect, smeta = models.load(Path(args.suspect))
     if args.data is None:
         if task_of(pmeta)[0] is None:
             raise LineageError(f"{args.parent}: the file names no dataset; pass --data")
@@ -96,11 +97,13 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .remote import cli as remote
+
     p = argparse.ArgumentParser(prog="lineage", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("compare", help="is SUSPECT derived from PARENT, and how closely?")
     c.add_argument("parent", type=Path)
-    c.add_argument("suspect", type=Path)
+    c.add_argument("suspect", help="a model file, or a URL http(s)://host:port[/v2/models/NAME]")
     c.add_argument("--data", help="dataset to compare on (default: the parent's)")
     c.add_argument("--data-root", help="folder holding the dataset files")
     c.add_argument(
@@ -112,7 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--zoo", help="zoo folder for references (default outputs/zoo)")
     c.add_argument("--json", action="store_true", help="print one JSON object")
     c.epilog = "Extra KEY=VALUE arguments are Hydra overrides, e.g. closeness.max_points=200."
+    remote.add_remote_options(c)
+    remote.add_serve_parser(sub)
     args, extra = p.parse_known_args(argv)
+    if args.command == "serve":
+        if extra:
+            p.error(f"unrecognized arguments: {' '.join(extra)}")
+        return remote.serve(args)
     args.overrides = [a for a in extra if "=" in a and not a.startswith("-")]
     if len(args.overrides) != len(extra):
         p.error(f"unrecognized arguments: {' '.join(a for a in extra if a not in args.overrides)}")
@@ -123,12 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.references < 0:
         p.error("--references must be >= 0")
     try:
-        result = flatten(compare(args))
+        result = flatten(remote.compare_url(args) if remote.is_url(args.suspect) else compare(args))
     except LineageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(result, default=str))
+    elif "queries.sent" in result:
+        remote.print_summary(result)
     else:
         d = "lineage" if result["determination.is_lineage"] else "not lineage"
         print(

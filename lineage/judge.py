@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import LineageError
 from .evaluate.basin import DeterminationResult, determine, settings, with_threshold
 from .evaluate.calibration import calibrate
 from .evaluate.closeness import ClosenessResult, closeness, closeness_threshold
@@ -26,9 +27,29 @@ from .models import head_of
 
 @dataclasses.dataclass
 class Suspect:
-    model: nn.Module
+    model: nn.Module | None  # None: a black box only (e.g. lineage.remote.RemoteModel)
     record: Mapping[str, Any] | None = None  # lineage record (kept channels, ...)
     blackbox: Callable[[torch.Tensor], torch.Tensor] | None = None  # what closeness queries
+
+
+def black_box_determination() -> DeterminationResult:
+    """The basin evidence of a suspect without weights: none, so the function evidence
+    alone decides (verdict.combine), as for a suspect of another architecture."""
+    return DeterminationResult(
+        is_lineage=False,
+        basin_is_lineage=None,
+        function_is_lineage=None,
+        barrier=None,
+        barrier_rel=None,
+        error_barrier=None,
+        threshold=None,
+        margin=None,
+        method="function",
+        route="function",
+        aligned=False,
+        calibrated=False,
+        reason="a black box (no weights): only the function evidence applies",
+    )
 
 
 @dataclasses.dataclass
@@ -60,6 +81,10 @@ class Graft(nn.Module):
 
 def closeness_view(parent: nn.Module, suspect: Suspect) -> tuple[Callable[..., Any], str]:
     """What closeness queries, and the route it takes."""
+    if suspect.model is None:
+        if suspect.blackbox is None:
+            raise LineageError("a suspect needs a model or a black box to query")
+        return suspect.blackbox, "direct"
     if head_of(suspect.model).out_features != head_of(parent).out_features:
         return Graft(suspect.model, parent), "trunk"
     return (suspect.blackbox or suspect.model), "direct"
@@ -95,11 +120,13 @@ def judge(
     ref_det = [determine(parent, r, px, py, dcfg) for r in references]
     all_barriers = [r.barrier for r in ref_det]
     barriers = [b for b in all_barriers if b is not None]
-    sus_det = (
-        determine(parent, suspect.model, px, py, dcfg, barriers, None, suspect.record)
-        if suspect
-        else None
-    )
+    sus_det = None
+    if suspect is not None:
+        sus_det = (
+            black_box_determination()
+            if suspect.model is None
+            else determine(parent, suspect.model, px, py, dcfg, barriers, None, suspect.record)
+        )
     t1 = time.perf_counter()
     ref_close = [closeness(parent, r, x, y, ccfg, seed=seed) for r in references]
     scores = [c.score for c in ref_close]
