@@ -80,7 +80,7 @@ class RemoteModel:
     server's one model from its repository index) as a callable; see the module docstring.
     `labels_only`: read labels even where logits are offered (the argmax, taken here if the
     server has no label output). `num_classes`: the classes answers must lie in (default:
-    the server's metadata, else the first reply's)."""
+    the server's metadata, else the first reply's). One caller at a time (any thread)."""
 
     def __init__(
         self,
