@@ -117,13 +117,18 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     from .engine import calibrate, judge
     from .models.files import load_model
     from .pipeline import trained_model
+    from .remote.cli import is_url, remote_suspect
     from .tracking import Tracker
     from .utils import flatten
     from .zoo import Zoo, reference_seed
 
     parent, pmeta = load_model(args.parent, args.arch)
-    suspect, smeta = load_model(args.suspect, args.suspect_arch or args.arch)
-    pname, sname = Path(args.parent).name, Path(args.suspect).name
+    url = is_url(args.suspect)  # a deployed model: a black box, made once the task is known
+    suspect: Any = None
+    smeta: dict[str, Any] = {}
+    if not url:
+        suspect, smeta = load_model(args.suspect, args.suspect_arch or args.arch)
+    pname, sname = Path(args.parent).name, printable(args.suspect)
     overrides: list[str] = []
     data_yaml = args.data if args.data and args.data.endswith((".yaml", ".yml")) else None
     if args.data and not data_yaml:
@@ -194,8 +199,16 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     log.info("judging: determination and closeness on %d test points", len(dm.test))
     x, y = dm.test.x, dm.test.y
     cal = calibrate(parent, refs, x, y, cfg["determination"], cfg["closeness"], seed, args.head)
-    v = judge(parent, suspect, x, y, calibration=cal, record=_record(smeta))
+    if url:
+        suspect = remote_suspect(args, dm)
+    try:
+        v = judge(parent, suspect, x, y, calibration=cal, record=_record(smeta))
+    finally:
+        if url:
+            suspect.close()
     out = flatten(v.to_dict())
+    if url:
+        out.update(flatten({"queries": suspect.report(v.closeness.n_drawn)}))
     out["references"] = len(refs)
     out["calibrated"] = bool(refs)
     out["verdict"] = ("lineage" if v.is_lineage else "not lineage") if refs else "undetermined"
@@ -242,12 +255,24 @@ def report(r: Mapping[str, Any]) -> str:
             "determination: undetermined: no references to calibrate the thresholds against "
             f"({evidence}; pass --reference FILE or --references N)"
         )
+    if r["determination.method"] == "function" and r["determination.barrier"] is None:
+        evidence = "function evidence only: " + str(r["determination.reason"])
+        head = (
+            f"determination: {r['verdict']} ({evidence}; {cal})"
+            if r["calibrated"]
+            else f"determination: undetermined: no references ({evidence})"
+        )
     close = (
         f"closeness: {r['closeness.score']:.4f} "
         f"[{r['closeness.ci_low']:.4f}, {r['closeness.ci_high']:.4f}], "
-        f"match rate {r['closeness.match_rate']:.4f}"
+        f"match rate {r['closeness.match_rate']:.4f}, {r['closeness.n_points']} points, "
+        f"stopped: {r['closeness.stopped']}"
     )
     lines = [head, close]
+    if "queries.sent" in r:
+        from .remote.cli import queries_line
+
+        lines.append(queries_line(dict(r)))
     if r.get("determination.caveat"):
         lines.append(f"caution: {r['determination.caveat']}")
     return "\n".join(printable(line) for line in lines)

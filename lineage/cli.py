@@ -1,6 +1,8 @@
-"""The `lineage` command: `run` (a Hydra job or sweep) and `compare` (an audit of two model
-files). Exit code 0 for a completed comparison, whatever the verdict; 2 with a one-line
-message for bad input (missing or corrupt files, mismatched tasks, bad options).
+"""The `lineage` command: `run` (a Hydra job or sweep), `compare` (an audit of two model
+files, or of a model file and a deployed model's URL) and `serve` (a model over the Open
+Inference Protocol, lineage.remote). Exit code 0 for a completed comparison, whatever the
+verdict; 2 with a one-line message for bad input (missing or corrupt files, mismatched
+tasks, bad options).
 """
 
 from __future__ import annotations
@@ -44,7 +46,10 @@ def compose(overrides: list[str]) -> dict[str, Any]:
 def add_compare(sub: Any) -> None:
     c = sub.add_parser("compare", help="is SUSPECT derived from PARENT, and how closely?")
     c.add_argument("parent", help="model file or Hugging Face folder")
-    c.add_argument("suspect", help="model file or Hugging Face folder")
+    c.add_argument(
+        "suspect",
+        help="model file, Hugging Face folder, or a URL http(s)://host:port[/v2/models/NAME]",
+    )
     c.add_argument("--arch", help="what builds a plain state dict: module:factory or a YAML")
     c.add_argument("--suspect-arch", help="--arch for the suspect when it differs")
     c.add_argument("--head", help="the parent's head layer (default: its last Linear)")
@@ -67,6 +72,9 @@ def add_compare(sub: Any) -> None:
     c.add_argument("--zoo", help="zoo folder for references (default outputs/zoo)")
     c.add_argument("--json", action="store_true", help="print one JSON object")
     c.epilog = "Extra KEY=VALUE arguments are Hydra overrides, e.g. closeness.max_points=200."
+    from .remote import cli as remote
+
+    remote.add_remote_options(c)
 
 
 @guard("lineage")  # SIGTERM: exit 143 and say what was interrupted (lineage.interrupt)
@@ -82,7 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="one job, or -m a sweep (Hydra overrides; see lineage run --help)")
     add_compare(sub)
+    from .remote import cli as remote
+
+    remote.add_serve_parser(sub)
     args, extra = p.parse_known_args(argv)
+    if args.command == "serve":
+        if extra:
+            p.error(f"unrecognized arguments: {' '.join(extra)}")
+        return remote.serve(args)
     args.overrides = [a for a in extra if "=" in a and not a.startswith("-")]
     if len(args.overrides) != len(extra):
         p.error(f"unrecognized arguments: {' '.join(a for a in extra if a not in args.overrides)}")

@@ -25,3 +25,12 @@ class WriteError(LineageError, OSError):
     """A file could not be written (disk full, no permission, name too long). Still an
     OSError, so callers that handle I/O failures keep working; a LineageError, so entry
     points print one line instead of a traceback."""
+
+
+class BudgetSpent(LineageError):
+    """A suspect's query budget ran out (lineage.remote). Sampling stops at the last batch
+    of points it finished; anywhere else it is a plain LineageError."""
+
+    def __init__(self, message: str, budget: int):
+        super().__init__(message)
+        self.budget = budget

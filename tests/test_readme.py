@@ -30,6 +30,9 @@ NOT_HERE = {
     "make run": "`python run.py` after the set-up; the set-up is what CI itself runs",
     "make test": "the test suite itself",
     "python experiments/run_all.py --preset mnist_lenet": "the 130-pair MNIST zoo: ~25 min",
+    "lineage serve suspect.safetensors": "a server in the background: tests/test_remote.py "
+    "(test_readme_commands_run_as_written) starts it and runs the audit beside it",
+    "lineage compare parent.safetensors http://": "the audit of that server: test_remote.py",
 }
 # appended to every Hydra command: small data, few points, no W&B
 FAST = [

@@ -86,6 +86,7 @@ class Probe:
         self.kind: str | None = None
         self.num_classes: int | None = None
         self.evals = 0
+        self.shift_prior: Any = None  # label-only suspects: see label_search.ShiftPrior
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
         out = run_model(self.model, rows.to(self.device))
@@ -209,6 +210,8 @@ def boundary_distance(
     h, tol = float(cfg["step"]), float(cfg["tol"])
     K = int(math.floor(cfg["d_max"] / h + 1e-9))  # grid points h, 2h, ..., K*h
     use_margin = margin0 is not None and cfg["search"] == "brent"
+    # a label-only model with another's search to go by: label_search spends its queries
+    guided = near is not None and margin0 is None and cfg["search"] == "brent"
     lo_k = torch.zeros(n, dtype=torch.long, device=dev)  # last grid index seen unflipped
     hi_k = torch.zeros_like(lo_k)  # first grid index seen flipped (0: none yet)
     nan = torch.full((n,), math.nan, dtype=torch.float64, device=dev)
@@ -217,7 +220,17 @@ def boundary_distance(
     f_before = nan.clone()  # the margin one grid step before lo_k
     chunk = torch.ones_like(lo_k)
     pending = active.clone()
-    refine = Refinement(n, tol, h, use_margin, dev)
+    if guided and near is not None:
+        from .label_search import GuidedRefinement, ShiftPrior
+
+        chunk = near.grid.clamp(1, K)  # every grid point up to the other's flip, at once
+        if probe.shift_prior is None:
+            probe.shift_prior = ShiftPrior(tol, float(cfg["d_max"]) + h, dev)
+        refine: Refinement = GuidedRefinement(
+            n, tol, h, dev, near.distance - tol / 2, probe.shift_prior
+        )
+    else:
+        refine = Refinement(n, tol, h, use_margin, dev)
     for _ in range(K + 1000):  # a guard only: K passes bracket, ~3 log2(step/tol) refine
         idx = pending.nonzero().squeeze(1)
         live = refine.live.nonzero().squeeze(1)

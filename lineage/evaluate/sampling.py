@@ -8,7 +8,9 @@
 3. With known lineage and independent references (AAAI 2025), only points that every
    lineage reference matches and no independent one matches are kept: they discriminate.
 4. Points are drawn in batches until the bootstrap 95% CI half-width of the score is at
-   most ci_tol (after min_points), or max_points is reached.
+   most ci_tol (after min_points), or max_points is reached, or a suspect's query budget
+   runs out (`BudgetSpent`, lineage.remote): the batch it interrupted is dropped (its
+   answers stay in the remote client's cache) and the points before it are the sample.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..errors import LineageError
+from ..errors import BudgetSpent, LineageError
 
 
 @dataclass
@@ -117,7 +119,7 @@ class Sampled:
     ci_low: float
     ci_high: float
     n_drawn: int  # points attacked, dropped ones included
-    stopped: str  # "ci" | "max_points" | "exhausted"
+    stopped: str  # "ci" | "max_points" | "exhausted" | "budget"
 
 
 def sequential(
@@ -128,22 +130,35 @@ def sequential(
     seed: int,
     drop_invalid: bool = True,
     on_step: Callable[[int], Any] | None = None,
+    cost: Callable[[], float] | None = None,
 ) -> Sampled:
     """Attack points in `order`, batch_points at a time, until the CI is tight enough.
 
     With drop_invalid, invalid points are not counted (strategy steps 1-2, CI stratified
-    by class); without, every drawn point counts, as plain uniform sampling would."""
+    by class); without, every drawn point counts, as plain uniform sampling would.
+    `cost` (queries spent on the suspect so far) only words the message of a budget too
+    small for min_points."""
     parts: list[Points] = []
     n_have = n_drawn = 0
     ci = (float("nan"), float("nan"))
     stopped = "exhausted"
     pos = 0
+    spent = 0.0
     while pos < len(order):
         take = min(cfg["batch_points"], cfg["max_points"] - n_have)
         ids = order[pos : pos + take]
         pos += len(ids)
+        try:
+            p = measure(ids)
+        except BudgetSpent as e:
+            if n_have < cfg["min_points"]:
+                raise LineageError(
+                    _budget_message(e, n_have, n_drawn, len(ids), spent, cost, cfg["min_points"])
+                ) from None
+            stopped = "budget"
+            break
         n_drawn += len(ids)
-        p = measure(ids)
+        spent = cost() if cost else 0.0
         if drop_invalid:
             p = p.take(p.valid)
         parts.append(p)
@@ -169,3 +184,29 @@ def sequential(
             statistic, pts, pts.label if drop_invalid else None, cfg["n_boot"], seed
         )
     return Sampled(pts, ci[0], ci[1], n_drawn, stopped)
+
+
+def _budget_message(
+    e: BudgetSpent,
+    n_have: int,
+    n_drawn: int,
+    n_batch: int,
+    spent: float,
+    cost: Callable[[], float] | None,
+    min_points: int,
+) -> str:
+    """How many points the budget allowed, and about what min_points would need."""
+    msg = (
+        f"the query budget of {e.budget} queries allowed {n_have} valid points "
+        f"({n_drawn} drawn), fewer than min_points={min_points}"
+    )
+    if n_have > 0 and cost is not None:
+        rate = spent / n_drawn
+        need = rate * min_points * n_drawn / n_have
+        return f"{msg}: at {rate:.1f} queries per point, min_points needs about {need:.0f}"
+    if n_have == 0:
+        return (
+            f"{msg}: its {e.budget} queries did not finish the first {n_batch} points (over "
+            f"{e.budget / max(1, n_batch):.1f} queries per point)"
+        )
+    return msg

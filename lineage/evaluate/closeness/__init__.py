@@ -12,11 +12,12 @@ batch size 1 (0.1, then 0.01, ..., 1e-5) and stops at the first flip. Here all p
 at once: the first flip on the same 0.1 grid is bracketed (several grid points per point in
 one pass, as many as a linear extrapolation of the logit margin says are needed), then the
 bracket is refined by a Brent-style root search on the logit margin (inverse quadratic and
-secant steps, bisection as the safeguard; bisection alone for label-only models) until the
-root is known to `tol`: a bracket at most `tol` wide, or, a ReLU network's margin being
-piecewise linear along the ray, two close probes whose secant puts the root within tol
-of the newest. d is the bracket's flipped end (as in the reference), or the settled probe
-if it flipped, else the secant's root. A suspect's search starts from the source's flip,
+secant steps, bisection as the safeguard; for label-only models a split at equal prior
+mass around the source's flip, lineage.evaluate.label_search) until the root is known to
+`tol`: a bracket at most `tol` wide, or, a ReLU network's margin being piecewise linear
+along the ray, two close probes whose secant puts the root within tol of the newest. d is
+the bracket's flipped end (as in the reference), or the settled probe if it flipped, else
+the secant's root. A suspect's search starts from the source's flip,
 moved by the two models' margin difference across the grid step, which for a derived model
 lands close to its own root. Passes, not precision, are what this saves: MNIST LeNet with
 500 points takes ~11 model evaluations per point against ~35 for bracket-and-bisection.
@@ -112,7 +113,7 @@ class ClosenessResult:
     seconds: float
     n_passes: float  # model evaluations per drawn point (both models, gradient pass counted once)
     n_drawn: int  # points attacked, invalid ones included
-    stopped: str  # "ci" | "max_points" | "exhausted"
+    stopped: str  # "ci" | "max_points" | "exhausted" | "budget" (a remote query budget)
     suspect_output: str  # "logits" | "labels"
     filtered: bool  # AAAI 2025 filtering applied
     points: Points | None = field(default=None, repr=False)
@@ -199,6 +200,7 @@ def closeness(
                 seed,
                 drop_invalid=not uniform,
                 on_step=bar.update if bar else None,
+                cost=lambda: sus.evals,
             )
         finally:
             if bar:

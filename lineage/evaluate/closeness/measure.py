@@ -176,7 +176,8 @@ def suspect_probe(
     src: Probe, model: Model, name: str, x: torch.Tensor, y: torch.Tensor, c: Mapping[str, Any]
 ) -> Probe:
     """Probe a suspect on one point: its classes must be the source's (unless allowed)."""
-    sus = Probe(model, name, src.batch_size)
+    # a remote suspect names its request size (lineage.remote.RemoteModel.batch_rows)
+    sus = Probe(model, name, int(getattr(model, "batch_rows", None) or src.batch_size))
     pred = _probe_once(sus, x, y)
     if not c["allow_class_mismatch"]:
         if sus.num_classes is not None and sus.num_classes != src.num_classes:
