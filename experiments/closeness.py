@@ -31,7 +31,7 @@ import math
 import pandas as pd
 
 from experiments.common import new_figure, save_figure, table_main, write_table
-from lineage.benchmark import spearman
+from lineage.results import spearman
 
 # The issue's acceptance: closeness falls with these modifications' ratio.
 TARGETS = {"pruning": -0.9, "noise": -0.9, "distill": -0.9}

@@ -44,7 +44,7 @@ from experiments.common import (
     write_table,
 )
 from experiments.determination import is_fresh
-from lineage.benchmark import roc_auc, threshold_at_fpr, tpr_at_fpr
+from lineage.results import roc_auc, threshold_at_fpr, tpr_at_fpr
 
 
 def methods(pairs: pd.DataFrame) -> dict[str, tuple[pd.Series, pd.Series]]:

@@ -40,8 +40,8 @@ from experiments.common import (
     table_main,
     write_table,
 )
-from lineage.benchmark import breakdown, rates, roc_auc, tpr_at_fpr
 from lineage.evaluate.verdict import LIFT
+from lineage.results import breakdown, rates, roc_auc, tpr_at_fpr
 
 FRESH_WEIGHTS = ("distill", "extraction")  # modifications whose model starts from a fresh init
 

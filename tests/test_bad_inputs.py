@@ -374,7 +374,7 @@ def test_decision_plane_refuses(tmp_path, case, kw, fragment):
 # ---------------------------------------------------------------- benchmark metrics
 
 
-BENCH = [  # lineage/benchmark.py
+BENCH = [  # lineage/results.py
     (
         "truth_2d",
         [[0, 1], [1, 0]],

@@ -23,9 +23,11 @@ import yaml
 from matplotlib.image import imread
 
 from lineage.errors import LineageError
-from lineage.report.collect import COLUMNS, collect, pairs, sweep_info
-from lineage.report.figures import FIGURE_SIZES, make_sections
+from lineage.report.collect import COLUMNS, collect, sweep_info
+from lineage.results import pairs
+from lineage.report.figures import FIGURE_SIZES
 from lineage.report.html import write_report
+from lineage.report.sections import make_sections
 from lineage.report.wandb_report import check_ready, report_blocks, sweep_groups, to_wandb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -312,9 +314,9 @@ def test_same_jobs_through_two_paths_are_counted_once(tmp_path):
 def test_pairs_dedupe_references_per_parent(built):
     _, c, _ = built
     p = pairs(c.table)
-    assert (p["role"] == "derived").sum() == 12
-    refs = p[p["role"] == "independent"]
-    assert sorted(refs["suspect_id"]) == ["ind-s0-0", "ind-s0-1", "ind-s1-0", "ind-s1-1"]
+    assert (p["kind"] == "derived").sum() == 12
+    refs = p[p["kind"] == "independent"]
+    assert sorted(refs["model_id"]) == ["ind-s0-0", "ind-s0-1", "ind-s1-0", "ind-s1-1"]
 
 
 # --- figures, AUC, tables ------------------------------------------------------------------

@@ -47,7 +47,7 @@ import math
 
 import torch
 
-from .boundary import Refinement
+from .refine import Refinement
 
 LATTICE = 0.98  # the probe lattice's step, in units of tol: a cell is narrower than tol
 ALPHA = 0.5  # Dirichlet pseudo-count of each shift bin

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import shlex
 from collections.abc import Iterable, Sequence
@@ -21,6 +20,7 @@ import pandas as pd
 import yaml
 
 from ..errors import LineageError
+from ..results import isna
 from ..text import printable
 from ..utils import atomic_write, flatten, loads_json
 
@@ -67,7 +67,6 @@ METRIC_COLUMNS = [
     "time.total_s",
 ]
 COLUMNS = ID_COLUMNS + METRIC_COLUMNS
-_REF_KEY = re.compile(r"^independent\.(\d+)\.(.+)$")
 
 
 @dataclass
@@ -194,15 +193,11 @@ def _partial(table: pd.DataFrame) -> list[JobIssue]:
     present = [c for c in METRIC_COLUMNS if table[c].notna().any()]
     out = []
     for _, row in table.iterrows():
-        lacks = [c for c in present if _isna(row[c])]
+        lacks = [c for c in present if isna(row[c])]
         if lacks:
             shown = ", ".join(lacks[:6]) + (f" (+{len(lacks) - 6} more)" if len(lacks) > 6 else "")
             out.append(JobIssue(Path(row["job_dir"]), "partial", f"lacks {shown}"))
     return out
-
-
-def _isna(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA
 
 
 def save_table(table: pd.DataFrame, out_dir: Path) -> list[Path]:
@@ -222,77 +217,6 @@ def save_table(table: pd.DataFrame, out_dir: Path) -> list[Path]:
     except Exception as e:  # mixed-type columns are legal in JSON, not always in Parquet
         log.warning("metrics.parquet not written: %s", e)
     return written
-
-
-# --- pairs: every (model, suspect) comparison the sweep made ------------------------------
-
-PAIR_COLUMNS = [
-    "job",
-    "parent_id",
-    "suspect_id",
-    "role",
-    "truth",
-    "verdict",
-    "closeness",
-    "barrier",
-]
-
-
-def pairs(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per compared pair: each job's derived model (truth 1, it is lineage) and each
-    independent reference (truth 0). A reference compared with the same parent by several
-    jobs is one pair, counted once (first job wins), so references do not outweigh the
-    derived models just because every job re-checks them."""
-    out: list[dict[str, Any]] = []
-    seen: set[tuple[Any, Any]] = set()
-    for _, row in table.iterrows():
-        parent = row.get("parent.id")
-        if not _isna(row.get("derived.id")) or not _isna(row.get("derived.closeness.score")):
-            out.append(_pair(row, parent, row.get("derived.id"), "derived", 1, "derived."))
-        for i in _ref_indices(row):
-            p = f"independent.{i}."
-            rid = row.get(p + "id")
-            key = (parent, rid if not _isna(rid) else f"{row['job']}#{i}")
-            if key in seen:
-                continue
-            seen.add(key)
-            out.append(_pair(row, parent, rid, "independent", 0, p))
-    return pd.DataFrame(out, columns=PAIR_COLUMNS)
-
-
-def _ref_indices(row: pd.Series) -> list[int]:
-    idx = {
-        int(m.group(1)) for k in row.index if (m := _REF_KEY.match(str(k))) and not _isna(row[k])
-    }
-    return sorted(idx)
-
-
-def _pair(row: pd.Series, parent: Any, sid: Any, role: str, truth: int, p: str) -> dict[str, Any]:
-    return {
-        "job": row["job"],
-        "parent_id": parent,
-        "suspect_id": sid,
-        "role": role,
-        "truth": truth,
-        "verdict": _bool(row.get(p + "determination.is_lineage")),
-        "closeness": _num(row.get(p + "closeness.score")),
-        "barrier": _num(row.get(p + "determination.barrier")),
-    }
-
-
-def _num(v: Any) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _bool(v: Any) -> bool | None:
-    if _isna(v):
-        return None
-    if isinstance(v, str):
-        return {"true": True, "false": False}.get(v.strip().lower())
-    return bool(v)
 
 
 # --- a job's config, overrides, and the sweep command --------------------------------------

@@ -1,5 +1,6 @@
-"""The report's sections: each one a figure (PNG, matplotlib Agg) and/or tables, or a note
-saying why it was skipped. A sweep that lacks some metrics still gets every other section.
+"""The report's figures (PNG, matplotlib Agg) and the tables they draw from; a figure that
+the sweep's metrics cannot support raises `Skip` with the reason (lineage.report.sections
+turns that into a note).
 
 Figures are drawn on `matplotlib.figure.Figure` objects (no pyplot state), at DPI 100 and
 without tight bounding boxes, so each PNG has exactly the pixel size in FIGURE_SIZES.
@@ -9,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..text import plain_figure_text, printable
-from .collect import Collection, SweepInfo, job_config, pairs, sweep_info
+from ..results import Unavailable, need
+from ..text import printable
 
 log = logging.getLogger("lineage")
 
@@ -36,25 +35,9 @@ FIGURE_SIZES: dict[str, tuple[int, int]] = {
 TIME_STAGES = ["parent", "derive", "determination", "closeness", "total"]
 
 
-@dataclass
-class Section:
-    key: str
-    title: str
-    text: str = ""
-    figures: list[tuple[Path, str]] = field(default_factory=list)  # (png, caption)
-    tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)  # (caption, table)
-    code: list[tuple[str, str]] = field(default_factory=list)  # (caption, text)
-    notes: list[str] = field(default_factory=list)  # why something is absent
-
-
-class Skip(Exception):
-    """A section cannot be drawn from this sweep's metrics; the message says why."""
-
-
-def _need(t: pd.DataFrame, *cols: str) -> None:
-    absent = [c for c in cols if c not in t.columns or not t[c].notna().any()]
-    if absent:
-        raise Skip(f"no job recorded {', '.join(absent)}")
+# A figure the sweep's metrics cannot support: the same as a table that cannot be made.
+Skip = Unavailable
+_need = need
 
 
 def _numeric(t: pd.DataFrame, col: str) -> pd.Series:
@@ -152,39 +135,6 @@ def barrier_figure(t: pd.DataFrame, out_dir: Path) -> Path:
     return _save(fig, out_dir, "barrier_vs_ratio")
 
 
-def determination_table(t: pd.DataFrame, p: pd.DataFrame) -> pd.DataFrame:
-    """Per modification: how many derived models were judged lineage (all truly are); and
-    how many independent references were judged not lineage (none truly is)."""
-    _need(t, "modification", "derived.determination.is_lineage")
-    rows = []
-    d = p[(p["role"] == "derived") & p["verdict"].notna()]
-    mods = t.set_index("job")["modification"].astype(object).fillna("?")
-    for mod, g in d.groupby(d["job"].map(mods), sort=True):
-        ok = int(sum(bool(v) for v in g["verdict"]))
-        rows.append(
-            {
-                "models": printable(mod),
-                "truth": "lineage",
-                "n": len(g),
-                "correct": ok,
-                "accuracy": ok / len(g),
-            }
-        )
-    r = p[(p["role"] == "independent") & p["verdict"].notna()]
-    if len(r):
-        ok = int(sum(not bool(v) for v in r["verdict"]))
-        rows.append(
-            {
-                "models": "independent references",
-                "truth": "not lineage",
-                "n": len(r),
-                "correct": ok,
-                "accuracy": ok / len(r),
-            }
-        )
-    return pd.DataFrame(rows, columns=["models", "truth", "n", "correct", "accuracy"])
-
-
 def accuracy_bar_figure(table: pd.DataFrame, out_dir: Path) -> Path:
     if table.empty:
         raise Skip("no determination verdicts")
@@ -209,23 +159,6 @@ def accuracy_bar_figure(table: pd.DataFrame, out_dir: Path) -> Path:
     return _save(fig, out_dir, "determination_accuracy")
 
 
-def confusion(p: pd.DataFrame) -> pd.DataFrame:
-    """2x2 counts, rows = truth, columns = verdict, over every pair with a verdict."""
-    d = p[p["verdict"].notna()]
-    if d.empty:
-        raise Skip(
-            "no pair has a determination verdict (derived./independent.<i>."
-            "determination.is_lineage)"
-        )
-    v = d["verdict"].map(bool)
-    m = [[int(((d["truth"] == t) & (v == j)).sum()) for j in (True, False)] for t in (1, 0)]
-    return pd.DataFrame(
-        m,
-        index=["truly lineage", "truly independent"],
-        columns=["judged lineage", "judged not lineage"],
-    )
-
-
 def confusion_figure(cm: pd.DataFrame, out_dir: Path) -> Path:
     fig = _new_figure("confusion_matrix")
     ax = fig.add_subplot()
@@ -239,34 +172,6 @@ def confusion_figure(cm: pd.DataFrame, out_dir: Path) -> Path:
     ax.set_yticks([0, 1], list(cm.index))
     ax.set_title("Lineage vs independent: verdicts")
     return _save(fig, out_dir, "confusion_matrix")
-
-
-# Detector name -> (column of pairs(), sign): higher signed score must mean "lineage".
-DETECTORS: dict[str, tuple[str, float]] = {
-    "closeness": ("closeness", 1.0),
-    "barrier": ("barrier", -1.0),
-}
-
-
-def detection_auc(p: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, tuple[Any, Any]]]:
-    """ROC AUC of each score as a lineage detector over all pairs; also the ROC curves."""
-    from sklearn.metrics import roc_auc_score, roc_curve
-
-    rows, curves = [], {}
-    for name, (col, sign) in DETECTORS.items():
-        d = p[np.isfinite(p[col].astype(float))] if len(p) else p
-        n_pos, n_neg = int((d["truth"] == 1).sum()), int((d["truth"] == 0).sum())
-        auc = math.nan
-        if n_pos and n_neg:
-            y, s = d["truth"].to_numpy(int), sign * d[col].to_numpy(float)
-            auc = float(roc_auc_score(y, s))
-            fpr, tpr, _ = roc_curve(y, s)
-            curves[name] = (fpr, tpr)
-        score = "closeness score" if sign > 0 else f"-{col}"
-        rows.append(
-            {"detector": name, "score": score, "auc": auc, "positives": n_pos, "negatives": n_neg}
-        )
-    return pd.DataFrame(rows), curves
 
 
 def roc_figure(aucs: pd.DataFrame, curves: dict[str, tuple[Any, Any]], out_dir: Path) -> Path:
@@ -332,256 +237,3 @@ def timing_by_modification(t: pd.DataFrame, stages: list[str]) -> pd.DataFrame:
     d = pd.DataFrame({s: _numeric(t, f"time.{s}_s") for s in stages})
     d.insert(0, "modification", t["modification"].astype(object).fillna("?"))
     return d.groupby("modification", sort=True).mean().reset_index()
-
-
-# --- decision planes -----------------------------------------------------------------------
-
-
-def _model_path(row: pd.Series, prefix: str, cfg: dict[str, Any]) -> Path:
-    """The model file a job used: `<prefix>.path` (relative to the job dir if relative), or
-    the zoo's file for `<prefix>.id` when the path was not recorded."""
-    job_dir = Path(row["job_dir"])
-    p = row.get(prefix + ".path")
-    if isinstance(p, str) and p:
-        return Path(p) if Path(p).is_absolute() else job_dir / p
-    mid, zoo = row.get(prefix + ".id"), (cfg.get("paths") or {}).get("zoo")
-    if isinstance(mid, str) and zoo:
-        return Path(zoo) / "models" / f"{mid}.safetensors"
-    raise Skip(f"{row['job']} recorded neither {prefix}.path nor a zoo id for it")
-
-
-def decision_plane_section(t: pd.DataFrame, out_dir: Path, section: Section) -> None:
-    """Parent, one derived model per modification (its largest ratio) and one independent
-    reference, all from the first seed, on the plane through three test points."""
-    try:
-        from .. import plots
-
-        draw: Callable[..., Any] = plots.decision_plane
-    except (ImportError, AttributeError) as e:
-        raise Skip(f"lineage.plots.decision_plane is not available ({e})") from None
-    _need(t, "parent.id")
-    seeds = _numeric(t, "seed")
-    rows = t[seeds == seeds.min()] if seeds.notna().any() else t
-    first = rows.iloc[0]
-    cfg = job_config(Path(first["job_dir"])) or {}
-    if "data" not in cfg:
-        raise Skip(f"{first['job']}: no readable config for its data")
-    from .. import models
-    from ..data import datamodule_from_config
-    from ..errors import LineageError
-
-    wanted = [("parent", first, "parent")]
-    r = rows.assign(_r=_numeric(rows, "ratio")).sort_values("_r")
-    for mod, g in r.groupby(r["modification"].astype(object).fillna("?"), sort=True):
-        last = g.iloc[-1]
-        wanted.append((printable(f"{mod} ratio={last['ratio']}"), last, "derived"))
-    wanted.append(("independent", first, "independent.0"))
-    loaded: dict[str, Any] = {}
-    for label, row, prefix in wanted:
-        try:
-            path = _model_path(row, prefix, job_config(Path(row["job_dir"])) or cfg)
-            loaded[label] = models.load(path)[0]
-        except (Skip, LineageError, OSError) as e:
-            section.notes.append(f"{label}: model not loaded ({e})")
-    if "parent" not in loaded:
-        raise Skip("the parent model could not be loaded")
-    try:
-        dm = datamodule_from_config(cfg["data"])
-    except (LineageError, OSError, KeyError) as e:
-        raise Skip(f"data not loaded ({e})") from None
-    xs, seen = [], set()
-    for x, y in zip(dm.test.x, dm.test.y):
-        if int(y) not in seen:
-            seen.add(int(y))
-            xs.append(x)
-        if len(xs) == 3:
-            break
-    if len(xs) < 3:
-        raise Skip("the test split has fewer than three classes")
-    path = out_dir / "decision_plane.png"
-    draw(loaded, xs[0], xs[1], xs[2], path, num_classes=dm.num_classes)
-    if not path.is_file() or path.stat().st_size == 0:
-        raise Skip("lineage.plots.decision_plane wrote no PNG")
-    section.figures.append(
-        (
-            path,
-            "Decision regions on the plane through three test points "
-            "(one per class): " + ", ".join(loaded),
-        )
-    )
-
-
-# --- all sections --------------------------------------------------------------------------
-
-
-def _issues_table(c: Collection) -> pd.DataFrame:
-    base = c.roots[0] if len(c.roots) == 1 else None
-
-    def rel(p: Path) -> str:
-        try:
-            return p.relative_to(base).as_posix() if base else str(p)
-        except ValueError:
-            return str(p)
-
-    return pd.DataFrame(
-        [{"kind": i.kind, "path": rel(i.path), "detail": i.detail} for i in c.issues],
-        columns=["kind", "path", "detail"],
-    )
-
-
-JOB_COLUMNS = {
-    "job": "job",
-    "modification": "modification",
-    "ratio": "ratio",
-    "seed": "seed",
-    "derived.accuracy": "accuracy",
-    "derived.determination.is_lineage": "lineage?",
-    "derived.determination.barrier": "barrier",
-    "derived.determination.threshold": "τ",
-    "derived.closeness.score": "closeness",
-    "derived.closeness.ci_low": "CI low",
-    "derived.closeness.ci_high": "CI high",
-    "time.total_s": "total s",
-}
-
-
-def make_sections(c: Collection, out_dir: Path, decision_planes: bool = True) -> list[Section]:
-    """Draw every figure into `out_dir` and return the report's sections in order.
-    Labels come from the sweep's metrics (modification names, job names), so they are
-    drawn as plain text (no mathtext)."""
-    with plain_figure_text():
-        return _make_sections(c, out_dir, decision_planes)
-
-
-def _make_sections(c: Collection, out_dir: Path, decision_planes: bool) -> list[Section]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    t, p = c.table, pairs(c.table)
-    cols = [k for k in JOB_COLUMNS if k in t.columns and t[k].notna().any()]
-    jobs = Section(
-        "jobs",
-        "Jobs",
-        f"{len(t)} job(s) with results; the full table is metrics.csv.",
-        tables=[("One row per job", t[cols].rename(columns=JOB_COLUMNS))],
-    )
-    if c.issues:
-        jobs.tables.append(("Missing, failed, malformed or partial runs", _issues_table(c)))
-    sections = [jobs]
-
-    def figure(key: str, title: str, text: str, fn: Callable[[], Path], caption: str) -> None:
-        s = Section(key, title, text)
-        try:
-            s.figures.append((fn(), caption))
-        except Skip as e:
-            s.notes.append(f"skipped: {e}")
-        sections.append(s)
-
-    figure(
-        "closeness",
-        "Closeness vs ratio",
-        "Lineage closeness of each derived model to its parent; one line per modification.",
-        lambda: closeness_figure(t, out_dir),
-        "Closeness score vs ratio",
-    )
-    figure(
-        "barrier",
-        "Barrier vs ratio",
-        "Loss barrier on the linear path parent → derived; lineage when below τ.",
-        lambda: barrier_figure(t, out_dir),
-        "Barrier vs ratio with the threshold",
-    )
-
-    det = Section(
-        "determination",
-        "Determination accuracy",
-        "Every derived model is truly lineage; every independent reference is not.",
-    )
-    try:
-        table = determination_table(t, p)
-        det.tables.append(("Judged correctly, per modification", table))
-        det.figures.append((accuracy_bar_figure(table, out_dir), "Accuracy per modification"))
-    except Skip as e:
-        det.notes.append(f"accuracy skipped: {e}")
-    try:
-        cm = confusion(p)
-        det.tables.append(("Confusion matrix (pairs)", cm.reset_index(names="")))
-        det.figures.append((confusion_figure(cm, out_dir), "Confusion matrix"))
-    except Skip as e:
-        det.notes.append(f"confusion matrix skipped: {e}")
-    sections.append(det)
-
-    roc = Section(
-        "roc",
-        "ROC and AUC",
-        "Closeness score and -barrier as lineage detectors over every pair: each "
-        "job's derived model (positive) and each independent reference (negative, "
-        "counted once per parent).",
-    )
-    aucs, curves = detection_auc(p)
-    roc.tables.append(
-        (
-            "AUC per detector",
-            aucs.assign(auc=[("n/a" if math.isnan(a) else f"{a:.6f}") for a in aucs["auc"]]),
-        )
-    )
-    try:
-        roc.figures.append((roc_figure(aucs, curves, out_dir), "ROC curves"))
-    except Skip as e:
-        roc.notes.append(f"skipped: {e}")
-    sections.append(roc)
-
-    figure(
-        "accuracy",
-        "Derived accuracy vs ratio",
-        "Test accuracy after modification.",
-        lambda: accuracy_figure(t, out_dir),
-        "Derived accuracy vs ratio",
-    )
-
-    timing = Section("timing", "Time per stage", "Seconds per job and stage.")
-    try:
-        stages = timing_table(t)
-        timing.tables.append(("Seconds over all jobs", stages))
-        timing.tables.append(
-            ("Mean seconds per modification", timing_by_modification(t, list(stages["stage"])))
-        )
-    except Skip as e:
-        timing.notes.append(f"skipped: {e}")
-    sections.append(timing)
-
-    planes = Section(
-        "decision_plane",
-        "Decision planes",
-        "Parent, one derived model per modification and an independent model.",
-    )
-    if decision_planes:
-        try:
-            decision_plane_section(t, out_dir, planes)
-        except Skip as e:
-            planes.notes.append(f"skipped: {e}")
-        except Exception as e:  # a plotting bug must not cost the rest of the report
-            log.warning("decision planes failed: %r", e)
-            planes.notes.append(f"skipped: decision_plane failed ({type(e).__name__}: {e})")
-    else:
-        planes.notes.append("skipped: turned off (--no-decision-planes)")
-    sections.append(planes)
-    sections.append(provenance_section(sweep_info(c)))
-    return sections
-
-
-def provenance_section(info: SweepInfo) -> Section:
-    s = Section("provenance", "Config, code and command")
-    s.text = "git SHA: " + (", ".join(info.git_shas) if info.git_shas else "unknown")
-    if len(info.git_shas) > 1:
-        s.notes.append("the jobs ran from different commits")
-    if info.commands:
-        how = " (reconstructed from the jobs' overrides)" if info.reconstructed else ""
-        s.code.append((f"Sweep command{how}", "\n".join(info.commands)))
-    else:
-        s.notes.append("no Hydra overrides found: sweep command unknown")
-    if info.config_yaml:
-        s.code.append(
-            (f"Composed config (.hydra/config.yaml of {info.config_job})", info.config_yaml)
-        )
-    else:
-        s.notes.append("no .hydra/config.yaml found")
-    return s

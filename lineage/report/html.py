@@ -19,7 +19,7 @@ import pandas as pd
 from ..text import md_fence, md_text, printable
 from ..utils import atomic_write
 from .collect import Collection, save_table
-from .figures import Section, make_sections
+from .sections import Section, make_sections
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;

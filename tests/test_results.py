@@ -7,7 +7,8 @@ import math
 import pandas as pd
 import pytest
 
-from lineage.benchmark import (
+from lineage.errors import LineageError
+from lineage.results import (
     breakdown,
     rates,
     roc_auc,
@@ -15,7 +16,6 @@ from lineage.benchmark import (
     threshold_at_fpr,
     tpr_at_fpr,
 )
-from lineage.errors import LineageError
 
 
 def test_rates_known_counts():
