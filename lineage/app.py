@@ -18,14 +18,16 @@ import logging
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .config import register_schemas
 from .interrupt import guard
+from .runtime import threads_for
 
 # Our launcher YAMLs (hydra/launcher/joblib, ...) share the plugin's names on purpose, so
 # `hydra/launcher=joblib` reads as documented and the plugin's schema checks our keys;
@@ -48,10 +50,12 @@ def job(cfg: DictConfig) -> None:
     out_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     name = hc.job.override_dirname or "default"
+    job_cfg = to_container(cfg)
+    job_cfg["threads"] = threads_for(job_cfg.get("threads"), parallel_jobs(hc) if multirun else 1)
     try:
         with stage(f"running job {name}"):
             metrics = run(
-                to_container(cfg),
+                job_cfg,
                 out_dir,
                 run_name=name,
                 group=Path(hc.sweep.dir).name if multirun else None,
@@ -74,6 +78,21 @@ def job(cfg: DictConfig) -> None:
         atomic_write(out_dir / "summary.txt", summary_table(metrics) + "\n")
     else:
         print(summary_table(metrics))
+
+
+def parallel_jobs(hc: Any) -> int:
+    """How many jobs the sweep's launcher runs at once: joblib's n_jobs (-1: one per core),
+    submitit's tasks (each asks for its own cpus_per_task, which is then its share)."""
+    from .runtime import cores
+
+    launcher: Any = OmegaConf.to_container(hc.launcher, resolve=False) or {}
+    target = str(launcher.get("_target_", ""))
+    if "Joblib" in target:
+        n = int(launcher.get("n_jobs") or 1)
+        return cores() if n < 0 else max(1, n)
+    if "submitit" in target and launcher.get("cpus_per_task"):
+        return max(1, cores() // int(launcher["cpus_per_task"]))
+    return 1
 
 
 main = guard("lineage run")(

@@ -25,6 +25,7 @@ from .engine import Calibration, Verdict, calibrate, judge
 from .errors import LineageError
 from .interrupt import stage
 from .modifications import Derived, derive, validate
+from .runtime import threads_for, use_threads
 from .text import printable
 from .tracking import Tracker, make_tracker
 from .training import accuracy, train_classifier
@@ -112,7 +113,7 @@ def derive_model(
     did = derived_id(pmeta["id"], mod, ratio, seed)
     log.info("deriving %s (%s, ratio %g) from %s", did, mod["name"], ratio, pmeta["id"])
     with stage(f"deriving {did} ({mod['name']}, ratio {ratio:g})"):
-        d = derive(parent, dm, mod, ratio, seed, tracker.lightning_logger("derived"))
+        d = derive(parent, dm, mod, ratio, seed, tracker.lightning_logger("derived"), cfg["train"])
     acc = d.effect.get("accuracy")
     if acc is None and n_outputs(d.model, dm.test.x) == dm.num_classes:
         acc = accuracy(d.model, dm.test.x, dm.test.y)
@@ -200,6 +201,7 @@ def run(
     """Run one job from a resolved config dict; write and return its flat metrics."""
     t_start = time.time()
     check(cfg)
+    use_threads(threads_for(cfg.get("threads"), 1))
     chash = config_hash(cfg)
     metrics_path = out_dir / "metrics.json"
     old = previous_result(metrics_path, chash)

@@ -63,3 +63,33 @@ def ieee_fp32(device: torch.device) -> Iterator[None]:
     finally:
         for (obj, name, _), value in zip(knobs, saved):
             setattr(obj, name, value)
+
+
+def cores() -> int:
+    """The cores this process may run on (the scheduler's affinity, not the machine's)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def threads_for(requested: int | None, parallel_jobs: int) -> int:
+    """Torch threads for one job: as asked, else the cores shared among the jobs that run
+    side by side (torch's default, every core in every process, makes two jobs on two
+    cores fight over them: one default run took 16 minutes instead of 30 seconds)."""
+    if requested:
+        return int(requested)
+    return max(1, cores() // max(1, parallel_jobs))
+
+
+def use_threads(n: int) -> None:
+    """`n` threads for torch and for the BLAS/OpenMP pools numpy and scipy use."""
+    torch.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=n)
+    except ImportError:  # threadpoolctl comes with scikit-learn; without it torch's suffice
+        pass

@@ -11,6 +11,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as pl
@@ -20,8 +21,27 @@ import torchmetrics
 from torch import nn
 
 from .errors import LineageError
+from .settings import LR_MAX, knob
 
 TrainCfg = Mapping[str, Any]
+
+
+@dataclass
+class TrainConf:
+    """The train group: how a parent or reference trains, and (for the optimizer and its
+    schedule) how a modification trains, with the modification's own epochs and lr."""
+
+    epochs: int = knob(10, lo=0, hi=10**6)  # conf/train/default.yaml: ${data.epochs}
+    lr: float = knob(3e-3, lo=0, hi=LR_MAX, ends="(]")
+    optimizer: str = knob("adam", choices=("adam", "sgd"))
+    momentum: float = knob(0.9, lo=0, hi=1, ends="[)")  # sgd only
+    weight_decay: float = knob(0.0, lo=0, hi=1)
+    scheduler: str = knob("cosine", choices=("none", "cosine"))  # cosine: T_max = epochs
+    accelerator: str = knob("auto", choices=("auto", "cpu", "gpu", "cuda"))  # CUDA if present
+    # the order of the training batches: by the seed of the model being trained (models of
+    # different seeds see different orders), or "fixed" (one order for all, seed 0)
+    shuffle: str = knob("seed", choices=("seed", "fixed"))
+
 
 # Lightning's hints about dataloader workers and tiny datasets are noise for in-memory tensors.
 for pattern in (
@@ -137,12 +157,18 @@ def fit(
     callbacks: Iterable[pl.Callback] = (),
     epochs: int | None = None,
 ) -> pl.LightningModule:
-    """Seeded, deterministic Lightning fit. Returns the module with the model on CPU."""
+    """Seeded, deterministic Lightning fit. Returns the module with the model on CPU. The
+    seed sets the initial state of every generator, and the order of the training batches
+    too, unless `shuffle` is "fixed" (a lineage DataModule shuffles with `shuffle_seed`):
+    models of different seeds see their data in different orders, as independently
+    trained models do."""
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from .interrupt import from_lightning
 
     pl.seed_everything(seed, workers=True, verbose=False)
+    if hasattr(datamodule, "shuffle_seed"):
+        datamodule.shuffle_seed = int(seed) if cfg.get("shuffle", "seed") == "seed" else 0
     trainer = make_trainer(cfg, logger, callbacks, epochs)
     if trainer.max_epochs:
         try:

@@ -3,8 +3,8 @@
 Image inputs are float32 in [0, 1], shape (N, C, H, W), so adversarial distances are in
 pixel units; tabular inputs are standardised features (N, F), distances in standard
 deviations. Splits are fixed by `split_seed`, never by the training seed, so parents with
-different seeds see the same train/val/test split; the order of training batches follows
-the training seed (`shuffle_seed`).
+different seeds see the same train/val/test split; the order of the training batches
+follows the seed of the model being trained (training.fit sets `shuffle_seed`).
 
 A dataset is a registered name (DATASETS) or any `_target_`: a LightningDataModule, or a
 function returning (x_train, y_train, x_test, y_test) tensors (or ((x, y), (x, y)), or a
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ..errors import LineageError
 from ..registry import Registry
+from .settings import DataConf
 
 
 @dataclass
@@ -58,7 +59,7 @@ class DataModule(pl.LightningDataModule):
     ):
         super().__init__()
         self.name = name
-        self.shuffle_seed = shuffle_seed  # the training seed: it orders the batches
+        self.shuffle_seed = shuffle_seed  # set by training.fit: it orders the batches
         self.split_seed = split_seed
         self.workers = workers
         self.root = root  # a modification's own data (transfer, distill) reads beside it
@@ -80,6 +81,8 @@ class DataModule(pl.LightningDataModule):
             shuffle=shuffle,
             generator=g if shuffle else None,
             num_workers=self.workers,
+            # a worker process would start with every core's worth of torch threads
+            worker_init_fn=_one_thread if self.workers else None,
         )
 
     def half(self, half: int) -> DataModule:
@@ -103,6 +106,10 @@ class DataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test, False)
+
+
+def _one_thread(worker_id: int) -> None:
+    torch.set_num_threads(1)
 
 
 def _subset_classes(s: Split, classes: Sequence[int]) -> Split:
@@ -142,7 +149,7 @@ def build_datamodule(
     if isinstance(classes, Sequence) and not isinstance(classes, str) and not len(classes):
         classes = None  # an empty selection has always meant every class
     if classes is not None:
-        from ..config import check_classes
+        from .settings import check_classes
 
         check_classes(
             list(classes)
@@ -288,27 +295,13 @@ def from_tensors(
     )
 
 
-# The data group's own keys; a `_target_` dataset's other keys are its factory's arguments.
-OWN_KEYS = (
-    "_target_",
-    "name",
-    "root",
-    "classes",
-    "limit",
-    "val_fraction",
-    "split_seed",
-    "batch_size",
-    "download",
-    "epochs",
-    "workers",
-)
+# The data group's own keys (its dataclass); a `_target_` dataset's others are its
+# factory's arguments.
+OWN_KEYS = tuple(f.name for f in fields(DataConf))
 
 
-def datamodule_from_config(
-    d: Mapping[str, Any], shuffle_seed: int = 0, workers: int = 0
-) -> DataModule:
-    """Build from a `data` config group (also used for a modification's own `data`).
-    `shuffle_seed` orders the training batches (the run's seed)."""
+def datamodule_from_config(d: Mapping[str, Any]) -> DataModule:
+    """Build from a `data` config group (also used for a modification's own `data`)."""
     target = d.get("_target_")
     splits = None
     name = str(d.get("name") or "")
@@ -327,5 +320,5 @@ def datamodule_from_config(
         bool(d.get("download", False)),
         splits,
     )
-    dm.shuffle_seed, dm.workers = int(shuffle_seed), int(workers)
+    dm.workers = int(d.get("workers") or 0)
     return dm

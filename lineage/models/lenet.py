@@ -1,7 +1,9 @@
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from torch import nn
 
+from ..settings import knob
 from .registry import register
 
 
@@ -40,7 +42,17 @@ class LeNet(nn.Module):
         return self.head(self.features(x))
 
 
-@register("lenet")
+@dataclass
+class LeNetConf:
+    """The `model=lenet` group: its options (defaults and checks, lineage.settings)."""
+
+    _target_: str | None = knob(None)  # an importable factory replaces the registered name
+    name: str = "lenet"
+    channels: list[int] = knob([6, 16])  # the two convolutions' channels
+    hidden: list[int] = knob([120, 84])  # the two hidden Linear layers' widths
+
+
+@register("lenet", LeNetConf)
 def lenet(
     num_classes: int,
     in_channels: int,

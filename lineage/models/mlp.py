@@ -1,8 +1,10 @@
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from torch import nn
 
+from ..settings import knob
 from .registry import register
 
 
@@ -20,7 +22,16 @@ class MLP(nn.Module):
         return self.head(self.features(x))
 
 
-@register("mlp")
+@dataclass
+class MLPConf:
+    """The `model=mlp` group: its options (defaults and checks, lineage.settings)."""
+
+    _target_: str | None = knob(None)  # an importable factory replaces the registered name
+    name: str = "mlp"
+    hidden: list[int] = knob([128, 128])  # the hidden layers' widths
+
+
+@register("mlp", MLPConf)
 def mlp(
     num_classes: int,
     in_channels: int,

@@ -26,7 +26,16 @@ from ..errors import LineageError
 from ..registry import Registry
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("architecture")
-register = MODELS.register
+# Each registered architecture's options dataclass: the schema of its conf/model YAML.
+OPTIONS: dict[str, type] = {}
+
+
+def register(name: str, options: type | None = None) -> Callable[[Any], Any]:
+    if options is not None:
+        OPTIONS[name] = options
+    return MODELS.register(name)
+
+
 DATA_ARGS = ("num_classes", "in_channels", "input_size", "input_shape", "in_features")
 # Factories a model file may name and have imported: this package's own. Any other must be
 # named by the user (--arch, a config), never by the file (importing runs code).

@@ -1,8 +1,10 @@
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch.nn.functional as F
 from torch import nn
 
+from ..settings import knob
 from .registry import register
 
 
@@ -54,7 +56,17 @@ class ResNet18(nn.Module):
         return self.head(self.features(x))
 
 
-@register("resnet18")
+@dataclass
+class ResNetConf:
+    """The `model=resnet18` group: its options (defaults and checks, lineage.settings)."""
+
+    _target_: str | None = knob(None)  # an importable factory replaces the registered name
+    name: str = "resnet18"
+    width: float = knob(1.0, lo=0, ends="()")  # times (64, 128, 256, 512) channels per stage
+    mid: list[int] | None = knob(None)  # each block's inner width (8 numbers; pruning sets it)
+
+
+@register("resnet18", ResNetConf)
 def resnet18(
     num_classes: int,
     in_channels: int,

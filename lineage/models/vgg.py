@@ -1,7 +1,9 @@
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from torch import nn
 
+from ..settings import knob
 from .registry import register
 
 VGG11: list[int | str] = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
@@ -44,7 +46,17 @@ class VGG(nn.Module):
         return self.head(self.features(x))
 
 
-@register("vgg11")
+@dataclass
+class VGGConf:
+    """The `model=vgg11` group: its options (defaults and checks, lineage.settings)."""
+
+    _target_: str | None = knob(None)  # an importable factory replaces the registered name
+    name: str = "vgg11"
+    width: float = knob(0.25, lo=0, ends="()")  # times VGG-11's channels
+    channels: list[int] | None = knob(None)  # the 8 conv widths (overrides width)
+
+
+@register("vgg11", VGGConf)
 def vgg11(
     num_classes: int,
     in_channels: int,

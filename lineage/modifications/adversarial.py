@@ -107,12 +107,13 @@ def adversarial(
     ratio: float,
     seed: int,
     logger: Any = None,
+    train: Mapping[str, Any] | None = None,
 ) -> Derived:
     model = copy_parent(parent)
     check_labels_fit(dm, model, "adversarial")
     eps, steps = float(cfg["eps"]), int(cfg["steps"])
     step = float(cfg["step_size"]) if cfg["step_size"] is not None else 2.5 * eps / steps
-    tc = train_cfg(cfg)
+    tc = train_cfg(cfg, train=train)
     module = AdversarialTrainer(model, tc, n_outputs(model), ratio, eps, steps, step)
     model = fit_model(module, dm, tc, seed, logger)
 

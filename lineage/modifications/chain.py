@@ -80,13 +80,14 @@ def chain(
     ratio: float,
     seed: int,
     logger: Any = None,
+    train: Mapping[str, Any] | None = None,
 ) -> Derived:
     model = parent
     effect: dict[str, Any] = {}
     record: list[dict[str, Any]] = []
     d = Derived(parent)
     for i, (opts, r) in enumerate(plan(cfg, ratio)):
-        d = derive(model, dm, opts, r, seed + i, logger)
+        d = derive(model, dm, opts, r, seed + i, logger, train)
         model = d.model
         effect[f"step{i}"] = {"name": opts["name"], **d.effect}
         record.append(

@@ -11,6 +11,7 @@ import copy
 import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import pytorch_lightning as pl
@@ -104,15 +105,16 @@ class TrainTail(BaseFinetuning):
         self.make_trainable(self.frozen)
 
 
-def train_cfg(opts: Mapping[str, Any], epochs_key: str = "epochs") -> dict[str, Any]:
-    """The training config (lineage.training keys) that a modification's options define."""
-    return {
-        "epochs": int(opts[epochs_key]),
-        "lr": float(opts["lr"]),
-        "optimizer": "adam",
-        "scheduler": "none",
-        "accelerator": "auto",  # Lightning picks CUDA when present, like the parent's training
-    }
+def train_cfg(
+    opts: Mapping[str, Any], epochs_key: str = "epochs", train: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """How a modification trains: the run's `train` group (optimizer, its momentum and
+    weight decay, the schedule, the accelerator: lineage.training.TrainConf's defaults
+    without one) with the modification's own epochs and lr."""
+    from ..training import TrainConf
+
+    base = {**asdict(TrainConf()), **dict(train or {})}
+    return {**base, "epochs": int(opts[epochs_key]), "lr": float(opts["lr"])}
 
 
 def fit_model(

@@ -161,12 +161,13 @@ def distill(
     ratio: float,
     seed: int,
     logger: Any = None,
+    train: Mapping[str, Any] | None = None,
 ) -> Derived:
     data = task_data(dm, cfg["data"])
     teacher = copy_parent(parent).eval()
     student = init_student(parent, cfg, seed, width_factor=1.0 - ratio)
     check_labels_fit(data, student, "distill")
-    tc = train_cfg(cfg)
+    tc = train_cfg(cfg, train=train)
     module = Distiller(
         student,
         teacher,

@@ -102,6 +102,7 @@ def extraction(
     ratio: float,
     seed: int,
     logger: Any = None,
+    train: Mapping[str, Any] | None = None,
 ) -> Derived:
     oracle = copy_parent(parent).eval()
     budget = max(dm.batch_size, int(ratio * len(dm.train.x) + 0.5))
@@ -113,7 +114,7 @@ def extraction(
     queries = DataModule(
         "queries", answers, answers, answers, n_outputs(oracle), None, dm.batch_size
     )
-    tc = train_cfg(cfg)
+    tc = train_cfg(cfg, train=train)
     student = fit_model(Classifier(student, tc, n_outputs(oracle)), queries, tc, seed, logger)
     effect = {
         "student": arch_of(student)["name"],

@@ -64,6 +64,7 @@ def finetune(
     ratio: float,
     seed: int,
     logger: Any = None,
+    train: Mapping[str, Any] | None = None,
 ) -> Derived:
     data = task_data(dm, cfg["data"])
     model = copy_parent(parent)
@@ -76,9 +77,9 @@ def finetune(
     n = len(param_layers(model))
     k = tail_count(ratio, n)
     model = fit_model(
-        Classifier(model, train_cfg(cfg), n_outputs(model)),
+        Classifier(model, train_cfg(cfg, train=train), n_outputs(model)),
         data,
-        train_cfg(cfg),
+        train_cfg(cfg, train=train),
         seed,
         logger,
         [TrainTail(model, k)],

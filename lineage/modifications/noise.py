@@ -42,6 +42,7 @@ def noise(
     ratio: float,
     seed: int,
     logger: Any = None,
+    train: Mapping[str, Any] | None = None,
 ) -> Derived:
     model = copy_parent(parent).eval()
     g = torch.Generator().manual_seed(seed)

@@ -52,6 +52,7 @@ def permute(
     ratio: float,
     seed: int,
     logger: Any = None,
+    train: Mapping[str, Any] | None = None,
 ) -> Derived:
     model = copy_parent(parent).eval()
     found = permutation_spec(model)

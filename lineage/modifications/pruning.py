@@ -101,12 +101,19 @@ class PruneFirst(ModelPruning):
 
 
 def _unstructured(
-    model: nn.Module, dm: DataModule, cfg: Mapping[str, Any], ratio: float, seed: int, logger: Any
+    model: nn.Module,
+    dm: DataModule,
+    cfg: Mapping[str, Any],
+    ratio: float,
+    seed: int,
+    logger: Any,
+    train: Mapping[str, Any] | None,
 ) -> Derived:
-    module = Classifier(model, train_cfg(cfg, "finetune_epochs"), n_outputs(model))
+    tc = train_cfg(cfg, "finetune_epochs", train)
+    module = Classifier(model, tc, n_outputs(model))
     pruner = PruneFirst(model, ratio)
     if cfg["finetune_epochs"] > 0:
-        model = fit_model(module, dm, train_cfg(cfg, "finetune_epochs"), seed, logger, [pruner])
+        model = fit_model(module, dm, tc, seed, logger, [pruner])
     else:  # no training: the same callback prunes and makes it permanent, without a Trainer
         pruner.setup(None, module, "fit")  # type: ignore[arg-type]
         pruner.apply_pruning(ratio)
@@ -147,12 +154,18 @@ def shrink(model: nn.Module, ratio: float) -> tuple[nn.Module, dict[str, list[in
 
 
 def _structured(
-    model: nn.Module, dm: DataModule, cfg: Mapping[str, Any], ratio: float, seed: int, logger: Any
+    model: nn.Module,
+    dm: DataModule,
+    cfg: Mapping[str, Any],
+    ratio: float,
+    seed: int,
+    logger: Any,
+    train: Mapping[str, Any] | None,
 ) -> Derived:
     before = n_weights(model)
     small, kept = shrink(model, ratio)
     if cfg["finetune_epochs"] > 0:
-        tc = train_cfg(cfg, "finetune_epochs")
+        tc = train_cfg(cfg, "finetune_epochs", train)
         small = fit_model(Classifier(small, tc, n_outputs(small)), dm, tc, seed, logger)
     mods = dict(model.named_modules())
     total = sum(mods[name].weight.shape[0] for name in kept)
@@ -173,10 +186,11 @@ def pruning(
     ratio: float,
     seed: int,
     logger: Any = None,
+    train: Mapping[str, Any] | None = None,
 ) -> Derived:
     model = copy_parent(parent)
     if cfg["finetune_epochs"] > 0:
         check_labels_fit(dm, model, "pruning")
     if cfg["method"] == "l1_structured":
-        return _structured(model, dm, cfg, ratio, seed, logger)
-    return _unstructured(model, dm, cfg, ratio, seed, logger)
+        return _structured(model, dm, cfg, ratio, seed, logger, train)
+    return _unstructured(model, dm, cfg, ratio, seed, logger, train)

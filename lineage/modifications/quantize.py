@@ -126,6 +126,7 @@ def quantize(
     ratio: float,
     seed: int,
     logger: Any = None,
+    train: Mapping[str, Any] | None = None,
 ) -> Derived:
     bits = bits_for(cfg, ratio)
     model = copy_parent(parent).eval()

@@ -38,6 +38,7 @@ class Modification(Protocol):
         ratio: float,
         seed: int,
         logger: Any = None,
+        train: Mapping[str, Any] | None = None,
     ) -> Derived: ...
 
 
@@ -94,6 +95,7 @@ def derive(
     ratio: float,
     seed: int,
     logger: Any = None,
+    train: Mapping[str, Any] | None = None,
 ) -> Derived:
     r = validate(cfg, ratio)
-    return MODIFICATIONS.get(cfg["name"])(parent, dm, options(cfg), r, seed, logger)
+    return MODIFICATIONS.get(cfg["name"])(parent, dm, options(cfg), r, seed, logger, train)

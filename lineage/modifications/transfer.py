@@ -74,6 +74,7 @@ def transfer(
     ratio: float,
     seed: int,
     logger: Any = None,
+    train: Mapping[str, Any] | None = None,
 ) -> Derived:
     target = task_data(dm, cfg["data"])
     model = copy_parent(parent)
@@ -86,7 +87,7 @@ def transfer(
         model.arch = {**arch_of(model), "num_classes": target.num_classes}  # type: ignore[assignment]
     n = len(param_layers(model))
     k = tail_count(ratio, n)
-    tc = train_cfg(cfg)
+    tc = train_cfg(cfg, train=train)
     model = fit_model(
         Classifier(model, tc, target.num_classes), target, tc, seed, logger, [TrainTail(model, k)]
     )
