@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
+from lineage.config import RootConf
 
 ROOT = Path(__file__).resolve().parents[1]
-# a job trains its parent and this many references (conf/config.yaml n_independent)
-N_REFERENCES = int(OmegaConf.load(ROOT / "lineage" / "conf" / "config.yaml")["n_independent"])
+# a job trains its parent and this many references (RootConf.n_independent)
+N_REFERENCES = RootConf().n_independent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
