@@ -5,8 +5,8 @@ dataset name must be a registered one, a training recipe (`spec`, which decides 
 references are trained) must pass the same type and range checks as a config, and nothing
 from a file becomes a Hydra override string or an import.
 
-Without references the thresholds are uncalibrated fallbacks, which on easy tasks call
-independent models lineage; such a comparison reports "undetermined", never a verdict.
+Without enough references (determination.min_references) there is no distribution to
+measure the suspect against: such a comparison reports "undetermined", never a verdict.
 """
 
 from __future__ import annotations
@@ -198,7 +198,10 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             refs.append(model)
     log.info("judging: determination and closeness on %d test points", len(dm.test))
     x, y = dm.test.x, dm.test.y
-    cal = calibrate(parent, refs, x, y, cfg["determination"], cfg["closeness"], seed, args.head)
+    cal = calibrate(
+        parent, refs, x, y, cfg["determination"], cfg["closeness"], seed, args.head,
+        cfg.get("inherited"),
+    )  # fmt: skip
     if url:
         suspect = remote_suspect(args, dm)
     try:
@@ -210,9 +213,11 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     if url:
         out.update(flatten({"queries": suspect.report(v.closeness.n_drawn)}))
     out["references"] = len(refs)
-    out["calibrated"] = bool(refs)
-    out["verdict"] = ("lineage" if v.is_lineage else "not lineage") if refs else "undetermined"
-    out["explanation"] = v.explain()
+    out["calibrated"] = cal.calibrated
+    out["verdict"] = (
+        ("lineage" if v.is_lineage else "not lineage") if cal.calibrated else "undetermined"
+    )
+    out["explanation"] = v.explain(cal.evidence)
     return out
 
 
@@ -241,38 +246,16 @@ def _num(v: Any) -> str:
 
 
 def report(r: Mapping[str, Any]) -> str:
-    """The console answer: the verdict (or why there is none) and its evidence, always
-    saying whether the thresholds were calibrated."""
-    cal = f"calibrated on {r['references']} references" if r["calibrated"] else "uncalibrated"
-    evidence = (
-        f"method {r['determination.method']}, barrier {_num(r['determination.barrier'])}, "
-        f"threshold {_num(r['determination.threshold'])}"
-    )
-    if r["calibrated"]:
-        head = f"determination: {r['verdict']} ({evidence}; {cal})"
-    else:
-        head = (
-            "determination: undetermined: no references to calibrate the thresholds against "
-            f"({evidence}; pass --reference FILE or --references N)"
-        )
-    if r["determination.method"] == "function" and r["determination.barrier"] is None:
-        evidence = "function evidence only: " + str(r["determination.reason"])
-        head = (
-            f"determination: {r['verdict']} ({evidence}; {cal})"
-            if r["calibrated"]
-            else f"determination: undetermined: no references ({evidence})"
-        )
-    close = (
-        f"closeness: {r['closeness.score']:.4f} "
-        f"[{r['closeness.ci_low']:.4f}, {r['closeness.ci_high']:.4f}], "
-        f"match rate {r['closeness.match_rate']:.4f}, {r['closeness.n_points']} points, "
-        f"stopped: {r['closeness.stopped']}"
-    )
-    lines = [head, close]
+    """The console answer: the verdict (or "undetermined", never a bare verdict without
+    references) with each evidence's p-value, always saying whether it was calibrated."""
+    n = r["references"]
+    cal = f"calibrated on {n} references" if r["calibrated"] else f"uncalibrated: {n} references"
+    lines = str(r["explanation"]).splitlines()
+    lines[0] = f"determination: {lines[0]}; {cal}"
+    if not r["calibrated"]:
+        lines.append("  pass independent models with --reference FILE, or --references N")
     if "queries.sent" in r:
         from .remote.cli import queries_line
 
         lines.append(queries_line(dict(r)))
-    if r.get("determination.caveat"):
-        lines.append(f"caution: {r['determination.caveat']}")
     return "\n".join(printable(line) for line in lines)

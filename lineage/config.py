@@ -24,6 +24,7 @@ from omegaconf import MISSING
 from .data.settings import DataConf
 from .evaluate.basin.settings import DeterminationConf
 from .evaluate.closeness.settings import ClosenessConf
+from .evaluate.inherited import InheritedConf
 from .settings import SEED_MAX, from_mapping, knob
 from .training import TrainConf
 
@@ -35,7 +36,10 @@ class RootConf:
     name: str = knob("default")  # names the run or sweep folder; resume works per name
     seed: int = knob(0, lo=0, hi=SEED_MAX)  # the parent's; references add 1000 * (i + 1)
     ratio: float = knob(0.5, lo=0, hi=1)  # the one strength knob, mapped by each modification
-    n_independent: int = knob(3, lo=0, hi=100)  # references: each judged against the others
+    # independent references: the distribution the verdict's p-values are measured against
+    # (lineage.evaluate.verdict: 6, as fewer floor the p-values); each is also judged,
+    # leave-one-out against the others
+    n_independent: int = knob(6, lo=0, hi=100)
     force: bool = knob(False)  # rerun a job whose metrics.json already holds this config
     progress: bool = knob(True)  # progress bars on a terminal (always off when not a TTY)
     # torch threads per job; null: the cores divided by the jobs the launcher runs at once
@@ -46,6 +50,7 @@ class RootConf:
     modification: Any = MISSING
     determination: Any = MISSING
     closeness: Any = MISSING
+    inherited: Any = MISSING
     logger: Any = MISSING
     paths: Any = MISSING
 
@@ -55,6 +60,7 @@ GROUPS: dict[str, type] = {
     "train": TrainConf,
     "determination": DeterminationConf,
     "closeness": ClosenessConf,
+    "inherited": InheritedConf,
 }
 
 

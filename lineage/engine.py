@@ -16,6 +16,7 @@ itself would be circular).
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -37,7 +38,15 @@ from .evaluate.closeness import ClosenessConf, ClosenessResult, SourceCache
 from .evaluate.closeness import closeness as measure_closeness
 from .evaluate.closeness import settings as closeness_settings
 from .evaluate.closeness.score import closeness_threshold
-from .evaluate.verdict import combine
+from .evaluate.inherited import (
+    InheritedConf,
+    InheritedResult,
+    Probes,
+    inherited_errors,
+    probe_points,
+)
+from .evaluate.inherited import settings as inherited_settings
+from .evaluate.verdict import Evidence, decide
 
 Model = nn.Module | Callable[[torch.Tensor], Any]
 
@@ -51,6 +60,7 @@ class Verdict:
     closeness: ClosenessResult
     closeness_route: str = "direct"
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    inherited: InheritedResult | None = None
 
     @property
     def is_lineage(self) -> bool:
@@ -60,37 +70,57 @@ class Verdict:
     def calibrated(self) -> bool:
         return bool(self.determination.calibrated)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "determination": self.determination.to_dict(),
+    def to_dict(self, curve: bool = True) -> dict[str, Any]:
+        """For metrics.json: the scalar fields of each evidence, the path's loss curve."""
+        out = {
+            "determination": self.determination.to_dict(curve=curve),
             "closeness": {**self.closeness.to_dict(), "route": self.closeness_route},
         }
+        if self.inherited is not None:
+            out["inherited"] = self.inherited.to_dict()
+        return out
 
-    def explain(self) -> str:
-        """The verdict and the evidence behind it, for a person."""
+    def explain(self, references: Sequence[Evidence] = ()) -> str:
+        """The verdict and the evidence behind it, for a person: each evidence with its
+        p-value, and the references' values it was measured against (given `references`,
+        e.g. Calibration.evidence)."""
         d, c = self.determination, self.closeness
         head = "lineage" if self.is_lineage else "not lineage"
-        lines = [f"{head} (decided by {d.method} evidence)"]
+        if not d.calibrated:
+            head = "undetermined"
+        by = f", decided by {d.decided_by}" if d.decided_by else ""
+        p = "" if d.p_value is None else f" (p = {d.p_value:.3g} vs alpha {d.alpha}{by})"
+        lines = [head + p]
+
+        def span(values: Sequence[float | None]) -> str:
+            v = [x for x in values if x is not None]
+            return f"; references {min(v):.3g}-{max(v):.3g}" if v else ""
+
         if d.barrier is not None:
-            basin = {True: "same basin", False: "another basin", None: "abstains"}
+            abst = " (abstains)" if d.basin_is_lineage is None else ""
             lines.append(
-                f"  basin test: {basin[d.basin_is_lineage]}: barrier {d.barrier:.4g} vs "
-                f"threshold {d.threshold:.4g} "
-                f"({'calibrated on references' if d.calibrated else 'uncalibrated fallback'}),"
-                f" route {d.route}"
+                f"  basin: barrier {d.barrier:.4g}{abst}, p {_p(d.p_basin)}, route {d.route}"
+                + span([r.barrier for r in references])
             )
-        if d.reason:
-            lines.append(f"  note: {d.reason}")
-        if d.alignment:
-            lines.append(f"  alignment: {d.alignment}")
-        thr = f"threshold {d.function_threshold:.4g}" if d.function_threshold else "no threshold"
         lines.append(
-            f"  closeness: {c.score:.4f} [{c.ci_low:.4f}, {c.ci_high:.4f}] vs {thr}, "
-            f"match rate {c.match_rate:.4f} on {c.n_points} points ({self.closeness_route})"
+            f"  closeness: {c.score:.4f} [{c.ci_low:.4f}, {c.ci_high:.4f}], p "
+            f"{_p(d.p_closeness)}, match rate {c.match_rate:.4f} on {c.n_points} points "
+            f"({self.closeness_route})" + span([r.closeness for r in references])
         )
-        if d.caveat:
-            lines.append(f"  caution: {d.caveat}")
+        if self.inherited is not None:
+            lines.append(
+                f"  inherited errors: {self.inherited.score:.4f} on "
+                f"{self.inherited.n_points} points ({self.inherited.n_wrong} the parent "
+                f"gets wrong), p {_p(d.p_inherited)}" + span([r.inherited for r in references])
+            )
+        for label, text in (("note", d.reason), ("alignment", d.alignment), ("caution", d.caveat)):
+            if text:
+                lines.append(f"  {label}: {text}")
         return "\n".join(lines)
+
+
+def _p(p: float | None) -> str:
+    return "n/a" if p is None else f"{p:.3g}"
 
 
 @dataclasses.dataclass
@@ -108,10 +138,14 @@ class Calibration:
     seed: int
     cache: SourceCache = dataclasses.field(default_factory=SourceCache, repr=False)
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    inherited: InheritedConf = dataclasses.field(default_factory=InheritedConf)
+    probes: Probes | None = dataclasses.field(default=None, repr=False)  # the parent's errors
+    evidence: list[Evidence] = dataclasses.field(default_factory=list)  # each reference's
 
     @property
     def calibrated(self) -> bool:
-        return bool(self.references)
+        """Enough references for the verdict's p-values (determination.min_references)."""
+        return len(self.references) >= self.determination.min_references
 
     def thresholds(self) -> dict[str, float | None]:
         """The basin threshold's reference term and the function threshold."""
@@ -160,16 +194,18 @@ def calibrate(
     closeness: Mapping[str, Any] | ClosenessConf | None = None,
     seed: int = 0,
     head: str | None = None,
+    inherited: Mapping[str, Any] | InheritedConf | None = None,
 ) -> Calibration:
     """Measure `parent` against its independent `references` (same task, other seeds or
-    data) once: their barriers and closeness scores set the thresholds every suspect of this
-    parent is judged by. `x, y` are the parent task's test points (the first
+    data) once: their evidence is the distribution every suspect of this parent is judged
+    against (lineage.evaluate.verdict). `x, y` are the parent task's test points (the first
     `determination.probe_points` of them are the basin test's probe set)."""
     if not isinstance(parent, nn.Module):
         raise LineageError("the parent must be an nn.Module (its gradient and weights are used)")
     for i, r in enumerate(references):
         _check_model(r, f"reference {i}")
     ds, cs = determination_settings(determination), closeness_settings(closeness)
+    ins = inherited_settings(inherited)
     px, py = _probe(x, y, ds)
     head = find_head(parent, head)
     spec = permutation_spec(parent)
@@ -179,18 +215,42 @@ def calibrate(
     t1 = time.perf_counter()
     closes = [measure_closeness(parent, r, x, y, cs, seed=seed, cache=cache) for r in references]
     t2 = time.perf_counter()
+    probes = probe_points(parent, x, y, ins) if ins.enabled else None
+    views = [closeness_view(parent, r, x, head)[0] for r in references]
+    inh = [inherited_errors(v, probes, ins) if probes else None for v in views]
+    t3 = time.perf_counter()
+    evidence = [evidence_of(d, c, i) for d, c, i in zip(dets, closes, inh)]
+    refs = []
+    for i, (d, c, h) in enumerate(zip(dets, closes, inh)):
+        others = [e for j, e in enumerate(evidence) if j != i]
+        if d.barrier is not None and d.loss_parent is not None and d.loss_suspect is not None:
+            bars = [e.barrier for e in others if e.barrier is not None]
+            tau, ok = basin_threshold(bars, (d.loss_parent, d.loss_suspect), ds)
+            d = with_threshold(d, tau, ok)  # the paper's threshold, for the record
+        d = with_function_threshold(d, [e.closeness for e in others])
+        refs.append(Verdict(decide(d, evidence[i], others, ds), c, inherited=h))
     barriers = [d.barrier for d in dets]
     scores = [c.score for c in closes]
-    refs = []
-    for i, (d, c) in enumerate(zip(dets, closes)):
-        others = [b for j, b in enumerate(barriers) if j != i and b is not None]
-        if d.barrier is not None and d.loss_parent is not None and d.loss_suspect is not None:
-            tau, ok = basin_threshold(others, (d.loss_parent, d.loss_suspect), ds)
-            d = with_threshold(d, tau, ok)
-        other_scores = [s for j, s in enumerate(scores) if j != i]
-        refs.append(Verdict(combine(d, c.score, closeness_threshold(other_scores)), c))
-    seconds = {"determination_s": t1 - t0, "closeness_s": t2 - t1}
-    return Calibration(parent, refs, barriers, scores, head, spec, ds, cs, seed, cache, seconds)
+    seconds = {"determination_s": t1 - t0, "closeness_s": t2 - t1, "inherited_s": t3 - t2}
+    return Calibration(
+        parent, refs, barriers, scores, head, spec, ds, cs, seed, cache, seconds, ins, probes,
+        evidence,
+    )  # fmt: skip
+
+
+def evidence_of(
+    d: DeterminationResult, c: ClosenessResult, inherited: InheritedResult | None
+) -> Evidence:
+    """What the verdict's p-values are computed from: a basin test that abstained, or had
+    no route, gives no barrier."""
+    barrier = d.barrier if d.basin_is_lineage is not None else None
+    return Evidence(barrier, d.loss_parent, c.score, None if inherited is None else inherited.score)
+
+
+def with_function_threshold(d: DeterminationResult, scores: Sequence[float]) -> DeterminationResult:
+    """The AAAI 2025 rule's closeness threshold, recorded beside the p-value verdict."""
+    tau = closeness_threshold([s for s in scores if math.isfinite(s)]) if scores else None
+    return dataclasses.replace(d, function_threshold=tau)
 
 
 def judge(
@@ -206,20 +266,21 @@ def judge(
     closeness: Mapping[str, Any] | ClosenessConf | None = None,
     seed: int = 0,
     head: str | None = None,
+    inherited: Mapping[str, Any] | InheritedConf | None = None,
 ) -> Verdict:
     """Is `suspect` derived from `parent`? `suspect` is an nn.Module (both kinds of
     evidence) or a callable black box answering logits or labels (closeness only).
 
     `calibration` from `calibrate` (reused for every suspect of this parent); without it,
-    one is made from `references` (none: uncalibrated fallback thresholds, and the verdict
-    says calibrated=False). `record`: the suspect's lineage record (e.g. kept channels of a
+    one is made from `references` (fewer than determination.min_references: the verdict is
+    undetermined, calibrated=False). `record`: the suspect's lineage record (e.g. kept channels of a
     structured prune). `blackbox`: what closeness queries instead of `suspect` (a deployed
     artefact whose float twin `suspect` is). Options are those of the calibration when one
     is given."""
     _check_model(suspect, "suspect")
     cal = calibration
     if cal is None:
-        cal = calibrate(parent, references, x, y, determination, closeness, seed, head)
+        cal = calibrate(parent, references, x, y, determination, closeness, seed, head, inherited)
     elif cal.parent is not parent:
         raise LineageError("the calibration was made for another parent model")
     px, py = _probe(x, y, cal.determination)
@@ -231,6 +292,9 @@ def judge(
     view, route = closeness_view(parent, blackbox or suspect, x, cal.head)
     close = measure_closeness(parent, view, x, y, cal.closeness, seed=cal.seed, cache=cal.cache)
     t2 = time.perf_counter()
-    verdict = combine(det, close.score, closeness_threshold(cal.scores))
-    seconds = {"determination_s": t1 - t0, "closeness_s": t2 - t1}
-    return Verdict(verdict, close, route, seconds)
+    inh = inherited_errors(view, cal.probes, cal.inherited) if cal.probes is not None else None
+    t3 = time.perf_counter()
+    det = with_function_threshold(det, cal.scores)
+    verdict = decide(det, evidence_of(det, close, inh), cal.evidence, cal.determination)
+    seconds = {"determination_s": t1 - t0, "closeness_s": t2 - t1, "inherited_s": t3 - t2}
+    return Verdict(verdict, close, route, seconds, inh)

@@ -191,7 +191,14 @@ def calibration_for(
     cfg: dict[str, Any], dm: DataModule, parent: nn.Module, refs: list[nn.Module], seed: int
 ) -> Calibration:
     return calibrate(
-        parent, refs, dm.test.x, dm.test.y, cfg["determination"], cfg["closeness"], seed
+        parent,
+        refs,
+        dm.test.x,
+        dm.test.y,
+        cfg["determination"],
+        cfg["closeness"],
+        seed,
+        inherited=cfg.get("inherited"),
     )
 
 
@@ -248,9 +255,7 @@ def run(
                 record=dmeta["record"],
                 blackbox=derived.blackbox,
             )
-        m["time"].update(
-            {k: cal.seconds[k] + verdict.seconds[k] for k in ("determination_s", "closeness_s")}
-        )
+        m["time"].update({k: cal.seconds[k] + verdict.seconds[k] for k in cal.seconds})
         m["parent"] = {
             "id": pmeta["id"],
             "path": str(zoo.path(pmeta["id"])),

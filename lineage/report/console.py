@@ -29,9 +29,19 @@ def summary_table(m: dict[str, Any]) -> str:
     while f"independent.{i}.id" in m:
         judged.append((f"independent {i}", f"independent.{i}."))
         i += 1
-    rows = [("parent", m.get("parent.id"), m.get("parent.accuracy"), None, None, None, None)]
+    rows = [("parent", m.get("parent.id"), m.get("parent.accuracy"), *[None] * 6)]
     rows += [_row(name, m, p) for name, p in judged]
-    head = ("model", "id", "accuracy", "lineage?", "barrier", "closeness", "95% CI")
+    head = (
+        "model",
+        "id",
+        "accuracy",
+        "lineage?",
+        "p",
+        "barrier",
+        "closeness",
+        "95% CI",
+        "inherited",
+    )
     lines = [text_table(head, rows)]
     cautions = [
         f"caution ({name}): {printable(m[p + 'determination.caveat'])}"
@@ -53,12 +63,18 @@ def _row(name: str, m: dict[str, Any], p: str) -> tuple[Any, ...]:
     ci = None
     if f"{p}closeness.ci_low" in m:
         ci = f"[{m[p + 'closeness.ci_low']:.3f}, {m[p + 'closeness.ci_high']:.3f}]"
+    pv = m.get(p + "determination.p_value")
+    verdict = m.get(p + "determination.is_lineage")
+    if m.get(p + "determination.calibrated") is False:
+        verdict = "undetermined"
     return (
         name,
         m.get(p + "id"),
         m.get(p + "accuracy"),
-        m.get(p + "determination.is_lineage"),
+        verdict,
+        None if pv is None else f"{pv:.2g}",
         m.get(p + "determination.barrier"),
         m.get(p + "closeness.score"),
         ci,
+        m.get(p + "inherited.score"),
     )

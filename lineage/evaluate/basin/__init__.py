@@ -3,16 +3,21 @@
 Along the straight path theta(a) = (1 - a) * theta_parent + a * theta_suspect the probe
 loss L(a) is measured, and the barrier
 
-    B = max_a [ L(a) - ((1 - a) * L(0) + a * L(1)) ]
+    B = max_a [ L(a) - env(a) ],   env = the lower convex envelope of the measured L(a)
 
-is how far the path rises above the chord between the endpoints. A model derived from the
-parent (fine-tuned, pruned, quantized, noised) stays in the parent's basin: B is ~0. An
-independently trained model sits in another basin, behind a ridge: B is large.
+is how far the path rises above convexity. A model derived from the parent (fine-tuned,
+pruned, quantized, noised) stays in the parent's basin, where the path is convex: B is ~0.
+An independently trained model sits in another basin, behind a ridge: B is large. The
+paper measures the rise above the chord, max_a [L(a) - ((1 - a) L(0) + a L(1))]
+(`chord_barrier`); the two agree for every reference of our zoos, but a badly damaged
+suspect of another parent lifts the chord's far end over the ridge (MNIST: the other
+parent's noise-0.9 model, chord barrier 0, envelope barrier 0.098), which the envelope is
+not fooled by.
 
 `route` puts the suspect into the parent's layout first (alignment, pruned widths, the
 trunk of a transfer suspect), `path` walks the line with BatchNorm re-estimated at every
 point. When no weight-space route exists (another architecture), the result says
-`method="function"` and takes its verdict from the function evidence (verdict.combine). A
+`method="function"` and takes its verdict from the function evidence (verdict.decide). A
 suspect that has learnt nothing of the parent's task (a loss no better than a uniform
 guess's, L(1) >= ln C, or an accuracy within a margin of guessing the most frequent class)
 lifts the chord over any ridge, so the test abstains (`basin_is_lineage=None`, with the
@@ -38,7 +43,7 @@ from ...errors import LineageError
 from ...runtime import device_of
 from ...settings import from_mapping
 from ..calibration import calibrate
-from .path import Path, curve_of, evaluate, fit_head, gap, reestimate_bn
+from .path import Path, curve_of, evaluate, fit_head, gap, reestimate_bn, rise
 from .route import Route, check_record, kept_channels, plan, recorded
 from .settings import DeterminationConf
 
@@ -64,13 +69,13 @@ class DeterminationResult:
 
     is_lineage: bool
     basin_is_lineage: bool | None  # the same-basin test (None: no weight-space route)
-    function_is_lineage: bool | None  # the closeness evidence (None until combine())
-    barrier: float | None  # loss units (mean cross-entropy on the probe set)
+    function_is_lineage: bool | None  # the closeness evidence (None until verdict.decide)
+    barrier: float | None  # the path's rise above its lower convex envelope (loss units)
     barrier_rel: float | None  # barrier / mean endpoint loss
     error_barrier: float | None  # the same construction on the error rate
     threshold: float | None  # the barrier below which the basin test says lineage
     margin: float | None  # threshold - barrier (> 0: lineage by the basin test)
-    method: str  # the evidence that decided; see verdict.combine
+    method: str  # the evidence that decided; see verdict.decide
     route: str  # the weight-space route: basin|trunk [+pruned-map|+pruned-match][+aligned]
     aligned: bool  # weight matching reordered the suspect's units
     calibrated: bool  # threshold from reference barriers (False: the fallback rule)
@@ -83,6 +88,18 @@ class DeterminationResult:
     function_threshold: float | None = None
     caveat: str = ""  # why the verdict is weaker than it looks (verdict.caveat_of)
     alignment: str = ""  # units alignment could not cover, and why ("" when none)
+    chord_barrier: float | None = None  # the paper's barrier, against the chord (see `barrier`)
+    # The verdict of all the evidence (lineage.evaluate.verdict.decide; None until then):
+    inherited_is_lineage: bool | None = None
+    inherited_score: float | None = None  # lineage.evaluate.inherited
+    p_basin: float | None = None  # each evidence's p-value against the references
+    p_closeness: float | None = None
+    p_inherited: float | None = None
+    p_value: float | None = None  # their Bonferroni combination
+    alpha: float | None = None  # lineage when p_value <= alpha
+    verdict_score: float | None = None  # -log10 p_value: ranks pairs
+    decided_by: str = ""  # the evidence with the smallest p, when lineage
+    n_references: int = 0
 
     def to_dict(self, curve: bool = False) -> dict[str, Any]:
         """Flat scalar fields (for metrics.json); the curve as a list only if asked."""
@@ -228,7 +245,8 @@ def determine(
     path = Path(parent, route, probe_x, probe_y, bn_x, s)
     curve = curve_of(path, s.alphas, s.refine)
     first, last = curve[0], curve[-1]
-    barrier = max(gap(c, first, last, "loss") for c in curve)
+    barrier = max(rise(curve))
+    chord = max(gap(c, first, last, "loss") for c in curve)
     err_barrier = max(gap(c, first, last, "error") for c in curve)
     threshold, calibrated = calibrate(reference_barriers, (first["loss"], last["loss"]), s)
     basin: bool | None = barrier <= threshold
@@ -243,6 +261,7 @@ def determine(
         barrier=barrier,
         barrier_rel=barrier / max(mean_end, torch.finfo(torch.float32).eps),
         error_barrier=err_barrier,
+        chord_barrier=chord,
         threshold=threshold,
         margin=threshold - barrier,
         method=route.name,

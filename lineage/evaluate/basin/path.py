@@ -8,7 +8,7 @@ change every layer's activation statistics, so statistics carried over from the 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -155,12 +155,45 @@ def gap(
     return c[key] - ((1 - a) * first[key] + a * last[key])
 
 
+def envelope(curve: Sequence[Mapping[str, float]], key: str = "loss") -> list[float]:
+    """The curve's lower convex envelope at each of its points (the curve sorted by alpha).
+
+    The barrier is measured against it, not against the chord: a path inside one basin is
+    convex, so it lies on its envelope, while a ridge shows as non-convexity wherever it
+    sits. Against the chord, a suspect whose own loss is high (a badly damaged model of
+    another parent) lifts the far end so far that the path stays under the chord and a
+    ridge passes unseen; the envelope is not lifted by one high endpoint."""
+    pts = [(c["alpha"], c[key]) for c in curve]
+    hull: list[tuple[float, float]] = []
+    for p in pts:  # monotone chain, lower hull
+        while len(hull) >= 2:
+            (x1, y1), (x2, y2) = hull[-2], hull[-1]
+            if (x2 - x1) * (p[1] - y1) - (y2 - y1) * (p[0] - x1) <= 0:
+                hull.pop()  # hull[-1] lies on or above the segment hull[-2] -> p
+            else:
+                break
+        hull.append(p)
+    out, k = [], 0
+    for a, _ in pts:
+        while k + 1 < len(hull) - 1 and hull[k + 1][0] <= a:
+            k += 1
+        (x1, y1), (x2, y2) = hull[k], hull[min(k + 1, len(hull) - 1)]
+        out.append(y1 if x2 == x1 else y1 + (y2 - y1) * (a - x1) / (x2 - x1))
+    return out
+
+
+def rise(curve: Sequence[Mapping[str, float]], key: str = "loss") -> list[float]:
+    """Each point's height above the lower convex envelope (>= 0)."""
+    return [max(0.0, c[key] - e) for c, e in zip(curve, envelope(curve, key))]
+
+
 def curve_of(path: Path, alphas: int, refine: int) -> list[dict[str, float]]:
     """The loss/error curve on an even grid, plus `refine` rounds that bisect both
-    neighbouring intervals of the current maximum of the barrier gap."""
+    neighbouring intervals of the point that rises most above the envelope."""
     curve = [path.point(float(a)) for a in torch.linspace(0, 1, alphas).tolist()]
     for _ in range(refine):
-        k = max(range(len(curve)), key=lambda i: gap(curve[i], curve[0], curve[-1], "loss"))
+        heights = rise(curve)
+        k = max(range(len(curve)), key=lambda i: heights[i])
         mids = [
             (curve[j]["alpha"] + curve[j + 1]["alpha"]) / 2
             for j in (k - 1, k)

@@ -23,5 +23,10 @@ class DeterminationConf:
     head_steps: int = knob(50, lo=1)  # L-BFGS steps fitting a parent-task head on a trunk
     # Calibrated threshold (lineage.evaluate.calibration): tau = gamma * min(reference barriers)
     gamma: float = knob(0.25, lo=0, hi=INF, ends="()")
-    # Uncalibrated fallback: tau = fallback_rel * mean endpoint loss (calibrated=false)
+    # Uncalibrated fallback: tau = fallback_rel * mean endpoint loss (calibrated=false); also
+    # the barrier's floor, fallback_rel * L(0), on the verdict's log scale
     fallback_rel: float = knob(0.02, lo=0, hi=INF, ends="()")
+    # The verdict (lineage.evaluate.verdict): lineage when the Bonferroni-combined p-value of
+    # the evidence against the references is <= alpha; below min_references, undetermined
+    alpha: float = knob(0.005, lo=0, hi=1, ends="()")
+    min_references: int = knob(4, lo=2, hi=1000)
