@@ -217,7 +217,7 @@ def calibrate(
     t2 = time.perf_counter()
     probes = probe_points(parent, x, y, ins) if ins.enabled else None
     views = [closeness_view(parent, r, x, head)[0] for r in references]
-    inh = [inherited_errors(v, probes, ins) if probes else None for v in views]
+    inh = [inherited_errors(v, probes, ins) if probes is not None else None for v in views]
     t3 = time.perf_counter()
     evidence = [evidence_of(d, c, i) for d, c, i in zip(dets, closes, inh)]
     refs = []

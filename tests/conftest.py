@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from lineage.config import RootConf
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -47,18 +47,20 @@ class ResCNN(nn.Module):
 
 
 class TabMLP(nn.Module):
-    """An MLP for standardised tabular features, with LayerNorm."""
+    """An MLP for standardised tabular features: three hidden layers with LayerNorm."""
 
     def __init__(self, in_features: int = 30, num_classes: int = 2, hidden: int = 64):
         super().__init__()
-        self.fc1 = nn.Linear(in_features, hidden)
-        self.norm = nn.LayerNorm(hidden)
-        self.fc2 = nn.Linear(hidden, hidden)
+        layers: list[nn.Module] = []
+        width = in_features
+        for _ in range(3):
+            layers += [nn.Linear(width, hidden), nn.LayerNorm(hidden), nn.ReLU()]
+            width = hidden
+        self.body = nn.Sequential(*layers)
         self.out = nn.Linear(hidden, num_classes)
 
     def forward(self, x):
-        h = F.relu(self.norm(self.fc1(x)))
-        return self.out(F.relu(self.fc2(h)))
+        return self.out(self.body(x))
 
 
 def tab_mlp(num_classes: int, in_features: int, hidden: int = 64) -> nn.Module:

@@ -45,8 +45,8 @@ def breast_cancer():
 
 
 FAMILIES = {
-    "residual cnn": (lambda: ResCNN(10), digits, 6),
-    "tabular mlp": (lambda: TabMLP(30, 2), breast_cancer, 20),
+    "residual cnn": (lambda: ResCNN(10, width=4), digits, 5),
+    "tabular mlp": (lambda: TabMLP(30, 2), breast_cancer, 60),
 }
 
 
@@ -60,18 +60,18 @@ def family(request):
         return fit(make(), x, y, epochs, seed)
 
     parent = trained(0)
-    references = [trained(s) for s in (1, 2, 3)]
+    references = [trained(s) for s in (1, 2, 3, 4, 5, 6)]  # the default 6
     independents = [trained(s) for s in (11, 12, 13)]
     derived = {
         name: lineage.derive(parent, mod, ratio, data=(x, y, xt, yt), **opts)
         for name, (mod, ratio, opts) in DERIVATIVES.items()
     }
     cal = lineage.calibrate(parent, references, xt, yt, closeness=FAST)
-    return parent, derived, independents, cal, xt, yt
+    return parent, derived, independents, cal, xt, yt, references
 
 
 def test_every_derivative_is_lineage(family):
-    parent, derived, _, cal, xt, yt = family
+    parent, derived, _, cal, xt, yt, _ = family
     for name, d in derived.items():
         v = lineage.judge(parent, d.model, xt, yt, calibration=cal, record=d.record)
         assert v.is_lineage, f"{name}: {v.explain()}"
@@ -79,7 +79,7 @@ def test_every_derivative_is_lineage(family):
 
 
 def test_independent_models_are_not(family):
-    parent, _, independents, cal, xt, yt = family
+    parent, _, independents, cal, xt, yt, _ = family
     for i, m in enumerate(independents):
         v = lineage.judge(parent, m, xt, yt, calibration=cal)
         assert not v.is_lineage, f"independent {i}: {v.explain()}"
@@ -87,18 +87,29 @@ def test_independent_models_are_not(family):
 
 
 def test_the_permuted_copy_shares_the_basin_only_with_alignment(family):
-    parent, derived, _, _, xt, yt = family
+    """The basin evidence, each time against references measured the same way: aligned,
+    the permuted copy's barrier is 0 where independent models' are not; unaligned, it is
+    as high as theirs (its function is the parent's, so closeness sees it regardless)."""
+    parent, derived, _, cal, xt, yt, references = family
     perm = derived["permute"].model
     assert derived["permute"].effect["max_output_diff"] < 1e-4  # the same function
-    aligned = lineage.determine(parent, perm, xt, yt)
-    raw = lineage.determine(parent, perm, xt, yt, align=False)
-    assert aligned.basin_is_lineage is True and aligned.aligned
+    aligned = lineage.judge(parent, perm, xt, yt, calibration=cal).determination
+    raw_cal = lineage.calibrate(
+        parent, references, xt, yt, determination={"align": False}, closeness=FAST
+    )
+    raw = lineage.judge(parent, perm, xt, yt, calibration=raw_cal).determination
+    assert aligned.aligned and not raw.aligned
+    assert aligned.barrier == 0 < raw.barrier and aligned.p_basin < raw.p_basin
     assert raw.basin_is_lineage is False, raw
-    assert aligned.barrier < raw.barrier
+    if isinstance(family[0], ResCNN):
+        # On breast cancer independent MLPs are nearly linearly connected too (barriers of
+        # a few % of the loss, at the barrier's floor), so a 0 is no significant outlier
+        # by itself there and closeness carries the verdict; on the CNN it is.
+        assert aligned.basin_is_lineage is True, aligned
 
 
 def test_structured_pruning_removed_units_and_judging_maps_them_back(family):
-    parent, derived, _, cal, xt, yt = family
+    parent, derived, _, cal, xt, yt, _ = family
     d = derived["structured pruning"]
     n_params = sum(p.numel() for p in d.model.parameters())
     assert n_params < sum(p.numel() for p in parent.parameters())

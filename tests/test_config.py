@@ -6,7 +6,6 @@ after; either way the message names the key.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,6 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from lineage.config import (
-    ClosenessConf,
-    DeterminationConf,
     check_ranges,
     register_schemas,
 )

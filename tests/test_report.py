@@ -24,11 +24,11 @@ from matplotlib.image import imread
 
 from lineage.errors import LineageError
 from lineage.report.collect import COLUMNS, collect, sweep_info
-from lineage.results import pairs
 from lineage.report.figures import FIGURE_SIZES
 from lineage.report.html import write_report
 from lineage.report.sections import make_sections
 from lineage.report.wandb_report import check_ready, report_blocks, sweep_groups, to_wandb
+from lineage.results import pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 MODS = ("finetune", "pruning")

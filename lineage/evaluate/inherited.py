@@ -44,6 +44,9 @@ from .boundary import Model, run_model
 class InheritedConf:
     enabled: bool = knob(True)  # false: the verdict uses basin and closeness only
     n_points: int = knob(200, lo=1, hi=100_000)  # wrong points, then third-class mixups
+    # fewer points than this (a parent almost never wrong, two classes so no third-class
+    # mixup): no evidence either way, rather than a noisy mean of a handful
+    min_points: int = knob(20, lo=1, hi=100_000)
     pool: int = knob(5000, lo=1, hi=1_000_000)  # mixup candidates to choose from
     lam_low: float = knob(0.3, lo=0, hi=1)  # mixing weight range
     lam_high: float = knob(0.7, lo=0, hi=1)
@@ -124,20 +127,18 @@ def probe_points(
             xs.append(xm[third])
             ans.append(a[third])
     points = Probes(torch.cat(xs), torch.cat(ans), len(wrong))
-    if len(points.answer) == 0:
-        raise LineageError(
-            "inherited errors: the parent makes no error on the test points and no mixup "
-            "gives it a third class: there is nothing it could have passed on"
-        )
     return points
 
 
 def inherited_errors(
     suspect: Model, points: Probes, cfg: Mapping[str, Any] | InheritedConf | None = None
-) -> InheritedResult:
-    """How closely `suspect` reproduces the parent's answers on the parent's `points`."""
+) -> InheritedResult | None:
+    """How closely `suspect` reproduces the parent's answers on the parent's `points`;
+    None when there are fewer than `min_points` of them (nothing to measure)."""
     t0 = time.perf_counter()
     c = settings(cfg)
+    if len(points.answer) < c.min_points:
+        return None
     with eval_mode(suspect):
         out = _outputs(suspect, points.x, c.batch_size)
     if out.dim() == 2 and out.is_floating_point():
