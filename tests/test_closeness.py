@@ -7,7 +7,7 @@ from torch import nn
 
 from lineage import models
 from lineage.errors import LineageError
-from lineage.evaluate import boundary
+from lineage.evaluate import refine
 from lineage.evaluate.closeness import (
     LabelOnly,
     Points,
@@ -109,14 +109,14 @@ def test_first_crossing_follows_every_class_margin():
     t1, t2 = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
     K1 = torch.tensor([[inf, 4.0, 2.0], [inf, 1.0, 3.0], [nan, nan, nan]], dtype=torch.float64)
     K2 = torch.tensor([[inf, 2.0, 1.5], [inf, -0.5, 3.5], [inf, 1.0, 2.0]], dtype=torch.float64)
-    root, cls = boundary._first_crossing(t1, K1, t2, K2)
+    root, cls = refine._first_crossing(t1, K1, t2, K2)
     assert root[0].item() == 2.0 and cls[0].item() == 1
     assert root[1].item() == pytest.approx(2 / 3) and cls[1].item() == 1  # crossed between
     assert math.isnan(root[2].item())  # nothing known at t1
     # a margin below 0 that is not falling: no consistent first crossing
     K2[0, 2] = -1.0
     K1[0, 2] = -2.0
-    assert boundary._first_crossing(t1, K1, t2, K2)[0][0].item() == -inf
+    assert refine._first_crossing(t1, K1, t2, K2)[0][0].item() == -inf
 
 
 class ViewLeNet(nn.Module):

@@ -139,7 +139,7 @@ def decide(
         p_inherited=p["inherited"],
         p_value=combined,
         alpha=cfg.alpha,
-        verdict_score=-math.log10(max(combined, 1e-300)),
+        verdict_score=max(0.0, -math.log10(max(combined, 1e-300))),  # no "-0.0" at p = 1
         decided_by=decided if lineage else "",
         n_references=len(references),
         calibrated=enough,
