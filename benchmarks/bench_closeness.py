@@ -5,8 +5,8 @@
     --table     closeness of pruned (0.1..0.9), 8-bit quantized and independent models
     --sampling  points the sampling strategy needs vs uniform sampling, for the same CI
 
-    python benchmarks/bench_closeness.py --speed --table --sampling --data-root ../shared/data
-    python benchmarks/bench_closeness.py --speed --device cuda --data cifar10 --model resnet18 \
+    python -m benchmarks.bench_closeness --speed --table --sampling --data-root ../shared/data
+    python -m benchmarks.bench_closeness --speed --device cuda --data cifar10 --model resnet18 \
         --data-root DIR --points 1000 --ref-points 200 --ref-threads 1 --override data.epochs=2
 
 The parent and independent references come from the zoo (outputs/zoo), trained on first use
@@ -26,19 +26,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from benchmarks.reference_closeness import reference_closeness
+from lineage import models
+from lineage.data import DataModule, datamodule_from_config
+from lineage.evaluate.closeness import References, closeness, filter_points, measure_points
+from lineage.runtime import ieee_fp32
+from lineage.training import accuracy, train_classifier
+from lineage.utils import seed_all
+from lineage.zoo import Zoo
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from reference_closeness import reference_closeness  # noqa: E402
-
-from lineage import models  # noqa: E402
-from lineage.data import DataModule, datamodule_from_config  # noqa: E402
-from lineage.evaluate.closeness import References, closeness, filter_points, measure_points  # noqa: E402
-from lineage.runtime import ieee_fp32  # noqa: E402
-from lineage.training import accuracy, train_classifier  # noqa: E402
-from lineage.utils import seed_all  # noqa: E402
-from lineage.zoo import Zoo  # noqa: E402
 
 BASE: list[str] = []  # the Hydra overrides of this run (data, model, data.root, device)
 

@@ -1,15 +1,14 @@
-"""Lineage determination benchmark: modification x ratio -> barrier, threshold, verdict.
+"""Lineage determination benchmark: modification x ratio -> barrier, p-values, verdict.
 
-    python benchmarks/bench_determination.py                       # digits MLP + MNIST LeNet
-    python benchmarks/bench_determination.py --data-root ../shared/data --settings mnist
+    python -m benchmarks.bench_determination                   # digits MLP + MNIST LeNet
+    python -m benchmarks.bench_determination --data-root ../shared/data --settings mnist
 
-Parents and independent references come from the zoo (outputs/zoo, the same cache and
-specs as run.py); derived models are cached there too, so reruns only re-judge. Every
-suspect is judged with the threshold calibrated on all references; every reference is
-judged leave-one-out (threshold from the *other* references). With --closeness the
-function evidence (lineage.evaluate.closeness) joins in through verdict.combine, as in
-run.py, which is what can call distilled/extracted students lineage. The last table is the cost
-of one pair (11 alphas, the probe set, alignment included) with 2 and with 1 CPU threads.
+Parents and independent references come from the zoo store (outputs/zoo, the same cache and
+specs as `lineage run`); derived models are cached there too, so reruns only re-judge. The
+parent is calibrated once on its references (lineage.engine.calibrate, which judges each
+reference leave-one-out) and every suspect judged against it (lineage.engine.judge): all
+three kinds of evidence, as `lineage run` does. The last table is the cost of one basin test
+(11 alphas, the probe set, alignment included) with 2 and with 1 CPU threads.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,26 +23,22 @@ from typing import Any
 import pandas as pd
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from lineage import models
+from lineage.cli import compose
+from lineage.data import datamodule_from_config
+from lineage.engine import Verdict, judge
+from lineage.evaluate.basin import determine
+from lineage.pipeline import calibration_for, derive_model, trained_model
+from lineage.tracking import Tracker
+from lineage.training import accuracy
+from lineage.zoo import Zoo, derived_id, reference_seed
 
-from lineage import models  # noqa: E402
-from lineage.cli import compose  # noqa: E402
-from lineage.data import datamodule_from_config  # noqa: E402
-from lineage.evaluate.basin import determine, settings  # noqa: E402
-from lineage.evaluate.calibration import calibrate  # noqa: E402
-from lineage.evaluate.closeness import closeness, closeness_threshold  # noqa: E402
-from lineage.evaluate.verdict import combine  # noqa: E402
-from lineage.pipeline import derive_model, trained_model  # noqa: E402
-from lineage.tracking import Tracker  # noqa: E402
-from lineage.training import accuracy  # noqa: E402
-from lineage.utils import stable_hash  # noqa: E402
-from lineage.zoo import Zoo, reference_seed  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SETTINGS = {"digits": ["data=digits", "model=mlp"], "mnist": ["data=mnist", "model=lenet"]}
 # (modification, ratio, Hydra overrides of its group). The issue requires the first block
 # to be judged lineage; distill and extraction students start from fresh weights, so only
-# the function evidence (closeness) can call them lineage.
+# the function evidence (closeness, inherited errors) can call them lineage.
 CASES: list[tuple[str, float, list[str]]] = [
     ("finetune", 0.1, []),
     ("finetune", 0.5, []),
@@ -73,24 +67,16 @@ REQUIRED = {"finetune", "pruning", "quantize", "permute", "noise", "transfer", "
 def derived(
     cfg: dict[str, Any], dm: Any, parent: torch.nn.Module, pmeta: dict[str, Any], zoo: Zoo
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The derived model of run.py for this config, from the zoo when already there."""
-    mod, ratio, seed = cfg["modification"], float(cfg["ratio"]), int(cfg["seed"])
-    did = "d-" + stable_hash(
-        {"parent": pmeta["id"], "modification": mod, "ratio": ratio, "seed": seed}
-    )
+    """The derived model `lineage run` makes for this config, from the zoo when there."""
+    did = derived_id(pmeta["id"], cfg["modification"], float(cfg["ratio"]), int(cfg["seed"]))
     if zoo.path(did).exists():
         return models.load(zoo.path(did))
     d, meta, _ = derive_model(cfg, dm, parent, pmeta, zoo, Tracker())
     return d.model.eval(), meta
 
 
-def row(
-    name: str, ratio: float | str, r: Any, dcfg: dict[str, Any], acc: float | None, expect: str
-) -> dict[str, Any]:
-    fallback = None
-    if r.barrier is not None:
-        tau, _ = calibrate(None, (r.loss_parent, r.loss_suspect), settings(dcfg))
-        fallback = "lineage" if r.barrier <= tau else "not"
+def row(name: str, ratio: float | str, v: Verdict, acc: float | None, expect: str) -> dict:
+    r = v.determination
     verdict = "lineage" if r.is_lineage else "not"
     ok = {"lineage": verdict == "lineage", "not": verdict == "not"}.get(expect)
     return {
@@ -100,16 +86,17 @@ def row(
         "L0": r.loss_parent,
         "L1": r.loss_suspect,
         "barrier": r.barrier,
-        "rel": r.barrier_rel,
-        "threshold": r.threshold,
-        "verdict": verdict,
-        "uncal.": fallback,
+        "p_basin": r.p_basin,
         "closeness": r.function_score,
-        "close_tau": r.function_threshold,
-        "method": r.method,
+        "p_close": r.p_closeness,
+        "inherited": r.inherited_score,
+        "p_inh": r.p_inherited,
+        "p": r.p_value,
+        "verdict": verdict,
+        "decided_by": r.decided_by,
         "expect": expect,
         "ok": "" if ok is None else ("yes" if ok else "NO"),
-        "s": r.seconds,
+        "s": sum(v.seconds.values()),
     }
 
 
@@ -165,25 +152,14 @@ def bench(setting: str, args: argparse.Namespace) -> None:
         f"{pmeta['accuracy']:.4f}, {len(refs)} references, {len(y)} probe points",
         flush=True,
     )
-    ccfg = {**cfg["closeness"], "progress": False}
-
-    def score(m: torch.nn.Module) -> float | None:
-        """The function evidence (closeness score), only with --closeness (it is slower)."""
-        if not args.closeness:
-            return None
-        return closeness(parent, m, dm.test.x, dm.test.y, ccfg, seed=int(cfg["seed"])).score
-
-    ref_res = [determine(parent, r, x, y, dcfg) for r in refs]
-    barriers = [r.barrier for r in ref_res]
-    scores = [score(r) for r in refs]
-    rows = []
-    for i, r in enumerate(refs):
-        # leave-one-out: each reference is judged against thresholds the others set
-        loo = determine(parent, r, x, y, dcfg, [b for j, b in enumerate(barriers) if j != i])
-        others = [c for j, c in enumerate(scores) if j != i and c is not None]
-        loo = combine(loo, scores[i], closeness_threshold(others) if args.closeness else None)
-        rows.append(row(f"independent {i}", "-", loo, dcfg, accuracy(r, x, y), "not"))
-    tau_close = closeness_threshold([c for c in scores if c is not None])
+    seed = int(cfg["seed"])
+    cal = calibration_for(
+        {**cfg, "closeness": {**cfg["closeness"], "progress": False}}, dm, parent, refs, seed
+    )
+    rows = [
+        row(f"independent {i}", "-", v, accuracy(r, x, y), "not")
+        for i, (r, v) in enumerate(zip(refs, cal.references))  # each judged leave-one-out
+    ]
     for name, ratio, over in CASES:
         if args.only and name not in args.only:
             continue
@@ -191,14 +167,11 @@ def bench(setting: str, args: argparse.Namespace) -> None:
         t0 = time.time()
         model, meta = derived(mcfg, dm, parent, pmeta, zoo)
         made = time.time() - t0
-        res = determine(parent, model, x, y, dcfg, barriers, None, meta.get("record"))
-        res = combine(res, score(model), tau_close if args.closeness else None)
+        v = judge(parent, model, dm.test.x, dm.test.y, calibration=cal, record=meta.get("record"))
         label = name + ("/" + ",".join(o.split("=")[1] for o in over) if over else "")
         acc = accuracy(model, x, y) if model.head.out_features == dm.num_classes else None
-        rows.append(
-            row(label, ratio, res, dcfg, acc, "lineage" if name in REQUIRED else "function?")
-        )
-        print(f"  {label} {ratio}: derived in {made:.1f}s, barrier {res.barrier}", flush=True)
+        rows.append(row(label, ratio, v, acc, "lineage" if name in REQUIRED else "function?"))
+        print(f"  {label} {ratio}: derived in {made:.1f}s, p {v.determination.p_value:.2g}")
     table = pd.DataFrame(rows)
     with pd.option_context(
         "display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format
@@ -220,13 +193,8 @@ def main() -> None:
     p.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--zoo", default=str(ROOT / "outputs" / "zoo"))
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    p.add_argument("--references", type=int, default=3, help="independent references (>= 2)")
+    p.add_argument("--references", type=int, default=6, help="independent references (>= 4)")
     p.add_argument("--only", nargs="*", help="modifications to run (default: all)")
-    p.add_argument(
-        "--closeness",
-        action="store_true",
-        help="also measure closeness and show the combined verdict",
-    )
     args = p.parse_args()
     args.data_root = str(Path(args.data_root).resolve())
     os.environ.setdefault("LINEAGE_DATA", args.data_root)  # a modification's own data

@@ -1,8 +1,8 @@
 """Calibrate once, judge many: the cost per suspect with a reused calibration against
 calibrating for every suspect (what judging each pair on its own costs).
 
-    python benchmarks/bench_judge.py --data-root ../shared/data          # MNIST LeNet
-    python benchmarks/bench_judge.py --override experiment=smoke         # digits, seconds
+    python -m benchmarks.bench_judge --data-root ../shared/data          # MNIST LeNet
+    python -m benchmarks.bench_judge --override experiment=smoke         # digits, seconds
 
 One parent and its references (3 by default, trained or loaded from the zoo exactly as
 run.py does), 20 suspects derived without training (pruning, noise and quantization at

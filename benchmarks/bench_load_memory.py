@@ -1,6 +1,6 @@
 """Peak memory of `lineage.models.load` against the model file's size.
 
-    python benchmarks/bench_load_memory.py [--sizes 10 50 200] [--compare REV]
+    python -m benchmarks.bench_load_memory [--sizes 10 50 200] [--compare REV]
 
 For each size (MB) an MLP whose tensors fill about that many bytes is saved, then loaded
 in a fresh process. The peak is the resident set's high-water mark during the load alone
@@ -22,7 +22,6 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 CHILD = r"""
 import importlib.util, json, sys, time

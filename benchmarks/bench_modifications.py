@@ -1,8 +1,8 @@
 """Every registered modification on an MNIST LeNet parent at ratios 0.1, 0.5 and 0.9:
 the derived model's accuracy, its main measured effect and the seconds it took.
 
-    python benchmarks/bench_modifications.py --data-root ../shared/data
-    python benchmarks/bench_modifications.py --data-root ../shared/data --quick
+    python -m benchmarks.bench_modifications --data-root ../shared/data
+    python -m benchmarks.bench_modifications --data-root ../shared/data --quick
 
 The parent comes from the zoo (outputs/zoo) under the same spec run.py uses for
 data=mnist model=lenet seed=0 (3 epochs, adam 3e-3, cosine, batch 128), so it is trained
@@ -24,7 +24,7 @@ import torch
 from lineage import models
 from lineage.data import build_datamodule
 from lineage.modifications import MODIFICATIONS, derive
-from lineage.modifications.registry import DEFAULTS
+from lineage.modifications.registry import OPTIONS
 from lineage.training import accuracy, train_classifier
 from lineage.utils import flatten, seed_all
 from lineage.zoo import Zoo
@@ -138,7 +138,7 @@ def main() -> None:
         name = cfg["name"]
         if name not in MODIFICATIONS or (args.only and label not in args.only):
             continue
-        if "epochs" in DEFAULTS.get(name, {}):
+        if "epochs" in getattr(OPTIONS.get(name), "__dataclass_fields__", {}):
             cfg = {**cfg, "epochs": args.mod_epochs}
         if name == "chain":
             steps = [

@@ -14,9 +14,9 @@ A verdict here is the closeness measurement of `--points` class-stratified test 
 (no sampling, so every method sees the same points). Only the suspect's queries count: the
 parent is the auditor's own white box.
 
-    python benchmarks/bench_remote.py --data-root ../shared/data \\
+    python -m benchmarks.bench_remote --data-root ../shared/data \\
         --parent PARENT.safetensors --suspect SUSPECT.safetensors [SUSPECT ...]
-    python benchmarks/bench_remote.py --data-root ../shared/data   # trains a LeNet (zoo)
+    python -m benchmarks.bench_remote --data-root ../shared/data   # trains a LeNet (zoo)
 
 Without --parent, the parent comes from the zoo (trained on first use, as bench_closeness
 does); a suspect `prune:R` is the parent with a fraction R of its weights magnitude-pruned.
@@ -36,18 +36,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from benchmarks.bench_closeness import BASE, compose, simple_prune, table, zoo_models
+from benchmarks.reference_closeness import reference_closeness
+from lineage import models
+from lineage.data import datamodule_from_config
+from lineage.evaluate.closeness import LabelOnly, measure_points
+from lineage.evaluate.sampling import stratified_order
+from lineage.remote import RemoteModel
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_closeness import BASE, compose, simple_prune, table, zoo_models  # noqa: E402
-from reference_closeness import reference_closeness  # noqa: E402
-
-from lineage import models  # noqa: E402
-from lineage.data import datamodule_from_config  # noqa: E402
-from lineage.evaluate.closeness import LabelOnly, measure_points  # noqa: E402
-from lineage.evaluate.sampling import stratified_order  # noqa: E402
-from lineage.remote import RemoteModel  # noqa: E402
 
 
 class Counted(nn.Module):

@@ -1,7 +1,7 @@
 """Wall time of the main job (`python run.py`, defaults: digits + MLP) on an empty zoo and on
 a cached zoo, plus the parent's accuracy. Also the 12-job joblib sweep with --sweep.
 
-    python benchmarks/bench_run.py [--sweep] [--mnist]
+    python -m benchmarks.bench_run [--sweep] [--mnist]
 """
 
 import argparse

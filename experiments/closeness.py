@@ -1,7 +1,7 @@
 """Experiment 2: lineage closeness against the strength of each modification.
 
-    python experiments/zoo.py --preset mnist_lenet            # first: the zoo and its pairs
-    python experiments/closeness.py --preset mnist_lenet
+    python -m experiments.zoo --preset mnist_lenet            # first: the zoo and its pairs
+    python -m experiments.closeness --preset mnist_lenet
 
 Reads outputs/experiments/<preset>/pairs.csv (the lineage pairs of single modifications);
 writes to outputs/experiments/<preset>/closeness/:
@@ -17,16 +17,11 @@ fall as the ratio grows (rho near -1). Modifications whose ratio is not a streng
 reorders units and changes no function; transfer's ratio is how much of the trunk trains on
 another task) are reported too but have no target.
 """
-# ruff: noqa: E402  (the repository root goes on sys.path first: this file runs as a script)
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import math
+from pathlib import Path
 
 import pandas as pd
 

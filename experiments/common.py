@@ -5,27 +5,31 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-# A modification's own data (transfer) is read beside the parent's, from the shared root.
-os.environ.setdefault("LINEAGE_DATA", str(ROOT.parent / "shared" / "data"))
+from lineage.errors import LineageError
+from lineage.report.html import md_table
 
-from lineage.errors import LineageError  # noqa: E402
-from lineage.report.html import md_table  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+# The presets' data roots resolve ${oc.env:LINEAGE_DATA} when composed: the shared root
+# unless the caller says otherwise (a CIFAR-10 made with make_cifar10.py, say).
+os.environ.setdefault("LINEAGE_DATA", str(ROOT.parent / "shared" / "data"))
 
 OUTPUTS = ROOT / "outputs" / "experiments"
 
 # The project's detectors and the peer baselines, as score columns of the pairs table
-# (higher = lineage). verdict_score is >= 0 exactly when the project's verdict is lineage.
-PROJECT_SCORES = {"verdict": "verdict_score", "-barrier": "neg_barrier", "closeness": "closeness"}
+# (higher = lineage). verdict_score is -log10 of the verdict's p-value; each evidence alone
+# is its raw statistic.
+PROJECT_SCORES = {
+    "verdict": "verdict_score",
+    "-barrier": "neg_barrier",
+    "closeness": "closeness",
+    "inherited": "inherited_score",
+}
 BASELINE_NAMES = ("agreement", "modeldiff", "ipguard", "sacw", "akh", "weights")
 
 
@@ -39,7 +43,7 @@ def read_pairs(preset: str, root: Path = OUTPUTS) -> pd.DataFrame:
     path = root / preset / "pairs.csv"
     if not path.exists():
         raise LineageError(
-            f"{path} does not exist: build the zoo first (python experiments/zoo.py "
+            f"{path} does not exist: build the zoo first (python -m experiments.zoo "
             f"--preset {preset})"
         )
     return pd.read_csv(path)
@@ -67,7 +71,9 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=(doc or "").splitlines()[0], formatter_class=argparse.RawTextHelpFormatter
     )
-    p.add_argument("--preset", default="digits_mlp", help="zoo preset (see experiments/zoo.py)")
+    p.add_argument(
+        "--preset", default="digits_mlp", help="zoo preset: a file in experiments/presets/"
+    )
     p.add_argument("--outputs", type=Path, default=OUTPUTS, help="experiments output root")
     return p
 

@@ -1,7 +1,7 @@
 """Experiment 4: this project's lineage verdict beside the six peer baselines, on the same pairs.
 
-    python experiments/zoo.py --preset mnist_lenet            # first: the zoo and its pairs
-    python experiments/compare.py --preset mnist_lenet
+    python -m experiments.zoo --preset mnist_lenet            # first: the zoo and its pairs
+    python -m experiments.compare --preset mnist_lenet
 
 Reads outputs/experiments/<preset>/pairs.csv; writes to outputs/experiments/<preset>/compare/:
     methods.{csv,md}         per method: ROC AUC, TPR at 1% FPR, pairs it can score, mean
@@ -14,23 +14,19 @@ Reads outputs/experiments/<preset>/pairs.csv; writes to outputs/experiments/<pre
                              <= 1% FPR on these pairs (an oracle threshold: it favours it)
     roc.png                  ROC curves of every method
 
-Methods: `verdict` (the verdict score: the larger of the basin margin and the closeness margin,
-each relative to its calibrated threshold; >= 0 exactly when the verdict says lineage),
-`-barrier` (the same-basin barrier alone; NaN across architectures), `closeness`, and the
-baselines agreement, modeldiff, ipguard, sacw, akh, weights (lineage.baselines). A method that
-cannot score a pair (NaN: another architecture for weights, another label set for the output
-baselines) ranks it below every scored pair. Seconds: determination + closeness for the
-verdict, each stage alone for -barrier and closeness (the parent's references are judged once
-per parent and not counted), the whole call for a baseline.
+Methods: `verdict` (-log10 of the verdict's p-value: its three kinds of evidence, each
+measured against the parent's references, combined by Bonferroni), `-barrier` (the
+same-basin barrier alone; NaN across architectures), `closeness`, `inherited` (the
+inherited-error statistic alone), and the baselines agreement, modeldiff, ipguard, sacw, akh,
+weights (lineage.baselines). A method that cannot score a pair (NaN: another architecture for
+weights, another label set for the output baselines) ranks it below every scored pair.
+Seconds: all three stages for the verdict, each stage alone for the others (the parent's
+references are judged once per parent and not counted), the whole call for a baseline.
 """
-# ruff: noqa: E402  (the repository root goes on sys.path first: this file runs as a script)
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import pandas as pd
@@ -44,13 +40,13 @@ from experiments.common import (
     write_table,
 )
 from experiments.determination import is_fresh
-from lineage.results import roc_auc, threshold_at_fpr, tpr_at_fpr
+from lineage.results import roc_auc, roc_curve, threshold_at_fpr, tpr_at_fpr
 
 
 def methods(pairs: pd.DataFrame) -> dict[str, tuple[pd.Series, pd.Series]]:
     """method -> (score per pair, seconds per pair)."""
-    det, close = pairs["determination_s"], pairs["closeness_s"]
-    secs = {"verdict": det + close, "-barrier": det, "closeness": close}
+    det, close, inh = pairs["determination_s"], pairs["closeness_s"], pairs["inherited_s"]
+    secs = {"verdict": det + close + inh, "-barrier": det, "closeness": close, "inherited": inh}
     out = {label: (pairs[col], secs[label]) for label, col in PROJECT_SCORES.items()}
     for b in BASELINE_NAMES:
         out[b] = (pairs[b], pairs[f"{b}_s"])
@@ -135,16 +131,6 @@ def baseline_wins(pairs: pd.DataFrame) -> pd.DataFrame:
         "verdict",
     ]
     return pd.DataFrame(rows, columns=cols)
-
-
-def roc_curve(truth: pd.Series, score: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    t = truth.to_numpy(int)
-    s = score.to_numpy(float)
-    s = np.where(np.isnan(s), -np.inf, s)
-    thr = np.unique(np.concatenate([s, [np.inf]]))[::-1]
-    fpr = np.array([(s[t == 0] >= x).mean() for x in thr])
-    tpr = np.array([(s[t == 1] >= x).mean() for x in thr])
-    return fpr, tpr
 
 
 def roc_figure(pairs: pd.DataFrame, table: pd.DataFrame, out: Path) -> Path:

@@ -1,33 +1,30 @@
 """Experiment 1: lineage determination accuracy over the zoo.
 
-    python experiments/zoo.py --preset mnist_lenet            # first: the zoo and its pairs
-    python experiments/determination.py --preset mnist_lenet
+    python -m experiments.zoo --preset mnist_lenet            # first: the zoo and its pairs
+    python -m experiments.determination --preset mnist_lenet
 
 Reads outputs/experiments/<preset>/pairs.csv; writes to outputs/experiments/<preset>/
 determination/:
     summary.{csv,md}            accuracy, TPR, FPR, balanced accuracy, ROC AUC of the verdict
-                                score, of -barrier and of closeness, TPR at 1% FPR; over all
-                                pairs and over the pairs without fresh-weight students
+                                score (-log10 p) and of each evidence alone, TPR at 1% FPR;
+                                over all pairs and over the pairs without fresh-weight students
     confusion.{csv,md,png}      the verdict's confusion matrix
     by_modification.{csv,md}    TPR per (modification, ratio) over the lineage pairs
     by_kind.{csv,md}            accuracy per kind of pair (derived, other parent, independent ...)
-    misjudged.{csv,md}          every pair the verdict gets wrong, with the evidence and why
+    misjudged.{csv,md}          every pair the verdict gets wrong, with its p-values and why
+    false_positives.{csv,md}    the overall p-values of the non-lineage pairs, per parent/kind
     barrier.png                 each pair's barrier relative to its threshold, by kind
+    p_values.png                histogram of the overall p-values, lineage and not
 
 Students trained from fresh weights (distill, extraction) are lineage by their records but
-share no basin with the parent; only the function evidence (closeness) can find them, so the
-summary reports them apart as well.
+share no basin with the parent; only the function evidence (closeness, inherited errors) can
+find them, so the summary reports them apart as well.
 """
-# ruff: noqa: E402  (the repository root goes on sys.path first: this file runs as a script)
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,7 +37,6 @@ from experiments.common import (
     table_main,
     write_table,
 )
-from lineage.evaluate.verdict import LIFT
 from lineage.results import breakdown, rates, roc_auc, tpr_at_fpr
 
 FRESH_WEIGHTS = ("distill", "extraction")  # modifications whose model starts from a fresh init
@@ -96,40 +92,35 @@ def by_kind(pairs: pd.DataFrame) -> pd.DataFrame:
     return t[["kind", "n", "tp", "fp", "tn", "fn", "accuracy"]]
 
 
+EVIDENCE_P = {"basin": "p_basin", "closeness": "p_closeness", "inherited": "p_inherited"}
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and math.isfinite(v)
+
+
 def reason(row: pd.Series) -> str:
     """Why the verdict went wrong, from the pair's own evidence."""
-    parts = []
-    b, tau = row.get("barrier"), row.get("threshold")
-    if isinstance(b, float) and math.isfinite(b):
-        op = ">" if b > tau else "<="
-        parts.append(f"barrier {b:.3g} {op} threshold {tau:.3g}")
-        l0, l1 = row.get("loss_parent"), row.get("loss_suspect")
-        if isinstance(l1, float) and math.isfinite(l1):
-            parts.append(f"path endpoints L(0) {l0:.3g}, L(1) {l1:.3g}")
-        if str(row.get("route", "")).startswith("trunk"):
-            parts.append("trunk route: the suspect's trunk under the parent's head")
-    else:
-        parts.append("no weight-space route (another architecture)")
-    c, ct = row.get("closeness"), row.get("closeness_threshold")
-    if isinstance(ct, float) and math.isfinite(ct):
-        parts.append(f"closeness {c:.3g} {'<' if c < ct else '>='} threshold {ct:.3g}")
-    l0, l1 = row.get("loss_parent"), row.get("loss_suspect")
-    # the case verdict.caveat_of warns about, when it did mislead
-    basin_fp = row["truth"] == 0 and str(row.get("basin_is_lineage")) == "True"
-    if basin_fp and isinstance(l1, float) and isinstance(l0, float) and l1 > LIFT * l0:
-        parts.append(
-            f"the suspect's loss on the parent's task is over {LIFT:g}x the parent's: it lifts "
-            "the chord L(0)..L(1), and the path stays under it though the basins differ"
-        )
+    ps = {k: row.get(c) for k, c in EVIDENCE_P.items() if _finite(row.get(c))}
+    parts = [", ".join(f"p_{k} {v:.2g}" for k, v in ps.items()) or "no evidence applied"]
+    alpha = row.get("alpha") if _finite(row.get("alpha")) else None
     if row["truth"] == 1:
+        if ps and alpha:
+            parts.append(f"none reached alpha/{len(ps)} = {alpha / len(ps):.2g} (Bonferroni)")
+        if not _finite(row.get("barrier")):
+            parts.append("no weight-space route (another architecture)")
         if is_fresh(row["modification"]):
             parts.append(
-                "a student trained from fresh weights: outside the parent's basin, and its "
-                "closeness does not clear the function threshold set by the references"
+                "a student trained from fresh weights: outside the parent's basin, and it "
+                "reproduces too few of the parent's errors to stand out from the references"
             )
         acc = row.get("model_accuracy")
-        if isinstance(acc, float) and acc < 0.5:
+        if _finite(acc) and acc < 0.5:
             parts.append(f"the modification left {acc:.1%} test accuracy")
+    else:
+        parts.append(f"decided by {row.get('decided_by') or row.get('method')}")
+        if isinstance(row.get("caveat"), str) and row["caveat"]:
+            parts.append(row["caveat"])
     return "; ".join(parts)
 
 
@@ -144,15 +135,57 @@ def misjudged(pairs: pd.DataFrame) -> pd.DataFrame:
         "is_lineage",
         "model_accuracy",
         "barrier",
-        "threshold",
         "closeness",
-        "closeness_threshold",
+        "inherited_score",
+        "p_basin",
+        "p_closeness",
+        "p_inherited",
+        "p_value",
     ]
     cols = [c for c in cols if c in pairs.columns]
     wrong = pairs[pairs["truth"].astype(bool) != pairs["is_lineage"].astype(bool)]
     t = wrong[cols].copy()
     t["reason"] = [reason(r) for _, r in wrong.iterrows()]
     return t.reset_index(drop=True)
+
+
+def false_positives(pairs: pd.DataFrame) -> pd.DataFrame:
+    """The overall p-values of every non-lineage pair, per parent and kind: how close the
+    independent models came to being called lineage (the verdict says so at p <= alpha)."""
+    neg = pairs[pairs["truth"] == 0]
+    rows = []
+    for (parent, kind), g in neg.groupby(["parent_id", "kind"], sort=True):
+        p = g["p_value"].astype(float)
+        rows.append(
+            {
+                "parent_id": parent,
+                "kind": kind,
+                "n": len(g),
+                "judged lineage": int(g["is_lineage"].astype(bool).sum()),
+                "min p": p.min(),
+                "median p": p.median(),
+                "p <= 0.05": int((p <= 0.05).sum()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def p_value_figure(pairs: pd.DataFrame, out: Path) -> Path:
+    """Histogram of the overall p-value (log10) of lineage and non-lineage pairs."""
+    fig = new_figure(6.4, 3.8)
+    ax = fig.add_subplot()
+    logp = np.log10(pairs["p_value"].astype(float).clip(lower=1e-12))
+    bins = np.linspace(-12, 0, 25)
+    ax.hist(logp[pairs["truth"] == 0], bins=bins, alpha=0.7, label="not lineage")
+    ax.hist(logp[pairs["truth"] == 1], bins=bins, alpha=0.7, label="lineage")
+    alpha = pairs["alpha"].dropna()
+    if len(alpha):
+        ax.axvline(math.log10(float(alpha.iloc[0])), color="0.2", ls="--", lw=1, label="alpha")
+    ax.set_xlabel("log10 overall p-value (clipped at 1e-12)")
+    ax.set_ylabel("pairs")
+    ax.set_title("verdict p-values over the zoo")
+    ax.legend()
+    return save_figure(fig, out, "p_values")
 
 
 def confusion_figure(cm: pd.DataFrame, out: Path) -> Path:
@@ -209,6 +242,7 @@ def run(pairs: pd.DataFrame, out: Path) -> dict[str, pd.DataFrame]:
         "by_modification": by_modification(pairs),
         "by_kind": by_kind(pairs),
         "misjudged": misjudged(pairs),
+        "false_positives": false_positives(pairs),
     }
     titles = {
         "summary": "Determination over the zoo",
@@ -216,11 +250,13 @@ def run(pairs: pd.DataFrame, out: Path) -> dict[str, pd.DataFrame]:
         "by_modification": "TPR per modification and ratio (lineage pairs)",
         "by_kind": "Accuracy per kind of pair",
         "misjudged": "Every misjudged pair",
+        "false_positives": "Overall p-values of the non-lineage pairs",
     }
     md = [write_table(t, out, name, titles[name]) for name, t in tables.items()]
     (out / "determination.md").write_text("\n".join(md))
     confusion_figure(tables["confusion"], out)
     barrier_figure(pairs, out)
+    p_value_figure(pairs, out)
     return tables
 
 

@@ -1,7 +1,7 @@
 """Experiment 5: runtime per stage of the zoo: training, deriving, judging, baselines.
 
-    python experiments/zoo.py --preset mnist_lenet            # first: the zoo and its pairs
-    python experiments/runtime.py --preset mnist_lenet
+    python -m experiments.zoo --preset mnist_lenet            # first: the zoo and its pairs
+    python -m experiments.runtime --preset mnist_lenet
 
 Reads outputs/experiments/<preset>/{models,pairs,zoo}.csv; writes to
 outputs/experiments/<preset>/runtime/:
@@ -13,14 +13,10 @@ outputs/experiments/<preset>/runtime/:
 Wall times depend on the machine and on what else runs on it: the tables say which threads
 the zoo used (zoo.csv) but not the load of a shared machine.
 """
-# ruff: noqa: E402  (the repository root goes on sys.path first: this file runs as a script)
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import pandas as pd

@@ -1,8 +1,8 @@
 """Experiment 3: the sampling ablation: points attacked to reach a closeness CI, for the paper's
 strategy (invalid points dropped, classes stratified) against uniform sampling.
 
-    python experiments/zoo.py --preset mnist_lenet            # first: the zoo and its pairs
-    python experiments/sampling.py --preset mnist_lenet
+    python -m experiments.zoo --preset mnist_lenet            # first: the zoo and its pairs
+    python -m experiments.sampling --preset mnist_lenet
 
 For a few pairs of the first parent (derived models at ratio 0.5 and an independent model),
 closeness is measured with `strategy: stratified` and `strategy: uniform` at several CI
@@ -18,21 +18,17 @@ Uniform sampling attacks every drawn point and counts the invalid ones (the sour
 there, or never flips) in its score; the strategy drops them and balances classes, so it
 should need fewer attacked points for the same CI.
 """
-# ruff: noqa: E402  (the repository root goes on sys.path first: this file runs as a script)
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
+from experiments import presets
 from experiments.common import (
     ROOT,
     new_figure,
@@ -42,7 +38,6 @@ from experiments.common import (
     save_figure,
     write_table,
 )
-from experiments.zoo import PRESETS
 from lineage import models
 from lineage.adapters import find_head
 from lineage.cli import compose
@@ -192,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     run(
         read_pairs(args.preset, args.outputs),
         out,
-        PRESETS[args.preset].overrides,
+        presets.load(args.preset).overrides,
         args.pairs,
         max_points=args.max_points,
     )

@@ -93,7 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     from .remote import cli as remote
 
     remote.add_serve_parser(sub)
+    from .report import cli as report_cli
+
+    report_cli.add_parser(sub)
     args, extra = p.parse_known_args(argv)
+    if args.command == "report":
+        if extra:
+            p.error(f"unrecognized arguments: {' '.join(extra)}")
+        return report_cli.main(args)
     if args.command == "serve":
         if extra:
             p.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -269,6 +269,7 @@ def run(
             **verdict.to_dict(),
         }
         m["independent"] = independent_summary(refs, cal.references, zoo)
+        tracker.log_curves(path_curves(verdict, cal.references))
         m["time"]["total_s"] = time.time() - t_start
         flat = flatten(m)
         write_json(metrics_path, flat)
@@ -276,6 +277,13 @@ def run(
     finally:
         tracker.finish()
     return flat
+
+
+def path_curves(verdict: Verdict, references: list[Verdict]) -> dict[str, list[dict[str, float]]]:
+    """The loss path of the derived pair and of each reference pair (those with a route)."""
+    out = {"derived": verdict.determination.curve}
+    out.update({f"independent.{i}": v.determination.curve for i, v in enumerate(references)})
+    return {k: c for k, c in out.items() if c}
 
 
 def independent_summary(

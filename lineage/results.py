@@ -204,6 +204,8 @@ PAIR_COLUMNS = [
     "is_lineage",
     "closeness",
     "barrier",
+    "p_value",  # the verdict's overall p-value (lineage.evaluate.verdict)
+    "verdict_score",  # -log10 p_value: ranks pairs for ROC curves
 ]
 
 
@@ -244,6 +246,8 @@ def _pair(row: pd.Series, parent: Any, sid: Any, role: str, truth: int, p: str) 
         "is_lineage": _bool(row.get(p + "determination.is_lineage")),
         "closeness": _num(row.get(p + "closeness.score")),
         "barrier": _num(row.get(p + "determination.barrier")),
+        "p_value": _num(row.get(p + "determination.p_value")),
+        "verdict_score": _num(row.get(p + "determination.verdict_score")),
     }
 
 

@@ -28,8 +28,18 @@ class Tracker:
     def log_artifact(self, path: Path, name: str) -> None:
         pass
 
+    def log_curves(self, curves: dict[str, list[dict[str, float]]]) -> None:
+        """The interpolation paths (pair name -> [{alpha, loss, error}]) of the job."""
+
     def finish(self) -> None:
         pass
+
+
+CURVE_COLUMNS = ["pair", "alpha", "loss", "error"]
+
+
+def curve_rows(curves: dict[str, list[dict[str, float]]]) -> list[list[Any]]:
+    return [[name, c["alpha"], c["loss"], c["error"]] for name, cs in curves.items() for c in cs]
 
 
 class CSVTracker(Tracker):
@@ -47,6 +57,12 @@ class CSVTracker(Tracker):
         w.writeheader()
         w.writerow(metrics)
         atomic_write(self.out_dir / "summary.csv", buf.getvalue())
+
+    def log_curves(self, curves: dict[str, list[dict[str, float]]]) -> None:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerows([CURVE_COLUMNS, *curve_rows(curves)])
+        atomic_write(self.out_dir / "curves.csv", buf.getvalue())
 
 
 class WandbTracker(Tracker):
@@ -97,6 +113,14 @@ class WandbTracker(Tracker):
             art = wandb.Artifact(name, type="model")
             art.add_file(str(path))
             self.run.log_artifact(art)
+
+    def log_curves(self, curves: dict[str, list[dict[str, float]]]) -> None:
+        """One table of every pair's path, and a plot of the loss along it per pair."""
+        import wandb
+
+        table = wandb.Table(columns=list[str | int](CURVE_COLUMNS), data=curve_rows(curves))
+        plot = wandb.plot.line(table, "alpha", "loss", stroke="pair", title="loss on the path")
+        self.run.log({"determination/curves": table, "determination/loss_path": plot})
 
     def finish(self) -> None:
         self.run.finish()

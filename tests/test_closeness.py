@@ -7,7 +7,7 @@ from torch import nn
 
 from lineage import models
 from lineage.errors import LineageError
-from lineage.evaluate import refine
+from lineage.evaluate import boundary, refine
 from lineage.evaluate.closeness import (
     LabelOnly,
     Points,

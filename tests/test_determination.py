@@ -8,7 +8,6 @@ import torch
 from lineage import models
 from lineage.errors import LineageError
 from lineage.evaluate.basin import (
-    DeterminationResult,
     barrier_of,
     determine,
     evaluate,

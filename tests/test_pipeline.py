@@ -120,6 +120,8 @@ def test_wandb_offline_run_holds_summary(single):
     assert summary["derived.determination.is_lineage"] is True
     # Lightning's training curves went to the same run, under each stage's prefix
     assert {"parent-train/loss", "independent-val/acc"} <= history
+    # the interpolation paths: a table of every pair's path and a line plot of its loss
+    assert {"determination/curves/nrows", "determination/loss_path_table/nrows"} <= history
     assert config["_run_name"] == "modification=pruning,ratio=0.5"
     assert config["ratio"] == 0.5 and config["modification"]["name"] == "pruning"
 

@@ -29,7 +29,7 @@ PROGRAMS = ("python ", "lineage ", "make ", "bash ", "PY=")
 NOT_HERE = {
     "make run": "`python run.py` after the set-up; the set-up is what CI itself runs",
     "make test": "the test suite itself",
-    "python experiments/run_all.py --preset mnist_lenet": "the 130-pair MNIST zoo: ~25 min",
+    "python -m experiments.run_all --preset": "a whole zoo and its experiments: 30-60 min each",
     "lineage serve suspect.safetensors": "a server in the background: tests/test_remote.py "
     "(test_readme_commands_run_as_written) starts it and runs the audit beside it",
     "lineage compare parent.safetensors http://": "the audit of that server: test_remote.py",
@@ -94,7 +94,7 @@ def test_every_exception_names_a_documented_command():
 
 def test_the_readme_documents_the_headline_commands():
     joined = "\n".join(COMMANDS)
-    for needle in ("run.py -m", "scripts/report.py", "lineage compare", "model._target_="):
+    for needle in ("run.py -m", "lineage report", "lineage compare", "model._target_="):
         assert needle in joined
     assert any("lineage.calibrate" in b and "lineage.judge" in b for b in PROGRAMS)
     assert {b.splitlines()[0] for b in FILES} >= {"# my_nets.py", "# my_conf/model/mynet.yaml"}

@@ -22,6 +22,7 @@ import pytest
 import yaml
 from matplotlib.image import imread
 
+from lineage.cli import main as lineage_main
 from lineage.errors import LineageError
 from lineage.report.collect import COLUMNS, collect, sweep_info
 from lineage.report.figures import FIGURE_SIZES
@@ -604,15 +605,15 @@ def test_cli_wandb_without_login_fails_fast(built, tmp_path, mode):
     assert not (tmp_path / "out").exists()  # failed before doing any slow work
 
 
-def test_cli_default_out_dir_and_exit_code(tmp_path):
+def test_cli_default_out_dir_and_exit_code(tmp_path, capsys):
     sweep = write_sweep(tmp_path)
-    spec = importlib.util.spec_from_file_location("report_cli", ROOT / "scripts" / "report.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    assert cli.main([str(sweep), "--no-decision-planes"]) == 0
+    assert lineage_main(["report", str(sweep), "--no-decision-planes"]) == 0
     assert (sweep / "report" / "report.html").is_file()
     assert (sweep / "report" / "report.md").is_file()
-    assert cli.main([str(tmp_path / "nope")]) == 1
+    capsys.readouterr()
+    assert lineage_main(["report", str(tmp_path / "nope")]) == 2  # bad input
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "nope" in err and len(err.splitlines()) == 1
 
 
 # --- end to end ----------------------------------------------------------------------------
@@ -693,3 +694,47 @@ def test_console_summary_prints_each_caveat_under_the_table():
     assert lines[6] == "time: train 1.0s"
     del m["derived.determination.caveat"]
     assert not any(ln.startswith("caution") for ln in summary_table(m).splitlines())
+
+
+def _path(peak: float) -> list[dict]:
+    """A path whose loss rises by `peak` in the middle (a barrier of about `peak`)."""
+    return [
+        {"alpha": a, "loss": 0.1 + peak * (1 - abs(2 * a - 1)), "error": 0.02}
+        for a in (0.0, 0.25, 0.5, 0.75, 1.0)
+    ]
+
+
+def test_the_report_shows_each_verdicts_evidence_caveats_and_path(tmp_path):
+    """p-values, the deciding evidence, the caveat and the loss path of every job reach
+    report.html; the path is drawn over the references' paths."""
+    sweep = tmp_path / "sweep"
+    for k, mod in enumerate(MODS):
+        m = synthetic_metrics(mod, 0.5, 0)
+        m.update(
+            {
+                "derived.determination.p_basin": 1e-4 * (k + 1),
+                "derived.determination.p_closeness": 0.5,
+                "derived.determination.p_inherited": 0.03,
+                "derived.determination.p_value": 3e-4 * (k + 1),
+                "derived.determination.alpha": 0.005,
+                "derived.determination.decided_by": "basin",
+                "derived.determination.n_references": 6,
+                "derived.determination.caveat": "" if k else "only the basin test says lineage",
+                "derived.determination.curve": _path(0.01),
+                "independent.0.determination.curve": _path(0.8),
+                "independent.1.determination.curve": _path(0.6),
+            }
+        )
+        write_job(sweep / job_name(mod, 0.5, 0), mod, 0.5, 0, m)
+    files = write_report(collect([sweep]), tmp_path / "report", decision_planes=False)
+    ev = next(s for s in files.sections if s.key == "evidence")
+    ((_, table),) = ev.tables
+    assert table["p basin"].tolist() == ["0.0001", "0.0002"]
+    assert table["decided by"].tolist() == ["basin", "basin"]
+    assert [p.name for p, _ in ev.figures] == ["loss_path_0.png", "loss_path_1.png"]
+    for png, _ in ev.figures:
+        img = imread(png)
+        assert img.shape[:2] == (400, 600) and img[..., :3].std() > 0.05
+    page = files.html.read_text()
+    assert "only the basin test says lineage" in page and "p (Bonferroni)" in page
+    assert page.count("data:image/png;base64,") == len(FIGURE_SIZES) + 2

@@ -11,13 +11,10 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_report import write_sweep  # noqa: E402
+from test_report import write_sweep
 
 from lineage.report.collect import collect  # noqa: E402
 from lineage.report.figures import FIGURE_SIZES  # noqa: E402

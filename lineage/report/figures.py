@@ -32,6 +32,8 @@ FIGURE_SIZES: dict[str, tuple[int, int]] = {
     "roc": (600, 500),
     "accuracy_vs_ratio": (720, 450),
 }
+# One more per judged pair, loss_path_<n>.png (lineage.report.evidence): its size.
+LOSS_PATH_SIZE = (600, 400)
 TIME_STAGES = ["parent", "derive", "determination", "closeness", "total"]
 
 
@@ -47,7 +49,7 @@ def _numeric(t: pd.DataFrame, col: str) -> pd.Series:
 
 
 def _new_figure(name: str) -> Figure:
-    w, h = FIGURE_SIZES[name]
+    w, h = FIGURE_SIZES.get(name, LOSS_PATH_SIZE)
     return Figure(figsize=(w / DPI, h / DPI), dpi=DPI, layout="constrained")
 
 
@@ -237,3 +239,38 @@ def timing_by_modification(t: pd.DataFrame, stages: list[str]) -> pd.DataFrame:
     d = pd.DataFrame({s: _numeric(t, f"time.{s}_s") for s in stages})
     d.insert(0, "modification", t["modification"].astype(object).fillna("?"))
     return d.groupby("modification", sort=True).mean().reset_index()
+
+
+def loss_path_figure(
+    title: str,
+    suspect: list[dict[str, float]],
+    references: list[list[dict[str, float]]],
+    out_dir: Path,
+    name: str,
+) -> Path:
+    """The loss along the linear path parent (alpha 0) -> suspect (1), drawn over the same
+    path to each independent reference: what the barrier is measured on."""
+    fig = _new_figure(name)
+    ax = fig.add_subplot()
+    for i, ref in enumerate(references):
+        ax.plot(
+            [c["alpha"] for c in ref],
+            [c["loss"] for c in ref],
+            color="0.65",
+            lw=1,
+            label="independent references" if i == 0 else None,
+        )
+    ax.plot(
+        [c["alpha"] for c in suspect],
+        [c["loss"] for c in suspect],
+        "o-",
+        lw=2,
+        ms=3,
+        color="tab:red",
+        label="suspect",
+    )
+    ax.set_xlabel("alpha (0 = parent, 1 = the other model)")
+    ax.set_ylabel("test loss (BatchNorm re-estimated)")
+    ax.set_title(printable(title), fontsize=10)
+    ax.legend(fontsize=8)
+    return _save(fig, out_dir, name)

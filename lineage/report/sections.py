@@ -17,6 +17,7 @@ import pandas as pd
 from ..results import confusion, detection_auc, determination_table, pairs
 from ..text import plain_figure_text, printable
 from .collect import Collection, SweepInfo, job_config, sweep_info
+from .evidence import evidence_section
 from .figures import (
     Skip,
     _need,
@@ -149,6 +150,7 @@ JOB_COLUMNS = {
     "derived.determination.is_lineage": "lineage?",
     "derived.determination.barrier": "barrier",
     "derived.determination.threshold": "τ",
+    "derived.determination.p_value": "p",
     "derived.closeness.score": "closeness",
     "derived.closeness.ci_low": "CI low",
     "derived.closeness.ci_high": "CI high",
@@ -219,6 +221,18 @@ def _make_sections(c: Collection, out_dir: Path, decision_planes: bool) -> list[
     except Skip as e:
         det.notes.append(f"confusion matrix skipped: {e}")
     sections.append(det)
+
+    evidence = Section(
+        "evidence",
+        "Evidence behind each verdict",
+        "Each kind of evidence (basin barrier, closeness, inherited errors) as a p-value: how "
+        "unusual the suspect's value would be for an independent model, from the parent's "
+        "references; the verdict says lineage when the Bonferroni-combined p is at most α. "
+        "Below, the loss along each suspect's interpolation path (red) and the references' "
+        "(grey).",
+    )
+    evidence_section(t, out_dir, evidence)
+    sections.append(evidence)
 
     roc = Section(
         "roc",

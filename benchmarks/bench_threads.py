@@ -1,0 +1,83 @@
+"""Threads per job: what the `threads` setting buys when jobs share the cores.
+
+    python -m benchmarks.bench_threads            # two runs at once vs one alone
+    python -m benchmarks.bench_threads --sweep    # also the 12-job joblib sweep, with and
+                                                  # without thread control
+
+Each `lineage run` here is the README's main job (digits + MLP, defaults) on an empty zoo,
+so it trains its parent and references. "One alone" runs by itself; "two together" starts
+two such runs at once (each in its own folder and zoo) and reports each one's wall time.
+With thread control (the default, `threads=null`) a job that runs alone takes every core
+and two jobs of one joblib sweep share them; "without" gives every job all the cores
+(`threads=<cores>`), which is what torch does when nothing sets it. Times are side by side in
+one run of this script, so the ratios are comparable even on a noisy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from lineage.report.html import md_table
+
+SWEEP = ["modification=finetune,pruning,distill,quantize", "ratio=0.1,0.5,0.9"]
+
+
+def start(args: list[str], cwd: Path) -> tuple[subprocess.Popen, float]:
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env.update(WANDB_MODE="disabled", HYDRA_FULL_ERROR="0")
+    cmd = [sys.executable, "-m", "lineage", "run", f"paths.zoo={cwd / 'zoo'}", "logger=none", *args]
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return proc, time.perf_counter()
+
+
+def wait(proc: subprocess.Popen, t0: float) -> float:
+    _, err = proc.communicate()
+    if proc.returncode != 0:
+        sys.exit(err.decode()[-3000:])
+    return time.perf_counter() - t0
+
+
+def together(n: int, args: list[str], root: Path, label: str) -> list[float]:
+    dirs = [root / f"{label}-{i}" for i in range(n)]
+    for d in dirs:
+        d.mkdir()
+    started = [start(args, d) for d in dirs]
+    return [wait(p, t0) for p, t0 in started]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sweep", action="store_true", help="also the 12-job joblib sweep")
+    a = p.parse_args()
+    cores = os.cpu_count() or 1
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (alone,) = together(1, [], root, "alone")
+        rows.append(
+            {"case": "one `lineage run` alone", "jobs": 1, "wall_s": alone, "vs alone": 1.0}
+        )
+        for i, t in enumerate(together(2, [], root, "pair")):
+            rows.append(
+                {"case": f"two at once: run {i + 1}", "jobs": 2, "wall_s": t, "vs alone": t / alone}
+            )
+        if a.sweep:
+            for label, over in (("with thread control", []), ("without", [f"threads={cores}"])):
+                args = ["-m", *SWEEP, "hydra/launcher=joblib", *over]
+                (t,) = together(1, args, root, label.replace(" ", "_"))
+                rows.append({"case": f"12-job joblib sweep, {label}", "jobs": 12, "wall_s": t})
+    table = pd.DataFrame(rows)
+    print(f"{cores} cores, load average before: {os.getloadavg()[0]:.2f}")
+    print(md_table(table.round(2)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,261 @@
+"""`lineage compare`: an auditor's comparison of two model files, through the one engine.
+
+Files come from strangers, so what their metadata says is checked before it is used: a
+dataset name must be a registered one, a training recipe (`spec`, which decides how the
+references are trained) must pass the same type and range checks as a config, and nothing
+from a file becomes a Hydra override string or an import.
+
+Without enough references (determination.min_references) there is no distribution to
+measure the suspect against: such a comparison reports "undetermined", never a verdict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .errors import LineageError
+from .settings import SEED_MAX
+from .text import printable
+
+log = logging.getLogger("lineage")
+
+
+def _dataset_name(meta: Mapping[str, Any], who: str) -> str | None:
+    from .data import DATASETS
+
+    data = meta.get("data")
+    if data is None:
+        return None
+    name = data.get("name") if isinstance(data, Mapping) else None
+    if not isinstance(name, str) or name not in DATASETS:
+        raise LineageError(
+            f"{who}: the file names dataset {printable(repr(name))[:80]}, which is not a "
+            f"registered one ({', '.join(DATASETS.names())}); pass --data"
+        )
+    return next(n for n in DATASETS.names() if n == name)  # our own string, not the file's
+
+
+def _classes(meta: Mapping[str, Any], who: str) -> list[int] | None:
+    data = meta.get("data")
+    classes = data.get("classes") if isinstance(data, Mapping) else None
+    if classes is None:
+        return None
+    if not (
+        isinstance(classes, list)
+        and classes
+        and all(type(c) is int and 0 <= c < 100_000 for c in classes)
+    ):
+        raise LineageError(f"{who}: the file's data.classes is not a list of class indices")
+    return list(classes)
+
+
+def _typed(schema: type, values: Any, where: str) -> dict[str, Any]:
+    """`values` checked against a config dataclass's types (only its own keys)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not isinstance(values, Mapping):
+        raise LineageError(f"{where}: must be a mapping, not {type(values).__name__}")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), dict(values))
+    except (OmegaConfBaseException, RecursionError, ValueError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise LineageError(f"{where}: {printable(first)[:200]}") from None
+    out = OmegaConf.to_container(merged)
+    assert isinstance(out, dict)
+    return {k: out[k] for k in values if k in out}
+
+
+def recipe(pmeta: Mapping[str, Any], cfg: dict[str, Any], who: str) -> int:
+    """Merge the parent file's training recipe (`spec`) into `cfg`, checked as a config is,
+    so the references train as the parent did. Returns the parent's seed."""
+    from .config import DataConf, TrainConf, check_ranges
+
+    seed = pmeta.get("seed", 0)
+    if seed is None:
+        seed = 0
+    if type(seed) is not int or not 0 <= seed <= SEED_MAX:
+        raise LineageError(
+            f"{who}: the file's seed {printable(repr(seed))[:40]} is not in 0..{SEED_MAX}"
+        )
+    spec = pmeta.get("spec")
+    if spec is None:
+        return seed
+    if not isinstance(spec, Mapping):
+        raise LineageError(f"{who}: the file's training spec is not a mapping")
+    data = {k: v for k, v in (spec.get("data") or {}).items() if v is not None and k != "name"}
+    data.pop("half", None)
+    cfg["data"].update(_typed(DataConf, data, f"{who}: spec.data"))
+    cfg["train"].update(_typed(TrainConf, spec.get("train") or {}, f"{who}: spec.train"))
+    try:
+        check_ranges(cfg)
+    except LineageError as e:
+        raise LineageError(f"{who}: the file's training spec: {e}") from None
+    return seed
+
+
+def _arch_config(model: nn.Module) -> dict[str, Any]:
+    arch = getattr(model, "arch", None)
+    if not isinstance(arch, dict):
+        raise LineageError("the parent was not built by lineage: references cannot be trained")
+    kw = dict(arch.get("kwargs") or {})
+    if arch.get("target"):
+        return {"_target_": arch["target"], **kw}
+    return {"name": arch["name"], **kw}
+
+
+def compare(args: argparse.Namespace) -> dict[str, Any]:
+    from .cli import compose
+    from .data import datamodule_from_config
+    from .engine import calibrate, judge
+    from .models.files import load_model
+    from .pipeline import trained_model
+    from .remote.cli import is_url, remote_suspect
+    from .tracking import Tracker
+    from .utils import flatten
+    from .zoo import Zoo, reference_seed
+
+    parent, pmeta = load_model(args.parent, args.arch)
+    url = is_url(args.suspect)  # a deployed model: a black box, made once the task is known
+    suspect: Any = None
+    smeta: dict[str, Any] = {}
+    if not url:
+        suspect, smeta = load_model(args.suspect, args.suspect_arch or args.arch)
+    pname, sname = Path(args.parent).name, printable(args.suspect)
+    overrides: list[str] = []
+    data_yaml = args.data if args.data and args.data.endswith((".yaml", ".yml")) else None
+    if args.data and not data_yaml:
+        overrides.append(f"data={args.data}")
+    elif args.data is None:
+        name = _dataset_name(pmeta, pname)
+        if name is None:
+            raise LineageError(f"{pname}: the file names no dataset; pass --data")
+        theirs = _dataset_name(smeta, sname)
+        if theirs is not None and (theirs, _classes(smeta, sname)) != (
+            name,
+            _classes(pmeta, pname),
+        ):
+            raise LineageError(
+                f"the models were trained on different tasks ({name}, {_classes(pmeta, pname)} "
+                f"vs {theirs}, {_classes(smeta, sname)}); pass --data to say which task "
+                "to compare them on"
+            )
+        overrides.append(f"data={name}")
+    overrides += args.overrides
+    if args.data_root:
+        overrides.append(f"data.root={args.data_root}")
+    if args.zoo:
+        overrides.append(f"paths.zoo={args.zoo}")
+    cfg = compose(overrides)
+    if data_yaml:
+        cfg["data"] = _data_yaml(data_yaml, cfg["data"])
+    seed = 0
+    if args.data is None:
+        seed = recipe(pmeta, cfg, pname)
+        if pmeta.get("spec") is None and _classes(pmeta, pname):
+            cfg["data"]["classes"] = _classes(pmeta, pname)
+    dm = datamodule_from_config(cfg["data"])
+    from .adapters import n_outputs
+
+    if n_outputs(parent, dm.test.x) != dm.num_classes:
+        raise LineageError(
+            f"{pname} has {n_outputs(parent, dm.test.x)} outputs but data "
+            f"{dm.name!r} has {dm.num_classes} classes"
+        )
+    refs = [load_model(f, args.arch)[0] for f in args.reference]
+    n = args.references
+    if n is None:
+        n = int(cfg["n_independent"]) if pmeta.get("spec") is not None and args.data is None else 0
+    if n and pmeta.get("spec") is None:
+        raise LineageError(
+            f"{pname} does not record how it was trained, so no references can be trained "
+            "like it: pass independent models with --reference FILE"
+        )
+    if n:
+        cfg["model"] = _arch_config(parent)
+        zoo = Zoo(cfg["paths"]["zoo"])
+        for i in range(n):
+            s = reference_seed(seed, i)
+            log.info(
+                "reference %d/%d (seed %d): loading from %s or training", i + 1, n, s, zoo.root
+            )
+            model, meta, new = trained_model(cfg, dm, zoo, s, "independent", Tracker())
+            log.info(
+                "reference %d/%d: %s %s, accuracy %.4f",
+                i + 1,
+                n,
+                meta["id"],
+                "trained" if new else "loaded",
+                meta["accuracy"],
+            )
+            refs.append(model)
+    log.info("judging: determination and closeness on %d test points", len(dm.test))
+    x, y = dm.test.x, dm.test.y
+    cal = calibrate(
+        parent, refs, x, y, cfg["determination"], cfg["closeness"], seed, args.head,
+        cfg.get("inherited"),
+    )  # fmt: skip
+    if url:
+        suspect = remote_suspect(args, dm)
+    try:
+        v = judge(parent, suspect, x, y, calibration=cal, record=_record(smeta))
+    finally:
+        if url:
+            suspect.close()
+    out = flatten(v.to_dict())
+    if url:
+        out.update(flatten({"queries": suspect.report(v.closeness.n_drawn)}))
+    out["references"] = len(refs)
+    out["calibrated"] = cal.calibrated
+    out["verdict"] = (
+        ("lineage" if v.is_lineage else "not lineage") if cal.calibrated else "undetermined"
+    )
+    out["explanation"] = v.explain(cal.evidence)
+    return out
+
+
+def _record(meta: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    record = meta.get("record")
+    return record if isinstance(record, Mapping) else None
+
+
+def _data_yaml(path: str, base: dict[str, Any]) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    p = Path(path)
+    if not p.is_file():
+        raise LineageError(f"--data {path}: no such file")
+    try:
+        conf = OmegaConf.to_container(OmegaConf.load(p), resolve=True)
+    except Exception as e:  # noqa: BLE001  (YAML and interpolation errors)
+        raise LineageError(f"--data {path}: not a readable YAML config ({e})") from None
+    if not isinstance(conf, dict):
+        raise LineageError(f"--data {path}: must be a mapping")
+    return {**base, **{str(k): v for k, v in conf.items()}}
+
+
+def _num(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) and math.isfinite(v) else str(v)
+
+
+def report(r: Mapping[str, Any]) -> str:
+    """The console answer: the verdict (or "undetermined", never a bare verdict without
+    references) with each evidence's p-value, always saying whether it was calibrated."""
+    n = r["references"]
+    cal = f"calibrated on {n} references" if r["calibrated"] else f"uncalibrated: {n} references"
+    lines = str(r["explanation"]).splitlines()
+    lines[0] = f"determination: {lines[0]}; {cal}"
+    if not r["calibrated"]:
+        lines.append("  pass independent models with --reference FILE, or --references N")
+    if "queries.sent" in r:
+        from .remote.cli import queries_line
+
+        lines.append(queries_line(dict(r)))
+    return "\n".join(printable(line) for line in lines)

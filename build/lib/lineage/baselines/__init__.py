@@ -1,0 +1,12 @@
+"""Importing this package registers every baseline module in it."""
+
+import importlib
+import pkgutil
+
+from .registry import ACCESS, BASELINES, Baseline, BaselineResult, baseline
+
+for _m in pkgutil.iter_modules(__path__):
+    if _m.name != "registry":
+        importlib.import_module(f"{__name__}.{_m.name}")
+
+__all__ = ["ACCESS", "BASELINES", "Baseline", "BaselineResult", "baseline"]

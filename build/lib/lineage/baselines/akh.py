@@ -1,0 +1,51 @@
+"""AKH, the "Anna Karenina heuristic" (AAAI 2025, Model Lineage Closeness Analysis): all
+good models are right in the same way, each is wrong in its own way. So the source's
+errors fingerprint it: on inputs the SOURCE misclassifies (its natural test errors, then
+augmented test images, shifted and noised, that it gets wrong) the score is the rate at
+which the suspect gives the same wrong label. Labels only; 1 for the source itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .registry import (
+    baseline,
+    error_probes,
+    nonnegative_float,
+    nonnegative_int,
+    not_applicable,
+    num_classes,
+    paired_logits,
+    positive_int,
+)
+
+
+@baseline(
+    "akh",
+    access="labels",
+    options={
+        "n_points": positive_int,
+        "noise_std": nonnegative_float,
+        "max_shift": nonnegative_int,
+        "max_rounds": nonnegative_int,
+        "batch_size": positive_int,
+    },
+)
+def akh(
+    source: nn.Module,
+    suspect: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: dict[str, Any],
+    gen: torch.Generator,
+) -> tuple[float, dict[str, Any]]:
+    num_classes(source, x, y)
+    xe, found = error_probes(source, x, y, cfg, gen)
+    if len(xe) == 0:
+        return not_applicable("the source misclassifies none of the probes", **found)
+    a, b = paired_logits(source, suspect, xe, cfg["batch_size"])
+    return float((a.argmax(1) == b.argmax(1)).float().mean()), {"applicable": True, **found}

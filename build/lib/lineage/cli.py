@@ -1,0 +1,126 @@
+"""The `lineage` command: `run` (a Hydra job or sweep), `compare` (an audit of two model
+files, or of a model file and a deployed model's URL) and `serve` (a model over the Open
+Inference Protocol, lineage.remote). Exit code 0 for a completed comparison, whatever the
+verdict; 2 with a one-line message for bad input (missing or corrupt files, mismatched
+tasks, bad options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from .interrupt import guard
+
+log = logging.getLogger("lineage")
+
+
+def compose(overrides: list[str]) -> dict[str, Any]:
+    """The project's config with `overrides`, resolved and range-checked."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .config import check_ranges, register_schemas
+    from .errors import LineageError
+
+    register_schemas()
+    try:
+        with initialize_config_module("lineage.conf", version_base="1.3"):
+            cfg = hydra_compose("config", overrides=[f"paths.root={Path.cwd()}", *overrides])
+        out = OmegaConf.to_container(cfg, resolve=True)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise LineageError(f"bad option: {e}") from None
+    assert isinstance(out, dict)
+    composed = {str(k): v for k, v in out.items()}
+    check_ranges(composed)
+    return composed
+
+
+def add_compare(sub: Any) -> None:
+    c = sub.add_parser("compare", help="is SUSPECT derived from PARENT, and how closely?")
+    c.add_argument("parent", help="model file or Hugging Face folder")
+    c.add_argument(
+        "suspect",
+        help="model file, Hugging Face folder, or a URL http(s)://host:port[/v2/models/NAME]",
+    )
+    c.add_argument("--arch", help="what builds a plain state dict: module:factory or a YAML")
+    c.add_argument("--suspect-arch", help="--arch for the suspect when it differs")
+    c.add_argument("--head", help="the parent's head layer (default: its last Linear)")
+    c.add_argument("--data", help="dataset name or data YAML (default: the parent's)")
+    c.add_argument("--data-root", help="folder holding the dataset files")
+    c.add_argument(
+        "--references",
+        type=int,
+        default=None,
+        help="independent references to train or load for calibration (default: the "
+        "config's n_independent when the parent file records how it was trained, else 0)",
+    )
+    c.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="an independent model file to calibrate against (repeatable)",
+    )
+    c.add_argument("--zoo", help="zoo folder for references (default outputs/zoo)")
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+    c.epilog = "Extra KEY=VALUE arguments are Hydra overrides, e.g. closeness.max_points=200."
+    from .remote import cli as remote
+
+    remote.add_remote_options(c)
+
+
+@guard("lineage")  # SIGTERM: exit 143 and say what was interrupted (lineage.interrupt)
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["run"]:  # Hydra parses its own command line: hand it the rest
+        from .app import main as run_main
+
+        sys.argv = [f"{Path(sys.argv[0]).name} run", *argv[1:]]
+        run_main()
+        return 0
+    p = argparse.ArgumentParser(prog="lineage", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="one job, or -m a sweep (Hydra overrides; see lineage run --help)")
+    add_compare(sub)
+    from .remote import cli as remote
+
+    remote.add_serve_parser(sub)
+    from .report import cli as report_cli
+
+    report_cli.add_parser(sub)
+    args, extra = p.parse_known_args(argv)
+    if args.command == "report":
+        if extra:
+            p.error(f"unrecognized arguments: {' '.join(extra)}")
+        return report_cli.main(args)
+    if args.command == "serve":
+        if extra:
+            p.error(f"unrecognized arguments: {' '.join(extra)}")
+        return remote.serve(args)
+    args.overrides = [a for a in extra if "=" in a and not a.startswith("-")]
+    if len(args.overrides) != len(extra):
+        p.error(f"unrecognized arguments: {' '.join(a for a in extra if a not in args.overrides)}")
+    if args.references is not None and args.references < 0:
+        p.error("--references must be >= 0")
+
+    from .audit import compare, report
+    from .errors import LineageError
+    from .text import printable
+
+    # Progress goes to stderr, one line per stage; stdout holds only the result.
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        result = compare(args)
+    except LineageError as e:
+        print(f"error: {printable(e)}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, default=str) if args.json else report(result))
+    return 0

@@ -1,0 +1,114 @@
+"""The config's schemas, registered in Hydra's ConfigStore, and the checks run right after
+composition.
+
+Every component's options live in one dataclass next to its code (lineage.settings.knob:
+the default and the allowed values): DataConf (lineage.data.settings), TrainConf
+(lineage.training), each model's (lineage.models.<name>), each modification's
+(lineage.modifications.<name>), DeterminationConf and ClosenessConf (lineage.evaluate),
+and RootConf here for the top-level keys. Each YAML in conf/<group>/ starts from its
+schema (`defaults: [/hydra/schema/<group>@_here_, ...]`; model and modification have one
+per name) and sets only what differs, so a wrong type fails while Hydra composes the
+config, naming the key, and `check_ranges` checks every range before any data is read.
+The schemas sit under hydra/ so that `--help` lists only the groups a user picks from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from .data.settings import DataConf
+from .evaluate.basin.settings import DeterminationConf
+from .evaluate.closeness.settings import ClosenessConf
+from .evaluate.inherited import InheritedConf
+from .settings import SEED_MAX, from_mapping, knob
+from .training import TrainConf
+
+
+@dataclass
+class RootConf:
+    """Top-level keys; the groups are typed by their own schemas."""
+
+    name: str = knob("default")  # names the run or sweep folder; resume works per name
+    seed: int = knob(0, lo=0, hi=SEED_MAX)  # the parent's; references add 1000 * (i + 1)
+    ratio: float = knob(0.5, lo=0, hi=1)  # the one strength knob, mapped by each modification
+    # independent references: the distribution the verdict's p-values are measured against
+    # (lineage.evaluate.verdict: 6, as fewer floor the p-values); each is also judged,
+    # leave-one-out against the others
+    n_independent: int = knob(6, lo=0, hi=100)
+    force: bool = knob(False)  # rerun a job whose metrics.json already holds this config
+    progress: bool = knob(True)  # progress bars on a terminal (always off when not a TTY)
+    # torch threads per job; null: the cores divided by the jobs the launcher runs at once
+    threads: int | None = knob(None, lo=1, hi=1024)
+    data: Any = MISSING
+    model: Any = MISSING
+    train: Any = MISSING
+    modification: Any = MISSING
+    determination: Any = MISSING
+    closeness: Any = MISSING
+    inherited: Any = MISSING
+    logger: Any = MISSING
+    paths: Any = MISSING
+
+
+GROUPS: dict[str, type] = {
+    "data": DataConf,
+    "train": TrainConf,
+    "determination": DeterminationConf,
+    "closeness": ClosenessConf,
+    "inherited": InheritedConf,
+}
+
+
+def register_schemas() -> None:
+    register_resolvers()
+    from .models.registry import OPTIONS as MODEL_OPTIONS
+    from .modifications import registry  # importing the package registers every one
+
+    cs = ConfigStore.instance()
+    cs.store(name="root_schema", node=RootConf)
+    for group, node in GROUPS.items():
+        cs.store(group="hydra/schema", name=group, node=node)
+    for name, node in MODEL_OPTIONS.items():
+        cs.store(group="hydra/schema/model", name=name, node=node)
+    for name, node in registry.OPTIONS.items():
+        cs.store(group="hydra/schema/modification", name=name, node=node)
+
+
+def check_ranges(cfg: Mapping[str, Any]) -> None:
+    """Raise LineageError naming the first key whose value is wrong: each group through
+    its dataclass (types, ranges, unknown keys, which Hydra's `+` could add past the
+    schema), the top-level keys through RootConf. The model and the modification are
+    checked by their own registries (models.from_config, modifications.validate). A data
+    `_target_`'s extra keys are its factory's, so only the data group's own are checked."""
+    for group, schema in GROUPS.items():
+        given = cfg.get(group)
+        if not isinstance(given, Mapping):
+            continue
+        if group == "data" and given.get("_target_"):
+            own = {f.name for f in fields(schema)}
+            given = {k: v for k, v in given.items() if k in own}
+        from_mapping(
+            schema, {k: v for k, v in given.items() if k != "name" or v is not None}, group
+        )
+    roots = (
+        {f.name for f in fields(RootConf)}
+        - set(GROUPS)
+        - {"model", "modification", "logger", "paths"}
+    )
+    from_mapping(RootConf, {k: cfg[k] for k in roots if k in cfg})
+
+
+def register_resolvers() -> None:
+    """`${safe_dirname:...}` in conf/config.yaml: run and sweep folders named from long
+    overrides stay under the file system's 255-byte name limit (utils.safe_dirname)."""
+    from omegaconf import OmegaConf
+
+    from .utils import safe_dirname
+
+    if not OmegaConf.has_resolver("safe_dirname"):
+        OmegaConf.register_new_resolver("safe_dirname", safe_dirname)

@@ -1,0 +1,307 @@
+"""Lineage determination: are parent and suspect in the same basin of the loss landscape?
+
+Along the straight path theta(a) = (1 - a) * theta_parent + a * theta_suspect the probe
+loss L(a) is measured, and the barrier
+
+    B = max_a [ L(a) - env(a) ],   env = the lower convex envelope of the measured L(a)
+
+is how far the path rises above convexity. A model derived from the parent (fine-tuned,
+pruned, quantized, noised) stays in the parent's basin, where the path is convex: B is ~0.
+An independently trained model sits in another basin, behind a ridge: B is large. The
+paper measures the rise above the chord, max_a [L(a) - ((1 - a) L(0) + a L(1))]
+(`chord_barrier`); the two agree for every reference of our zoos, but a badly damaged
+suspect of another parent lifts the chord's far end over the ridge (MNIST: the other
+parent's noise-0.9 model, chord barrier 0, envelope barrier 0.098), which the envelope is
+not fooled by.
+
+`route` puts the suspect into the parent's layout first (alignment, pruned widths, the
+trunk of a transfer suspect), `path` walks the line with BatchNorm re-estimated at every
+point. When no weight-space route exists (another architecture), the result says
+`method="function"` and takes its verdict from the function evidence (verdict.decide). A
+suspect that has learnt nothing of the parent's task (a loss no better than a uniform
+guess's, L(1) >= ln C, or an accuracy within a margin of guessing the most frequent class)
+lifts the chord over any ridge, so the test abstains (`basin_is_lineage=None`, with the
+reason; see `uninformative`) and the function evidence decides.
+
+Everything here is a pure function of models and tensors, on the parent's device.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ...adapters import Spec, find_head, n_outputs
+from ...errors import LineageError
+from ...runtime import device_of
+from ...settings import from_mapping
+from ..calibration import calibrate
+from .path import Path, curve_of, evaluate, fit_head, gap, reestimate_bn, rise
+from .route import Route, check_record, kept_channels, plan, recorded
+from .settings import DeterminationConf
+
+__all__ = [
+    "DeterminationConf",
+    "barrier_of",
+    "DeterminationResult",
+    "Route",
+    "determine",
+    "evaluate",
+    "kept_channels",
+    "plan",
+    "recorded",
+    "reestimate_bn",
+    "settings",
+    "with_threshold",
+]
+
+
+@dataclass
+class DeterminationResult:
+    """The verdict and its evidence. `barrier` etc. are None on the function route."""
+
+    is_lineage: bool
+    basin_is_lineage: bool | None  # the same-basin test (None: no weight-space route)
+    function_is_lineage: bool | None  # the closeness evidence (None until verdict.decide)
+    barrier: float | None  # the path's rise above its lower convex envelope (loss units)
+    barrier_rel: float | None  # barrier / mean endpoint loss
+    error_barrier: float | None  # the same construction on the error rate
+    threshold: float | None  # the barrier below which the basin test says lineage
+    margin: float | None  # threshold - barrier (> 0: lineage by the basin test)
+    method: str  # the evidence that decided; see verdict.decide
+    route: str  # the weight-space route: basin|trunk [+pruned-map|+pruned-match][+aligned]
+    aligned: bool  # weight matching reordered the suspect's units
+    calibrated: bool  # threshold from reference barriers (False: the fallback rule)
+    loss_parent: float | None = None  # L(0)
+    loss_suspect: float | None = None  # L(1)
+    curve: list[dict[str, float]] = field(default_factory=list)  # {alpha, loss, error}
+    seconds: float = 0.0
+    reason: str = ""  # why the weight-space test was not applicable, or proves nothing
+    function_score: float | None = None
+    function_threshold: float | None = None
+    caveat: str = ""  # why the verdict is weaker than it looks (verdict.caveat_of)
+    alignment: str = ""  # units alignment could not cover, and why ("" when none)
+    chord_barrier: float | None = None  # the paper's barrier, against the chord (see `barrier`)
+    # The verdict of all the evidence (lineage.evaluate.verdict.decide; None until then):
+    inherited_is_lineage: bool | None = None
+    inherited_score: float | None = None  # lineage.evaluate.inherited
+    p_basin: float | None = None  # each evidence's p-value against the references
+    p_closeness: float | None = None
+    p_inherited: float | None = None
+    p_value: float | None = None  # their Bonferroni combination
+    alpha: float | None = None  # lineage when p_value <= alpha
+    verdict_score: float | None = None  # -log10 p_value: ranks pairs
+    decided_by: str = ""  # the evidence with the smallest p, when lineage
+    n_references: int = 0
+
+    def to_dict(self, curve: bool = False) -> dict[str, Any]:
+        """Flat scalar fields (for metrics.json); the curve as a list only if asked."""
+        d = asdict(self)
+        c = d.pop("curve")
+        return {**d, "curve": c} if curve else d
+
+
+def settings(cfg: Mapping[str, Any] | DeterminationConf | None) -> DeterminationConf:
+    """The options over their defaults, checked (a bad value names its key)."""
+    if isinstance(cfg, DeterminationConf):
+        return cfg
+    return from_mapping(DeterminationConf, cfg, "determination")
+
+
+# ---- input checks ----
+
+
+def check_finite(model: nn.Module, who: str) -> None:
+    for k, t in model.state_dict().items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise LineageError(f"{who}: tensor {k!r} holds NaN or Inf values")
+
+
+def check_probe(x: torch.Tensor, y: torch.Tensor, parent: nn.Module) -> int:
+    """Refuse probe data the parent cannot be measured on; returns its number of classes."""
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise LineageError("probe data must be tensors (x, y)")
+    if len(x) == 0 or len(y) == 0:
+        raise LineageError("probe data is empty: the barrier needs at least one sample")
+    if len(x) != len(y):
+        raise LineageError(f"probe data: {len(x)} inputs but {len(y)} labels")
+    if x.is_floating_point() and not torch.isfinite(x).all():
+        raise LineageError("probe inputs hold NaN or Inf values")
+    dev = device_of(parent)
+    try:
+        n = n_outputs(parent.eval(), x[:2].to(dev))
+    except RuntimeError as e:
+        raise LineageError(
+            f"probe inputs of shape {tuple(x.shape[1:])} do not fit the parent "
+            f"({str(e).splitlines()[0]})"
+        ) from None
+    if y.dtype.is_floating_point or int(y.min()) < 0 or int(y.max()) >= n:
+        raise LineageError(f"probe labels must be class indices in 0..{n - 1}")
+    return n
+
+
+# A suspect must beat the best constant guess by this share of the room above it to
+# count as having learnt the task (0.1: on ten balanced classes, 19% accuracy).
+CHANCE_MARGIN = 0.1
+
+
+def uninformative(last: Mapping[str, float], y: torch.Tensor, n_classes: int) -> str:
+    """Why the suspect's end of the path carries no basin evidence ("" when it does).
+
+    A suspect that has learnt nothing of the parent's task cannot share its basin, and
+    its end of the chord sits so high that any path stays under it: a barrier of 0 then
+    proves nothing (a distilled student that failed to train did exactly this). Two
+    signs, either enough: a loss no better than the uniform guess's (L(1) >= ln C), or
+    an accuracy within CHANCE_MARGIN of the best constant guess (the majority class of
+    the probe set). The loss alone misses a near-constant model: one that predicts the
+    class frequencies scores below ln C on an unbalanced probe set (pruning at ratio 1,
+    which leaves only the biases, gave L(1) = 2.3015 < ln 10)."""
+    loss, acc = last["loss"], 1.0 - last["error"]
+    if loss >= math.log(n_classes):
+        return (
+            f"the suspect's loss on the parent's task, {loss:.3g}, is no better than a "
+            f"uniform guess (ln {n_classes} = {math.log(n_classes):.3g}): no basin evidence "
+            "either way"
+        )
+    chance = float(torch.bincount(y.cpu(), minlength=n_classes).max()) / max(len(y), 1)
+    if acc <= chance + CHANCE_MARGIN * (1 - chance):
+        return (
+            f"the suspect's accuracy on the parent's task, {acc:.3g}, is no better than "
+            f"guessing one class ({chance:.3g}, the most frequent): it has learnt nothing "
+            "that could share a basin, so no basin evidence either way"
+        )
+    return ""
+
+
+def _function_only(reason: str, t0: float) -> DeterminationResult:
+    return DeterminationResult(
+        is_lineage=False,
+        basin_is_lineage=None,
+        function_is_lineage=None,
+        barrier=None,
+        barrier_rel=None,
+        error_barrier=None,
+        threshold=None,
+        margin=None,
+        method="function",
+        route="function",
+        aligned=False,
+        calibrated=False,
+        seconds=time.perf_counter() - t0,
+        reason=reason,
+    )
+
+
+def determine(
+    parent: nn.Module,
+    suspect: Any,
+    probe_x: torch.Tensor,
+    probe_y: torch.Tensor,
+    cfg: Mapping[str, Any] | DeterminationConf | None = None,
+    reference_barriers: Sequence[float | None] | None = None,
+    bn_x: torch.Tensor | None = None,
+    suspect_record: Mapping[str, Any] | None = None,
+    head: str | None = None,
+    spec: Spec | None = None,
+) -> DeterminationResult:
+    """The same-basin test of `suspect` against `parent` on the probe set (the parent's task).
+
+    `reference_barriers`: barriers between the parent and independent references (same
+    architecture and data, other seeds), for the calibrated threshold; None or empty -> the
+    documented fallback, and `calibrated=False`. `bn_x`: data for the BatchNorm
+    re-estimation (default: the probe inputs). `suspect_record`: the suspect's lineage
+    record; its `kept_channels` ({layer: kept parent indices}) maps a structurally pruned
+    suspect back into the parent's widths. `head`: the parent's head module for the trunk
+    route (default: found in the graph). `spec`: the parent's permutation groups, when
+    already known. A suspect that is not an nn.Module (a black box) has no weights to test.
+    """
+    t0 = time.perf_counter()
+    s = settings(cfg)
+    n_classes = check_probe(probe_x, probe_y, parent)
+    check_finite(parent, "parent")
+    if not isinstance(suspect, nn.Module):
+        return _function_only("the suspect is a black box: it has no weights to compare", t0)
+    check_finite(suspect, "suspect")
+    suspect_record = check_record(suspect_record)
+    head = find_head(parent, head)
+    route = plan(parent, suspect, s, suspect_record, head, spec)
+    if isinstance(route, str):
+        return _function_only(route, t0)
+    bn_x = probe_x if bn_x is None else bn_x
+    has_bn = any(isinstance(m, _BatchNorm) for m in parent.modules())
+    if s.bn_reestimate and has_bn and len(bn_x) < 2:
+        raise LineageError(
+            f"BatchNorm re-estimation needs at least 2 samples; bn_x has {len(bn_x)}"
+        )
+    if route.trunk:
+        fit_head(parent, route, probe_x, probe_y, bn_x, s)
+    path = Path(parent, route, probe_x, probe_y, bn_x, s)
+    curve = curve_of(path, s.alphas, s.refine)
+    first, last = curve[0], curve[-1]
+    barrier = max(rise(curve))
+    chord = max(gap(c, first, last, "loss") for c in curve)
+    err_barrier = max(gap(c, first, last, "error") for c in curve)
+    threshold, calibrated = calibrate(reference_barriers, (first["loss"], last["loss"]), s)
+    basin: bool | None = barrier <= threshold
+    reason = uninformative(last, probe_y, n_classes)
+    if reason:
+        basin = None
+    mean_end = (first["loss"] + last["loss"]) / 2
+    return DeterminationResult(
+        is_lineage=bool(basin),
+        basin_is_lineage=basin,
+        function_is_lineage=None,
+        barrier=barrier,
+        barrier_rel=barrier / max(mean_end, torch.finfo(torch.float32).eps),
+        error_barrier=err_barrier,
+        chord_barrier=chord,
+        threshold=threshold,
+        margin=threshold - barrier,
+        method=route.name,
+        route=route.name,
+        aligned=route.aligned,
+        calibrated=calibrated,
+        loss_parent=first["loss"],
+        loss_suspect=last["loss"],
+        curve=curve,
+        seconds=time.perf_counter() - t0,
+        reason=reason,
+        alignment=route.alignment,
+    )
+
+
+def with_threshold(r: DeterminationResult, tau: float, calibrated: bool) -> DeterminationResult:
+    """`r` judged against another threshold (e.g. calibrated leave-one-out). An abstention
+    stays one: it depends on the suspect's loss, not on the threshold."""
+    if r.barrier is None:
+        return r
+    basin = None if r.basin_is_lineage is None else r.barrier <= tau
+    return replace(
+        r,
+        threshold=tau,
+        calibrated=calibrated,
+        margin=tau - r.barrier,
+        basin_is_lineage=basin,
+        is_lineage=bool(basin),
+    )
+
+
+def barrier_of(
+    parent: nn.Module,
+    other: nn.Module,
+    probe_x: torch.Tensor,
+    probe_y: torch.Tensor,
+    cfg: Mapping[str, Any] | DeterminationConf | None = None,
+    bn_x: torch.Tensor | None = None,
+    record: Mapping[str, Any] | None = None,
+) -> float | None:
+    """The barrier alone, with the same route and settings as `determine` (for computing
+    the reference barriers). None when there is no weight-space route."""
+    return determine(parent, other, probe_x, probe_y, cfg, None, bn_x, record).barrier

@@ -1,0 +1,46 @@
+"""Hugging Face classifiers built locally from a small config: no hub download.
+
+`vit` is a Vision Transformer (ViTForImageClassification) for small images, e.g. 2 layers
+of width 32 on 8x8 digits; `Logits` makes it answer the logits tensor, so training,
+modifications and both kinds of evidence treat it like any other module. Needs the
+optional extra: pip install 'lineage[hf]'. `hf_vit` in conf/model selects it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from ..adapters import Logits
+from ..errors import LineageError
+
+
+def vit(
+    num_classes: int,
+    in_channels: int,
+    input_size: Sequence[int],
+    hidden_size: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    mlp: int = 64,
+    patch: int = 2,
+) -> nn.Module:
+    try:
+        from transformers import ViTConfig, ViTForImageClassification
+    except ImportError:
+        raise LineageError("model hf_vit needs transformers: pip install 'lineage[hf]'") from None
+    h, w = input_size
+    if h != w or h % patch:
+        raise LineageError(f"hf_vit: needs square images whose side divides by patch={patch}")
+    config = ViTConfig(  # type: ignore[call-arg]
+        image_size=h,
+        patch_size=patch,
+        num_channels=in_channels,
+        hidden_size=hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=mlp,
+        num_labels=num_classes,
+    )
+    return Logits(ViTForImageClassification(config))
