@@ -171,8 +171,9 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         )
     refs = [load_model(f, args.arch)[0] for f in args.reference]
     n = args.references
-    if n is None:
-        n = int(cfg["n_independent"]) if pmeta.get("spec") is not None and args.data is None else 0
+    if n is None:  # references given as files are the auditor's choice: train none beside them
+        trainable = pmeta.get("spec") is not None and args.data is None and not args.reference
+        n = int(cfg["n_independent"]) if trainable else 0
     if n and pmeta.get("spec") is None:
         raise LineageError(
             f"{pname} does not record how it was trained, so no references can be trained "

@@ -59,8 +59,9 @@ def add_compare(sub: Any) -> None:
         "--references",
         type=int,
         default=None,
-        help="independent references to train or load for calibration (default: the "
-        "config's n_independent when the parent file records how it was trained, else 0)",
+        help="independent references to train or load for calibration (default: none "
+        "beside --reference files; else the config's n_independent when the parent file "
+        "records how it was trained, else 0)",
     )
     c.add_argument(
         "--reference",
