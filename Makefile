@@ -2,6 +2,8 @@
 PY := .venv/bin/python
 export WANDB_MODE ?= offline
 export WANDB_SILENT := true
+# test workers: each gets its share of the cores (tests/conftest.py)
+JOBS ?= auto
 
 .PHONY: run test lint report bench clean
 
@@ -15,7 +17,7 @@ run: .venv/.installed
 	$(PY) run.py $(ARGS)
 
 test: .venv/.installed
-	$(PY) -m pytest -q --cov=lineage --cov-report=term --cov-fail-under=85 $(ARGS)
+	$(PY) -m pytest -q -n $(JOBS) --cov=lineage --cov-report=term --cov-fail-under=85 $(ARGS)
 
 lint: .venv/.installed
 	$(PY) -m ruff check lineage tests scripts benchmarks experiments run.py

@@ -15,6 +15,15 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 # Tiny models: one thread avoids oversubscription when test processes run side by side.
 torch.set_num_threads(1)
+# Under `pytest -n K` each worker gets its own share of the cores; the CLI subprocesses a
+# test starts inherit it, so their default `threads` (the cores they may use) cannot
+# oversubscribe the machine either.
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _worker.startswith("gw") and hasattr(os, "sched_setaffinity"):
+    _cpus = sorted(os.sched_getaffinity(0))
+    _k = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if len(_cpus) >= _k > 1:
+        os.sched_setaffinity(0, _cpus[int(_worker[2:]) % _k :: _k])
 
 
 @pytest.fixture(scope="session")

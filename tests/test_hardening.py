@@ -598,7 +598,10 @@ def _terminate_while_training(cmd: list[str], zoo: Path, seed: int) -> subproces
 @pytest.mark.slow
 def test_sigterm_during_reference_training_fails_compare(tmp_path):
     parent = models.save(
-        tiny(), tmp_path / "p.safetensors", {"id": "p", "data": {"name": "digits"}}
+        tiny(),
+        tmp_path / "p.safetensors",
+        # a recorded recipe, so compare may train references like the parent
+        {"id": "p", "data": {"name": "digits"}, "spec": {"data": {"name": "digits"}}},
     )
     zoo = tmp_path / "zoo"
     cmd = [
@@ -645,7 +648,7 @@ def test_sigterm_fails_a_run_or_a_sweep(tmp_path, mode):
     ]
     r = _terminate_while_training(cmd, zoo, seed=int(time.time()))
     assert r.returncode == 128 + signal.SIGTERM, (r.returncode, r.stderr[-2000:])
-    assert "error: run.py interrupted by SIGTERM while running job" in r.stderr
+    assert "error: lineage run interrupted by SIGTERM while running job" in r.stderr
     assert "training the parent model" in r.stderr
     assert not list(tmp_path.rglob("metrics.json"))
     assert not list((zoo / "models").iterdir())

@@ -314,8 +314,12 @@ def test_bad_job_in_a_sweep_records_why_and_the_sweep_goes_on(tmp_path):
     )
     assert r.returncode == 1, r.stderr[-3000:]
     assert "Traceback" not in r.stderr
-    (line,) = [ln for ln in r.stderr.splitlines() if ln.startswith("error: job ")]
-    assert "ratio=1.0 failed: pruning: l1_structured needs ratio < 1" in line
+    (line,) = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+    assert line.startswith("error: 1 of 2 jobs failed: ") and line.endswith("ratio=1.0"), line
+    # the sweep's summary table gives each job's status and, for the failed one, why
+    table = r.stdout.split("1 ok, 0 skipped, 1 failed")[1].splitlines()
+    (row,) = [ln for ln in table if "ratio=1.0" in ln]
+    assert " failed " in row and "pruning: l1_structured needs ratio < 1" in row
     (bad,) = sweep.rglob("error.json")
     err = json.loads(bad.read_text())
     assert err["error"] == "pruning: l1_structured needs ratio < 1 (every layer keeps a channel)"
@@ -399,5 +403,5 @@ def test_help_lists_only_groups_a_user_can_pick(tmp_path):
     r = run_py("--help", cwd=tmp_path)
     assert r.returncode == 0
     groups = r.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
-    assert "modification: adversarial, chain" in groups and "model: lenet, mlp" in groups
+    assert "modification: adversarial, chain" in groups and "model: hf_vit, lenet, mlp" in groups
     assert "schema" not in groups  # the typed schemas are not options
