@@ -23,6 +23,7 @@ from torch import nn
 from .errors import LineageError
 from .settings import SEED_MAX
 from .text import printable
+from .utils import read_yaml
 
 log = logging.getLogger("lineage")
 
@@ -228,15 +229,7 @@ def _record(meta: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 
 def _data_yaml(path: str, base: dict[str, Any]) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-
-    p = Path(path)
-    if not p.is_file():
-        raise LineageError(f"--data {path}: no such file")
-    try:
-        conf = OmegaConf.to_container(OmegaConf.load(p), resolve=True)
-    except Exception as e:  # noqa: BLE001  (YAML and interpolation errors)
-        raise LineageError(f"--data {path}: not a readable YAML config ({e})") from None
+    conf = read_yaml(path, "--data")
     if not isinstance(conf, dict):
         raise LineageError(f"--data {path}: must be a mapping")
     return {**base, **{str(k): v for k, v in conf.items()}}

@@ -172,6 +172,22 @@ def loads_json(text: str | bytes, max_depth: int = 64) -> Any:
     return value
 
 
+def read_yaml(path: str, flag: str) -> Any:
+    """The resolved contents of the YAML file that the command-line option `flag` names; a
+    missing or unreadable file is one line naming both."""
+    from omegaconf import OmegaConf  # only the commands that take a YAML file pay for it
+
+    from .errors import LineageError
+
+    p = Path(path)
+    if not p.is_file():
+        raise LineageError(f"{flag} {path}: no such file")
+    try:
+        return OmegaConf.to_container(OmegaConf.load(p), resolve=True)
+    except Exception as e:  # noqa: BLE001  (YAML and interpolation errors)
+        raise LineageError(f"{flag} {path}: not a readable YAML config ({e})") from None
+
+
 def _depth(value: Any, limit: int) -> int:
     """Nesting depth of a JSON value, iteratively, stopping once past `limit`."""
     deepest, stack = 0, [(value, 1)]

@@ -2,7 +2,8 @@
 # The reduced CIFAR-10 zoo of the benchmark (preset cifar10_device) in one call on a GPU
 # machine, sized to finish in under 8 minutes on one H200: 1 parent (ResNet-18, 4 epochs),
 # finetune, pruning, distill and quantize at ratios 0.3 and 0.7, 2 independent models and
-# 2 references, then all five experiments; each prints its table.
+# 4 references (the fewest the p-value verdict takes), then all five experiments, each
+# printing its table.
 #
 # On a machine without the Hydra packages, put their wheels in .whl/ (hydra-core, omegaconf,
 # antlr4-python3-runtime). The CIFAR-10 data is read from $LINEAGE_DATA/cifar-10-batches-py;
@@ -25,7 +26,7 @@ if [ ! -d "$LINEAGE_DATA/cifar-10-batches-py" ]; then
     "$PY" .data/make_cifar10.py "$LINEAGE_DATA"  # reads the archive beside it
 fi
 export WANDB_MODE=${WANDB_MODE:-disabled} PYTHONUNBUFFERED=1
-time "$PY" experiments/run_all.py --preset cifar10_device --override "$@"
+time "$PY" -m experiments.run_all --preset cifar10_device --override "$@"
 if [ -n "${OUT:-}" ]; then  # the device tool brings back at most 8 flat files
     d=outputs/experiments/cifar10_device
     for f in zoo determination/summary determination/misjudged closeness/spearman \

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .registry import baseline, paired_logits, positive_int, subset
+from .registry import baseline, label_agreement, paired_logits, positive_int, subset
 
 
 @baseline(
@@ -24,4 +24,4 @@ def agreement(
 ) -> tuple[float, dict[str, Any]]:
     xs, _ = subset(x, y, cfg["n_points"], gen)
     a, b = paired_logits(source, suspect, xs, cfg["batch_size"])
-    return float((a.argmax(1) == b.argmax(1)).float().mean()), {"n_points": len(xs)}
+    return label_agreement(a, b), {"n_points": len(xs)}

@@ -13,28 +13,17 @@ import torch
 from torch import nn
 
 from .registry import (
+    ERROR_PROBE_OPTIONS,
     baseline,
     error_probes,
-    nonnegative_float,
-    nonnegative_int,
+    label_agreement,
     not_applicable,
-    num_classes,
     paired_logits,
     positive_int,
 )
 
 
-@baseline(
-    "akh",
-    access="labels",
-    options={
-        "n_points": positive_int,
-        "noise_std": nonnegative_float,
-        "max_shift": nonnegative_int,
-        "max_rounds": nonnegative_int,
-        "batch_size": positive_int,
-    },
-)
+@baseline("akh", access="labels", options={"n_points": positive_int, **ERROR_PROBE_OPTIONS})
 def akh(
     source: nn.Module,
     suspect: nn.Module,
@@ -43,9 +32,8 @@ def akh(
     cfg: dict[str, Any],
     gen: torch.Generator,
 ) -> tuple[float, dict[str, Any]]:
-    num_classes(source, x, y)
     xe, found = error_probes(source, x, y, cfg, gen)
     if len(xe) == 0:
         return not_applicable("the source misclassifies none of the probes", **found)
     a, b = paired_logits(source, suspect, xe, cfg["batch_size"])
-    return float((a.argmax(1) == b.argmax(1)).float().mean()), {"applicable": True, **found}
+    return label_agreement(a, b), {"applicable": True, **found}

@@ -24,6 +24,7 @@ from torch import nn
 from ..runtime import device_of
 from .registry import (
     baseline,
+    label_agreement,
     logits,
     nonnegative_float,
     num_classes,
@@ -109,7 +110,7 @@ def ipguard(
     probe_s = time.perf_counter() - t0
     a, b = paired_logits(source, suspect, xb, cfg["batch_size"])
     top2 = a.topk(2, dim=1).values
-    return float((a.argmax(1) == b.argmax(1)).float().mean()), {
+    return label_agreement(a, b), {
         "n_points": len(xb),
         "probe_seconds": probe_s,
         "converged": n_done / len(xb),

@@ -285,6 +285,20 @@ def not_applicable(reason: str, **details: Any) -> tuple[float, dict[str, Any]]:
     return float("nan"), {"applicable": False, "reason": reason, **details}
 
 
+def label_agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The share of points on which logits a and b give the same top-1 label."""
+    return float((a.argmax(1) == b.argmax(1)).float().mean())
+
+
+# The options `error_probes` reads besides n_points (which each method lists first).
+ERROR_PROBE_OPTIONS: dict[str, Check] = {
+    "noise_std": nonnegative_float,
+    "max_shift": nonnegative_int,
+    "max_rounds": nonnegative_int,
+    "batch_size": positive_int,
+}
+
+
 def error_probes(
     source: nn.Module,
     x: torch.Tensor,
@@ -293,7 +307,9 @@ def error_probes(
     gen: torch.Generator,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """`source_errors` with the options of SAC-w and AKH, timed: (inputs, details), where
-    details hold n_points, n_natural and probe_seconds (the source-only part of the cost)."""
+    details hold n_points, n_natural and probe_seconds (the source-only part of the cost).
+    The labels are checked against the source's classes first: the errors are read off y."""
+    num_classes(source, x, y)
     t0 = time.perf_counter()
     xe, _, natural = source_errors(
         source,

@@ -19,13 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .registry import (
+    ERROR_PROBE_OPTIONS,
     baseline,
     choice,
     error_probes,
-    nonnegative_float,
-    nonnegative_int,
     not_applicable,
-    num_classes,
     paired_logits,
     positive_int,
 )
@@ -43,10 +41,7 @@ def correlation_matrix(out: torch.Tensor) -> torch.Tensor:
     options={
         "n_points": positive_int,
         "output": choice("logits", "softmax"),
-        "noise_std": nonnegative_float,
-        "max_shift": nonnegative_int,
-        "max_rounds": nonnegative_int,
-        "batch_size": positive_int,
+        **ERROR_PROBE_OPTIONS,
     },
 )
 def sacw(
@@ -57,7 +52,6 @@ def sacw(
     cfg: dict[str, Any],
     gen: torch.Generator,
 ) -> tuple[float, dict[str, Any]]:
-    num_classes(source, x, y)
     xe, found = error_probes(source, x, y, cfg, gen)
     if len(xe) < 2:
         return not_applicable(

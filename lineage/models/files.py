@@ -28,6 +28,7 @@ from torch import nn
 from ..adapters import Logits
 from ..errors import LineageError
 from ..text import shorten
+from ..utils import read_yaml
 from . import io
 from .registry import call_factory, import_factory
 
@@ -47,15 +48,7 @@ def architecture(arch: str | Path, num_classes: int | None = None, shape: Any = 
     """The model `arch` names, before its weights are loaded."""
     spec = str(arch)
     if spec.endswith((".yaml", ".yml")):
-        from omegaconf import OmegaConf
-
-        path = Path(spec)
-        if not path.is_file():
-            raise LineageError(f"--arch {spec}: no such file")
-        try:
-            conf = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-        except Exception as e:  # noqa: BLE001  (YAML and interpolation errors)
-            raise LineageError(f"--arch {spec}: not a readable YAML config ({e})") from None
+        conf = read_yaml(spec, "--arch")
         if not isinstance(conf, dict) or not isinstance(conf.get("_target_"), str):
             raise LineageError(f"--arch {spec}: needs a `_target_` (an importable factory)")
         target = str(conf.pop("_target_"))

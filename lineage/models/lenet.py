@@ -4,10 +4,10 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..settings import knob
-from .registry import register
+from .registry import FeaturesHead, ModelConf, register
 
 
-class LeNet(nn.Module):
+class LeNet(FeaturesHead):
     """LeNet-5 with padded 5x5 convs, so 8x8, 28x28 and 32x32 inputs all work:
     each pool halves the side (8->4->2, 28->14->7, 32->16->8)."""
 
@@ -19,11 +19,10 @@ class LeNet(nn.Module):
         channels: Sequence[int],
         hidden: Sequence[int],
     ):
-        super().__init__()
         c1, c2 = channels
         h1, h2 = hidden
         h, w = input_size[0] // 4, input_size[1] // 4
-        self.features = nn.Sequential(
+        features = nn.Sequential(
             nn.Conv2d(in_channels, c1, 5, padding=2),
             nn.ReLU(),
             nn.MaxPool2d(2),
@@ -36,17 +35,13 @@ class LeNet(nn.Module):
             nn.Linear(h1, h2),
             nn.ReLU(),
         )
-        self.head = nn.Linear(h2, num_classes)
-
-    def forward(self, x):
-        return self.head(self.features(x))
+        super().__init__(features, h2, num_classes)
 
 
 @dataclass
-class LeNetConf:
+class LeNetConf(ModelConf):
     """The `model=lenet` group: its options (defaults and checks, lineage.settings)."""
 
-    _target_: str | None = knob(None)  # an importable factory replaces the registered name
     name: str = "lenet"
     channels: list[int] = knob([6, 16])  # the two convolutions' channels
     hidden: list[int] = knob([120, 84])  # the two hidden Linear layers' widths

@@ -5,28 +5,22 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..settings import knob
-from .registry import register
+from .registry import FeaturesHead, ModelConf, register
 
 
-class MLP(nn.Module):
+class MLP(FeaturesHead):
     def __init__(self, in_features: int, hidden: Sequence[int], num_classes: int):
-        super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         for h in hidden:
             layers += [nn.Linear(in_features, h), nn.ReLU()]
             in_features = h
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(in_features, num_classes)
-
-    def forward(self, x):
-        return self.head(self.features(x))
+        super().__init__(nn.Sequential(*layers), in_features, num_classes)
 
 
 @dataclass
-class MLPConf:
+class MLPConf(ModelConf):
     """The `model=mlp` group: its options (defaults and checks, lineage.settings)."""
 
-    _target_: str | None = knob(None)  # an importable factory replaces the registered name
     name: str = "mlp"
     hidden: list[int] = knob([128, 128])  # the hidden layers' widths
 

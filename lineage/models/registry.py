@@ -18,12 +18,14 @@ import importlib
 import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
 from ..errors import LineageError
 from ..registry import Registry
+from ..settings import knob
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("architecture")
 # Each registered architecture's options dataclass: the schema of its conf/model YAML.
@@ -34,6 +36,27 @@ def register(name: str, options: type | None = None) -> Callable[[Any], Any]:
     if options is not None:
         OPTIONS[name] = options
     return MODELS.register(name)
+
+
+class FeaturesHead(nn.Module):
+    """The layout every built-in architecture shares: `features`, ending in a flat vector
+    of `width` numbers, then the Linear `head` (lineage.adapters.find_head finds it by
+    name). `features` is built before the head, so a seed draws the same weights."""
+
+    def __init__(self, features: nn.Sequential, width: int, num_classes: int):
+        super().__init__()
+        self.features = features
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+@dataclass
+class ModelConf:
+    """What every built-in `model` group has besides its name and its own options."""
+
+    _target_: str | None = knob(None)  # an importable factory replaces the registered name
 
 
 DATA_ARGS = ("num_classes", "in_channels", "input_size", "input_shape", "in_features")

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..settings import knob
-from .registry import register
+from .registry import FeaturesHead, ModelConf, register
 
 
 class BasicBlock(nn.Module):
@@ -26,13 +26,12 @@ class BasicBlock(nn.Module):
         return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
-class ResNet18(nn.Module):
+class ResNet18(FeaturesHead):
     """CIFAR-style ResNet-18: 3x3 stem, no max-pool, four stages of two BasicBlocks.
     `mid` optionally sets each block's inner width (8 numbers), which structured pruning
     shrinks without touching the residual stream."""
 
     def __init__(self, in_channels: int, num_classes: int, width: float, mid: Sequence[int] | None):
-        super().__init__()
         stages = [max(1, int(round(c * width))) for c in (64, 128, 256, 512)]
         widths = [s for s in stages for _ in range(2)]
         mids = list(mid) if mid is not None else widths
@@ -42,7 +41,7 @@ class ResNet18(nn.Module):
             stride = 2 if i in (2, 4, 6) else 1
             blocks.append(BasicBlock(cin, mids[i], cout, stride))
             cin = cout
-        self.features = nn.Sequential(
+        features = nn.Sequential(
             nn.Conv2d(in_channels, stages[0], 3, 1, 1, bias=False),
             nn.BatchNorm2d(stages[0]),
             nn.ReLU(),
@@ -50,17 +49,13 @@ class ResNet18(nn.Module):
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
         )
-        self.head = nn.Linear(cin, num_classes)
-
-    def forward(self, x):
-        return self.head(self.features(x))
+        super().__init__(features, cin, num_classes)
 
 
 @dataclass
-class ResNetConf:
+class ResNetConf(ModelConf):
     """The `model=resnet18` group: its options (defaults and checks, lineage.settings)."""
 
-    _target_: str | None = knob(None)  # an importable factory replaces the registered name
     name: str = "resnet18"
     width: float = knob(1.0, lo=0, ends="()")  # times (64, 128, 256, 512) channels per stage
     mid: list[int] | None = knob(None)  # each block's inner width (8 numbers; pruning sets it)

@@ -4,12 +4,12 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..settings import knob
-from .registry import register
+from .registry import FeaturesHead, ModelConf, register
 
 VGG11: list[int | str] = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
 
 
-class VGG(nn.Module):
+class VGG(FeaturesHead):
     """VGG-11 with BatchNorm. Pools that would shrink the map below 1x1 are skipped,
     so small inputs (8x8 digits) work too. `channels` overrides the 8 conv widths."""
 
@@ -20,7 +20,6 @@ class VGG(nn.Module):
         num_classes: int,
         channels: Sequence[int],
     ):
-        super().__init__()
         layers: list[nn.Module] = []
         side = min(input_size)
         widths = iter(channels)
@@ -39,18 +38,13 @@ class VGG(nn.Module):
             ]
             cin = cout
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(cin, num_classes)
-
-    def forward(self, x):
-        return self.head(self.features(x))
+        super().__init__(nn.Sequential(*layers), cin, num_classes)
 
 
 @dataclass
-class VGGConf:
+class VGGConf(ModelConf):
     """The `model=vgg11` group: its options (defaults and checks, lineage.settings)."""
 
-    _target_: str | None = knob(None)  # an importable factory replaces the registered name
     name: str = "vgg11"
     width: float = knob(0.25, lo=0, ends="()")  # times VGG-11's channels
     channels: list[int] | None = knob(None)  # the 8 conv widths (overrides width)

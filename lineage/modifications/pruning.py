@@ -27,8 +27,9 @@ Effect keys (metrics.json derived.<key>):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pytorch_lightning as pl
@@ -41,7 +42,7 @@ from ..data import DataModule
 from ..errors import LineageError
 from ..models.narrow import narrow, prunable
 from ..settings import LR_MAX, knob
-from ..training import Classifier
+from ..training import Classifier, TrainCfg
 from .common import (
     check_labels_fit,
     copy_parent,
@@ -100,20 +101,15 @@ class PruneFirst(ModelPruning):
         self.apply_pruning(self.fraction)
 
 
-def _unstructured(
-    model: nn.Module,
-    dm: DataModule,
-    cfg: Mapping[str, Any],
-    ratio: float,
-    seed: int,
-    logger: Any,
-    train: Mapping[str, Any] | None,
-) -> Derived:
-    tc = train_cfg(cfg, "finetune_epochs", train)
+# The recovery fit of a pruned model: fit_model bound to the run's data, seed and logger.
+Recover = Callable[..., nn.Module]
+
+
+def _unstructured(model: nn.Module, ratio: float, tc: TrainCfg, recover: Recover | None) -> Derived:
     module = Classifier(model, tc, n_outputs(model))
     pruner = PruneFirst(model, ratio)
-    if cfg["finetune_epochs"] > 0:
-        model = fit_model(module, dm, tc, seed, logger, [pruner])
+    if recover is not None:
+        model = recover(module, callbacks=[pruner])
     else:  # no training: the same callback prunes and makes it permanent, without a Trainer
         pruner.setup(None, module, "fit")  # type: ignore[arg-type]
         pruner.apply_pruning(ratio)
@@ -153,20 +149,11 @@ def shrink(model: nn.Module, ratio: float) -> tuple[nn.Module, dict[str, list[in
     return small.eval(), kept
 
 
-def _structured(
-    model: nn.Module,
-    dm: DataModule,
-    cfg: Mapping[str, Any],
-    ratio: float,
-    seed: int,
-    logger: Any,
-    train: Mapping[str, Any] | None,
-) -> Derived:
+def _structured(model: nn.Module, ratio: float, tc: TrainCfg, recover: Recover | None) -> Derived:
     before = n_weights(model)
     small, kept = shrink(model, ratio)
-    if cfg["finetune_epochs"] > 0:
-        tc = train_cfg(cfg, "finetune_epochs", train)
-        small = fit_model(Classifier(small, tc, n_outputs(small)), dm, tc, seed, logger)
+    if recover is not None:
+        small = recover(Classifier(small, tc, n_outputs(small)))
     mods = dict(model.named_modules())
     total = sum(mods[name].weight.shape[0] for name in kept)
     removed = total - sum(len(v) for v in kept.values())
@@ -189,8 +176,10 @@ def pruning(
     train: Mapping[str, Any] | None = None,
 ) -> Derived:
     model = copy_parent(parent)
+    tc = train_cfg(cfg, "finetune_epochs", train)
+    recover: Recover | None = None  # finetune_epochs=0: no recovery
     if cfg["finetune_epochs"] > 0:
         check_labels_fit(dm, model, "pruning")
-    if cfg["method"] == "l1_structured":
-        return _structured(model, dm, cfg, ratio, seed, logger, train)
-    return _unstructured(model, dm, cfg, ratio, seed, logger, train)
+        recover = partial(fit_model, dm=dm, cfg=tc, seed=seed, logger=logger)
+    prune = _structured if cfg["method"] == "l1_structured" else _unstructured
+    return prune(model, ratio, tc, recover)
