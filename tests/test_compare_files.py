@@ -24,6 +24,8 @@ from lineage.data import build_datamodule
 
 pytestmark = pytest.mark.slow
 
+# the fewest references the p-value verdict calibrates with (determination.min_references)
+N_REFS = 4
 FAST = ["closeness.max_points=120", "closeness.min_points=60", "closeness.n_boot=200"]
 FAST_API = {"max_points": 120, "min_points": 60, "n_boot": 200}
 KEYS = [
@@ -67,11 +69,23 @@ def family(make, data, epochs=3):
     torch.manual_seed(0)
     parent = fit(make(), x, y, epochs, 0)
     refs = []
-    for s in (1, 2):
+    for s in range(1, N_REFS + 1):
         torch.manual_seed(s)
         refs.append(fit(make(), x, y, epochs, s))
     suspect = lineage.derive(parent, "noise", 0.05, data=data).model
     return parent, suspect, refs
+
+
+def named(parent, suspect, refs):
+    return [
+        ("parent", parent),
+        ("suspect", suspect),
+        *[(f"r{i}", m) for i, m in enumerate(refs, 1)],
+    ]
+
+
+def ref_args(paths) -> list[str]:
+    return [a for p in paths for a in ("--reference", str(p))]
 
 
 def api(parent, suspect, refs, data):
@@ -89,7 +103,7 @@ def assert_same(r: subprocess.CompletedProcess, want, rel: float = 1e-6) -> None
             assert got[k] == pytest.approx(flat[k], rel=rel, abs=1e-9), k
         else:
             assert got[k] == flat[k], k
-    assert got["calibrated"] is True and got["references"] == 2
+    assert got["calibrated"] is True and got["references"] == N_REFS
 
 
 def test_project_files(tmp_path, data):
@@ -98,9 +112,9 @@ def test_project_files(tmp_path, data):
     meta = {"data": {"name": "digits"}}
     p, s, *r = (
         str(models.save(m, tmp_path / f"{n}.safetensors", {"id": n, **meta}))
-        for n, m in [("parent", parent), ("suspect", suspect), ("r1", refs[0]), ("r2", refs[1])]
+        for n, m in named(parent, suspect, refs)
     )
-    res = cli(p, s, "--reference", r[0], "--reference", r[1], "--json", *FAST)
+    res = cli(p, s, *ref_args(r), "--json", *FAST)
     assert_same(res, api(parent, suspect, refs, data))
 
 
@@ -114,14 +128,14 @@ def rescnn(data):
 def test_plain_state_dicts_with_arch(tmp_path, rescnn, suffix):
     parent, suspect, refs, want = rescnn
     paths = []
-    for n, m in [("parent", parent), ("suspect", suspect), ("r1", refs[0]), ("r2", refs[1])]:
+    for n, m in named(parent, suspect, refs):
         path = tmp_path / f"{n}{suffix}"
         if suffix == ".pt":
             torch.save(m.state_dict(), path)
         else:
             save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(path))
         paths.append(str(path))
-    args = [paths[0], paths[1], "--reference", paths[2], "--reference", paths[3]]
+    args = [paths[0], paths[1], *ref_args(paths[2:])]
     res = cli(*args, "--arch", str(ARCH), "--data", "digits", "--json", *FAST)
     assert_same(res, want)
     # the same files without --arch: one line saying what is missing
@@ -134,10 +148,10 @@ def test_an_arch_factory_by_import_path(tmp_path, rescnn):
     (tmp_path / "nets_w4.py").write_text(
         "from nets import ResCNN\n\ndef narrow():\n    return ResCNN(10, width=4)\n"
     )
-    for n, m in [("parent", parent), ("suspect", suspect), ("r1", refs[0]), ("r2", refs[1])]:
+    for n, m in named(parent, suspect, refs):
         torch.save(m.state_dict(), tmp_path / f"{n}.pt")
-    f = [str(tmp_path / f"{n}.pt") for n in ("parent", "suspect", "r1", "r2")]
-    res = cli(*f[:2], "--reference", f[2], "--reference", f[3], "--data", "digits", "--json",
+    f = [str(tmp_path / f"{n}.pt") for n, _ in named(parent, suspect, refs)]
+    res = cli(*f[:2], *ref_args(f[2:]), "--data", "digits", "--json",
               "--arch", "nets_w4:narrow", *FAST, pythonpath=tmp_path)  # fmt: skip
     assert_same(res, want)
 
@@ -170,10 +184,10 @@ def test_hugging_face_folders(tmp_path, data):
 
     parent, suspect, refs = family(lambda: vit(10, 1, (8, 8)), data, epochs=3)
     dirs = []
-    for n, m in [("parent", parent), ("suspect", suspect), ("r1", refs[0]), ("r2", refs[1])]:
+    for n, m in named(parent, suspect, refs):
         m.model.save_pretrained(tmp_path / n)  # Logits wraps the transformers model
         dirs.append(str(tmp_path / n))
-    res = cli(*dirs[:2], "--reference", dirs[2], "--reference", dirs[3], "--data", "digits",
+    res = cli(*dirs[:2], *ref_args(dirs[2:]), "--data", "digits",
               "--json", *FAST)  # fmt: skip
     # A model transformers rebuilds from its folder computes the same logits, yet its
     # attention kernels round differently in the last bits along the attack rays (scores

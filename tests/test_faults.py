@@ -73,8 +73,8 @@ def assert_outputs_valid(root: Path) -> list[Path]:
         elif p.suffix == ".yaml":
             yaml.safe_load(p.read_text())
         else:
-            # run.log (Hydra's), summary.txt, empty lock files; a `.corrupt` model would mean the zoo
-            # once found a partial file, which atomic writes must rule out.
+            # run.log (Hydra's), summary.txt, empty lock files; a `.corrupt` model would mean
+            # the zoo once found a partial file, which atomic writes must rule out.
             assert p.suffix in (".log", ".lock", ".txt"), f"unexpected file {p}"
     return leftovers
 

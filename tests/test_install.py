@@ -100,4 +100,6 @@ def test_lineage_run_then_compare_from_an_empty_folder(installed):
     )
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["determination.is_lineage"] is True and out["references"] == 4
-    assert out["closeness.score"] == pytest.approx(m["derived.closeness.score"], abs=1e-9)
+    # the same points and verdict; distances agree to far below the search's tol (1e-5),
+    # the last bits following the batch each process evaluates them in
+    assert out["closeness.score"] == pytest.approx(m["derived.closeness.score"], rel=1e-6)

@@ -136,8 +136,6 @@ def test_compare_gives_the_same_numbers(single):
             "compare",
             m["parent.path"],
             m["derived.path"],
-            "--references",
-            "2",
             "--zoo",
             str(tmp / "zoo"),
             "--json",

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, SHARED_DATA
 
-pytestmark = pytest.mark.slow
+# one worker runs them all, in README order: later commands read earlier ones' outputs
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("readme")]
 
 README = ROOT / "README.md"
 PROGRAMS = ("python ", "lineage ", "make ", "bash ", "PY=")

@@ -55,17 +55,20 @@ def pair(tmp_path_factory, digits_dm, fast_train):
     with torch.no_grad():
         for p in suspect.parameters():
             p.add_(0.03 * p.std() * torch.randn(p.shape, generator=g))
-    torch.manual_seed(1)  # an independent model: the reference the README's audit uses
-    independent = train_classifier(
-        models.build("mlp", 10, 1, 8, hidden=[32]), digits_dm, fast_train, 1
-    )[0]
     meta = {"data": {"name": "digits"}}
     files = {
         "dir": d,
         "parent": models.save(parent, d / "parent.safetensors", {"id": "p", **meta}),
         "suspect": models.save(suspect, d / "suspect.safetensors", {"id": "s", **meta}),
-        "independent": models.save(independent, d / "independent.safetensors", {"id": "i", **meta}),
     }
+    for seed in range(1, 5):  # independent models: the references the README's audit uses
+        torch.manual_seed(seed)
+        ref = train_classifier(
+            models.build("mlp", 10, 1, 8, hidden=[32]), digits_dm, fast_train, seed
+        )[0]
+        files[f"ref{seed}"] = models.save(
+            ref, d / f"ref{seed}.safetensors", {"id": f"r{seed}", **meta}
+        )
     return parent.eval(), suspect.eval(), files
 
 
