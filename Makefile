@@ -17,7 +17,7 @@ run: .venv/.installed
 	$(PY) run.py $(ARGS)
 
 test: .venv/.installed
-	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup --cov=lineage --cov-report=term --cov-fail-under=85 $(ARGS)
+	$(PY) -m pytest -q -n $(JOBS) --dist loadfile --cov=lineage --cov-report=term --cov-fail-under=85 $(ARGS)
 
 lint: .venv/.installed
 	$(PY) -m ruff check lineage tests scripts benchmarks experiments run.py

@@ -388,10 +388,10 @@ BENCH = [  # lineage/results.py
 @pytest.mark.parametrize("metric", ["roc_auc", "tpr_at_fpr", "threshold_at_fpr"])
 @pytest.mark.parametrize("truth,score,fragment", [b[1:] for b in BENCH], ids=[b[0] for b in BENCH])
 def test_benchmark_metrics_refuse(metric, truth, score, fragment):
-    from lineage import benchmark
+    from lineage import results
 
     with raises(fragment):
-        getattr(benchmark, metric)(truth, score)
+        getattr(results, metric)(truth, score)
 
 
 # ---------------------------------------------------------------- baselines

@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, SHARED_DATA
 
-# one worker runs them all, in README order: later commands read earlier ones' outputs
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("readme")]
+# Later commands read earlier ones' outputs, so the tests of this file run in order, in one
+# process (the Makefile's `--dist loadfile`).
+pytestmark = pytest.mark.slow
 
 README = ROOT / "README.md"
 PROGRAMS = ("python ", "lineage ", "make ", "bash ", "PY=")
@@ -31,6 +32,8 @@ NOT_HERE = {
     "make run": "`python run.py` after the set-up; the set-up is what CI itself runs",
     "make test": "the test suite itself",
     "python -m experiments.run_all --preset": "a whole zoo and its experiments: 30-60 min each",
+    "python -m benchmarks.bench_remote": "a label-only MNIST LeNet audit three ways: minutes; "
+    "its table is in the README",
     "lineage serve suspect.safetensors": "a server in the background: tests/test_remote.py "
     "(test_readme_commands_run_as_written) starts it and runs the audit beside it",
     "lineage compare parent.safetensors http://": "the audit of that server: test_remote.py",

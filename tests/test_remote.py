@@ -568,7 +568,10 @@ def test_readme_commands_run_as_written(pair):
         )
         assert r.returncode == 0, r.stderr[-3000:]
         lines = r.stdout.strip().splitlines()
-        assert lines[0].startswith("determination: lineage (function evidence only")
+        # a black box: only the function evidence (closeness, inherited errors) applies
+        assert lines[0].startswith("determination: lineage (p = "), lines[0]
+        assert "calibrated on 4 references" in lines[0]
+        assert "decided by closeness" in lines[0] or "decided by inherited" in lines[0]
         assert lines[1].startswith("closeness: ") and lines[2].startswith("queries: ")
         sent = int(re.search(r"queries: (\d+) sent", lines[2]).group(1))
         assert 0 < sent <= int(compare[compare.index("--query-budget") + 1])
