@@ -5,7 +5,7 @@ export WANDB_SILENT := true
 # test workers: each gets its share of the cores (tests/conftest.py)
 JOBS ?= auto
 
-.PHONY: run test lint report bench clean
+.PHONY: run test test-all lint report bench clean
 
 .venv/.installed: pyproject.toml constraints.txt
 	python3 -m venv .venv
@@ -17,7 +17,11 @@ run: .venv/.installed
 	$(PY) run.py $(ARGS)
 
 test: .venv/.installed
-	$(PY) -m pytest -q -n $(JOBS) --dist loadfile --cov=lineage --cov-report=term --cov-fail-under=85 $(ARGS)
+	$(PY) -m pytest -q -n $(JOBS) --dist loadfile -m 'not heavy' --cov=lineage --cov-report=term --cov-fail-under=85 $(ARGS)
+
+# every test, the heavy ones too (~12 min on 2 cores)
+test-all: .venv/.installed
+	$(PY) -m pytest -q -n $(JOBS) --dist loadfile $(ARGS)
 
 lint: .venv/.installed
 	$(PY) -m ruff check lineage tests scripts benchmarks experiments run.py

@@ -172,6 +172,7 @@ def written_since(t0: float, *paths: Path) -> bool:
     return any(p.exists() and p.stat().st_mtime > t0 for p in paths)
 
 
+@pytest.mark.heavy
 def test_sigkill_at_random_points_then_resume(tmp_path, fresh_runs):
     """SIGKILL four runs of one job, each a random delay after a point of its life, with
     the zoo and outputs checked after every kill; then a run completes and matches an
@@ -285,6 +286,7 @@ else:
     models.load(zoo.path(Zoo.model_id(spec)))
 
 
+@pytest.mark.heavy
 def test_four_parallel_jobs_share_one_zoo_and_record(tmp_path):
     sweep = tmp_path / "sweep"
     r = run_py(

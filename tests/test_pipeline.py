@@ -166,6 +166,7 @@ def test_compare_gives_the_same_numbers(single):
             assert c[k] == want, k
 
 
+@pytest.mark.heavy
 def test_logger_none_and_rerun_skips(tmp_path):
     args = smoke(
         tmp_path,
@@ -185,7 +186,11 @@ def test_logger_none_and_rerun_skips(tmp_path):
     assert r.returncode == 0 and "skipping" not in r.stderr + r.stdout
 
 
-@pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_local"])
+# submitit_local: each job a process of its own (~50 s); run by `make test-all`
+LAUNCHERS = ["basic", "joblib", pytest.param("submitit_local", marks=pytest.mark.heavy)]
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_multirun_launchers(tmp_path, launcher):
     # No hydra.sweep.dir given: the configured default must resolve under every launcher.
     sweep = tmp_path / "outputs" / "sweeps" / "smoke"

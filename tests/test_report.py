@@ -620,6 +620,7 @@ def test_cli_default_out_dir_and_exit_code(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_real_sweep_report_end_to_end(tmp_path):
     """A tiny real sweep through run.py, then the report through its CLI."""
     from conftest import run_py

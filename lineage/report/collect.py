@@ -183,7 +183,9 @@ def _to_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     table["_ratio"] = pd.to_numeric(table["ratio"], errors="coerce")
     table["_seed"] = pd.to_numeric(table["seed"], errors="coerce")
     table = table.sort_values(["modification", "_ratio", "_seed", "job"], na_position="last")
-    return table.drop(columns=["_ratio", "_seed"]).reset_index(drop=True)
+    # copy(): one block per dtype (built from records, the table held one per column, and
+    # pandas warns on every later column added to such a frame)
+    return table.drop(columns=["_ratio", "_seed"]).reset_index(drop=True).copy()
 
 
 def _partial(table: pd.DataFrame) -> list[JobIssue]:
