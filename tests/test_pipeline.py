@@ -186,8 +186,13 @@ def test_logger_none_and_rerun_skips(tmp_path):
     assert r.returncode == 0 and "skipping" not in r.stderr + r.stdout
 
 
-# submitit_local: each job a process of its own (~50 s); run by `make test-all`
-LAUNCHERS = ["basic", "joblib", pytest.param("submitit_local", marks=pytest.mark.heavy)]
+# joblib and submitit_local: ~50 s each, run by `make test-all`; CI runs joblib through the
+# README's 12-job sweep (tests/test_readme.py)
+LAUNCHERS = [
+    "basic",
+    pytest.param("joblib", marks=pytest.mark.heavy),
+    pytest.param("submitit_local", marks=pytest.mark.heavy),
+]
 
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
