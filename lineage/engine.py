@@ -152,7 +152,9 @@ class Calibration:
         valid = [b for b in self.barriers if b is not None]
         return {
             "barrier_min": min(valid) if valid else None,
-            "closeness_threshold": closeness_threshold(self.scores) if self.scores else None,
+            "closeness_threshold": (
+                closeness_threshold(self.scores, self.closeness.gamma) if self.scores else None
+            ),
         }
 
 
@@ -227,7 +229,7 @@ def calibrate(
             bars = [e.barrier for e in others if e.barrier is not None]
             tau, ok = basin_threshold(bars, (d.loss_parent, d.loss_suspect), ds)
             d = with_threshold(d, tau, ok)  # the paper's threshold, for the record
-        d = with_function_threshold(d, [e.closeness for e in others])
+        d = with_function_threshold(d, [e.closeness for e in others], cs.gamma)
         refs.append(Verdict(decide(d, evidence[i], others, ds), c, inherited=h))
     barriers = [d.barrier for d in dets]
     scores = [c.score for c in closes]
@@ -247,9 +249,12 @@ def evidence_of(
     return Evidence(barrier, d.loss_parent, c.score, None if inherited is None else inherited.score)
 
 
-def with_function_threshold(d: DeterminationResult, scores: Sequence[float]) -> DeterminationResult:
+def with_function_threshold(
+    d: DeterminationResult, scores: Sequence[float], gamma: float
+) -> DeterminationResult:
     """The AAAI 2025 rule's closeness threshold, recorded beside the p-value verdict."""
-    tau = closeness_threshold([s for s in scores if math.isfinite(s)]) if scores else None
+    finite = [s for s in scores if math.isfinite(s)]
+    tau = closeness_threshold(finite, gamma) if finite else None
     return dataclasses.replace(d, function_threshold=tau)
 
 
@@ -294,7 +299,7 @@ def judge(
     t2 = time.perf_counter()
     inh = inherited_errors(view, cal.probes, cal.inherited) if cal.probes is not None else None
     t3 = time.perf_counter()
-    det = with_function_threshold(det, cal.scores)
+    det = with_function_threshold(det, cal.scores, cal.closeness.gamma)
     verdict = decide(det, evidence_of(det, close, inh), cal.evidence, cal.determination)
     seconds = {"determination_s": t1 - t0, "closeness_s": t2 - t1, "inherited_s": t3 - t2}
     return Verdict(verdict, close, route, seconds, inh)

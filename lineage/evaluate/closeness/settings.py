@@ -35,6 +35,9 @@ class ClosenessConf:
     filter_pool: int | None = knob(None, lo=1)  # points the filter keeps; null: max_points
     seed: int = knob(0, lo=0, hi=SEED_MAX)
     progress: bool = knob(True)  # a progress bar on a terminal (never in logs)
+    # The AAAI 2025 function threshold tau_f = m + gamma * (1 - m), m = the highest reference
+    # score: recorded beside the p-value verdict (`function_threshold`), it does not decide
+    gamma: float = knob(0.25, lo=0, hi=1, ends="[)")
 
     def check(self, where: str = "closeness") -> None:
         if not self.tol < self.step <= self.d_max:
