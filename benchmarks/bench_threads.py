@@ -33,7 +33,8 @@ SWEEP = ["modification=finetune,pruning,distill,quantize", "ratio=0.1,0.5,0.9"]
 def start(args: list[str], cwd: Path) -> tuple[subprocess.Popen, float]:
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     env.update(WANDB_MODE="disabled", HYDRA_FULL_ERROR="0")
-    cmd = [sys.executable, "-m", "lineage", "run", f"paths.zoo={cwd / 'zoo'}", "logger=none", *args]
+    # Hydra's flags (-m) go before the overrides
+    cmd = [sys.executable, "-m", "lineage", "run", *args, f"paths.zoo={cwd / 'zoo'}", "logger=none"]
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     return proc, time.perf_counter()
 
