@@ -27,7 +27,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import register_schemas
 from .interrupt import guard
-from .runtime import threads_for
 
 # Our launcher YAMLs (hydra/launcher/joblib, ...) share the plugin's names on purpose, so
 # `hydra/launcher=joblib` reads as documented and the plugin's schema checks our keys;
@@ -51,7 +50,7 @@ def job(cfg: DictConfig) -> None:
     multirun = hc.mode == RunMode.MULTIRUN
     name = hc.job.override_dirname or "default"
     job_cfg = to_container(cfg)
-    job_cfg["threads"] = threads_for(job_cfg.get("threads"), parallel_jobs(hc) if multirun else 1)
+    jobs_at_once = parallel_jobs(hc) if multirun else 1
     try:
         with stage(f"running job {name}"):
             metrics = run(
@@ -59,6 +58,7 @@ def job(cfg: DictConfig) -> None:
                 out_dir,
                 run_name=name,
                 group=Path(hc.sweep.dir).name if multirun else None,
+                jobs_at_once=jobs_at_once,
             )
     except Exception as e:
         if not multirun:

@@ -25,7 +25,7 @@ from .engine import Calibration, Verdict, calibrate, judge
 from .errors import LineageError
 from .interrupt import stage
 from .modifications import Derived, derive, validate
-from .runtime import threads_for, use_threads
+from .runtime import end_job, start_job
 from .text import printable
 from .tracking import Tracker, make_tracker
 from .training import accuracy, train_classifier
@@ -203,12 +203,24 @@ def calibration_for(
 
 
 def run(
-    cfg: dict[str, Any], out_dir: Path, run_name: str = "run", group: str | None = None
+    cfg: dict[str, Any],
+    out_dir: Path,
+    run_name: str = "run",
+    group: str | None = None,
+    jobs_at_once: int = 1,
 ) -> dict[str, Any]:
-    """Run one job from a resolved config dict; write and return its flat metrics."""
-    t_start = time.time()
+    """Run one job from a resolved config dict; write and return its flat metrics.
+    `jobs_at_once`: the jobs its launcher runs side by side (the cores are shared)."""
     check(cfg)
-    use_threads(threads_for(cfg.get("threads"), 1))
+    start_job(cfg.get("threads"), jobs_at_once)
+    try:
+        return _run(cfg, out_dir, run_name, group)
+    finally:
+        end_job()
+
+
+def _run(cfg: dict[str, Any], out_dir: Path, run_name: str, group: str | None) -> dict[str, Any]:
+    t_start = time.time()
     chash = config_hash(cfg)
     metrics_path = out_dir / "metrics.json"
     old = previous_result(metrics_path, chash)

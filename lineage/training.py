@@ -177,7 +177,9 @@ def fit(
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from .interrupt import from_lightning
+    from .runtime import rebalance
 
+    rebalance()  # the running job's share of the cores, as other jobs start and end
     pl.seed_everything(seed, workers=True, verbose=False)
     if hasattr(datamodule, "shuffle_seed"):
         datamodule.shuffle_seed = int(seed) if cfg.get("shuffle", "seed") == "seed" else 0
