@@ -7,10 +7,12 @@
 Each `lineage run` here is the README's main job (digits + MLP, defaults) on an empty zoo,
 so it trains its parent and references. "One alone" runs by itself; "two together" starts
 two such runs at once (each in its own folder and zoo) and reports each one's wall time.
-With thread control (the default, `threads=null`) a job that runs alone takes every core
-and two jobs of one joblib sweep share them; "without" gives every job all the cores
-(`threads=<cores>`), which is what torch does when nothing sets it. Times are side by side in
-one run of this script, so the ratios are comparable even on a noisy machine.
+With thread control (the default, `threads=null`) a job that runs alone takes every core,
+and jobs that run at once share them: those of one joblib sweep by the launcher's n_jobs,
+separate runs through the running jobs' pid files (lineage.runtime); "without" gives every
+job all the cores (`threads=<cores>`), which is what torch does when nothing sets it. Times
+are side by side in one run of this script, so the ratios are comparable even on a noisy
+machine.
 """
 
 from __future__ import annotations

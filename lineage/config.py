@@ -42,7 +42,8 @@ class RootConf:
     n_independent: int = knob(6, lo=0, hi=100)
     force: bool = knob(False)  # rerun a job whose metrics.json already holds this config
     progress: bool = knob(True)  # progress bars on a terminal (always off when not a TTY)
-    # torch threads per job; null: the cores divided by the jobs the launcher runs at once
+    # torch threads per job; null: the cores divided by the jobs that run at once (its
+    # launcher's, or the lineage jobs running on this machine: lineage.runtime)
     threads: int | None = knob(None, lo=1, hi=1024)
     data: Any = MISSING
     model: Any = MISSING
