@@ -103,6 +103,50 @@ def rewrite_meta(path: Path, change) -> Path:
     return path
 
 
+# ------------------------------------------ 1: an uncalibrated comparison is never a verdict
+
+
+def test_compare_without_references_says_undetermined_never_lineage(tmp_path):
+    # no recorded recipe, no --reference: nothing to calibrate on, so no bare verdict
+    p = models.save(tiny(), tmp_path / "p.safetensors", {"id": "p", "data": {"name": "digits"}})
+    r = cli("compare", str(p), str(p), "closeness.max_points=100", "closeness.min_points=50")
+    assert r.returncode == 0, r.stderr[-2000:]
+    first = r.stdout.splitlines()[0]
+    assert first.startswith("determination: undetermined") and "uncalibrated" in first, first
+    r = cli("compare", str(p), str(p), "--json", "closeness.max_points=100")
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["calibrated"] is False and out["verdict"] == "undetermined"
+
+
+# --------------------------------- 4, 5: untrusted metadata is checked before it steers a run
+
+SPEC = {"data": {"name": "digits"}}
+HOSTILE_META = {  # metadata of the parent file -> what the one error line names
+    "path_as_data": ({"data": {"name": "../../elsewhere/evil"}}, "which is not a registered one"),
+    "ansi_data": ({"data": {"name": "dig\x1b[2J\nits"}}, "'dig\\x1b[2J\\nits', which is not"),
+    "batch_size_0": ({"spec": {**SPEC, "data": {"batch_size": 0}}}, "batch_size"),
+    "val_fraction_5": ({"spec": {**SPEC, "data": {"val_fraction": 5}}}, "val_fraction"),
+    "epochs_text": ({"spec": {**SPEC, "data": {"epochs": "abc"}}}, "spec.data: Value 'abc'"),
+    "classes_text": ({"spec": {**SPEC, "data": {"classes": "abc"}}}, "spec.data: Invalid value"),
+    "huge_seed": ({"seed": 10**30, "spec": SPEC}, "seed"),
+    "spec_not_a_mapping": ({"spec": "x"}, "spec"),
+    "record_text": ({"record": "x"}, "record"),
+    "chain_of_numbers": ({"record": {"chain": [1]}}, "record"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_META), ids=list(HOSTILE_META))
+def test_hostile_parent_metadata_is_one_line(tmp_path, case):
+    extra, fragment = HOSTILE_META[case]
+    meta = {"id": "p", "data": {"name": "digits"}, **extra}
+    p = models.save(tiny(), tmp_path / "p.safetensors", meta)
+    r = cli("compare", str(p), str(p), "--references", "1", "--zoo", str(tmp_path / "zoo"))
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    line = one_error_line(r.stderr)
+    assert fragment in line, line
+    assert "\x1b" not in r.stderr and not (tmp_path / "zoo" / "record.jsonl").exists()
+
+
 # ------------------------------------------------------------------- 2: the zoo's key
 
 
