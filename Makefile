@@ -19,7 +19,7 @@ run: .venv/.installed
 test: .venv/.installed
 	$(PY) -m pytest -q -n $(JOBS) --dist loadfile -m 'not heavy' --cov=lineage --cov-report=term --cov-fail-under=85 $(ARGS)
 
-# every test, the heavy ones too (~12 min on 2 cores)
+# every test, the heavy ones too (about 10 min on 2 cores)
 test-all: .venv/.installed
 	$(PY) -m pytest -q -n $(JOBS) --dist loadfile $(ARGS)
 
