@@ -49,16 +49,14 @@ def job(cfg: DictConfig) -> None:
     out_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     name = hc.job.override_dirname or "default"
-    job_cfg = to_container(cfg)
-    jobs_at_once = parallel_jobs(hc) if multirun else 1
     try:
         with stage(f"running job {name}"):
             metrics = run(
-                job_cfg,
+                to_container(cfg),
                 out_dir,
                 run_name=name,
                 group=Path(hc.sweep.dir).name if multirun else None,
-                jobs_at_once=jobs_at_once,
+                jobs_at_once=parallel_jobs(hc) if multirun else 1,
             )
     except Exception as e:
         if not multirun:

@@ -152,9 +152,7 @@ class Calibration:
         valid = [b for b in self.barriers if b is not None]
         return {
             "barrier_min": min(valid) if valid else None,
-            "closeness_threshold": (
-                closeness_threshold(self.scores, self.closeness.gamma) if self.scores else None
-            ),
+            "closeness_threshold": function_threshold(self.scores, self.closeness.gamma),
         }
 
 
@@ -249,13 +247,17 @@ def evidence_of(
     return Evidence(barrier, d.loss_parent, c.score, None if inherited is None else inherited.score)
 
 
+def function_threshold(scores: Sequence[float], gamma: float) -> float | None:
+    """The AAAI 2025 rule's closeness threshold over the references' finite scores (None
+    without any), recorded beside the p-value verdict."""
+    finite = [s for s in scores if math.isfinite(s)]
+    return closeness_threshold(finite, gamma) if finite else None
+
+
 def with_function_threshold(
     d: DeterminationResult, scores: Sequence[float], gamma: float
 ) -> DeterminationResult:
-    """The AAAI 2025 rule's closeness threshold, recorded beside the p-value verdict."""
-    finite = [s for s in scores if math.isfinite(s)]
-    tau = closeness_threshold(finite, gamma) if finite else None
-    return dataclasses.replace(d, function_threshold=tau)
+    return dataclasses.replace(d, function_threshold=function_threshold(scores, gamma))
 
 
 def judge(

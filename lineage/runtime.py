@@ -70,7 +70,6 @@ def ieee_fp32(device: torch.device) -> Iterator[None]:
 
 def cores() -> int:
     """The cores this process may run on (the scheduler's affinity, not the machine's)."""
-
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux

@@ -166,6 +166,14 @@ def make_sections(c: Collection, out_dir: Path, decision_planes: bool = True) ->
         return _make_sections(c, out_dir, decision_planes)
 
 
+def _add_figure(s: Section, make: Callable[[], Path], caption: str) -> None:
+    """`make`'s figure in `s`, or the reason it was skipped as a note."""
+    try:
+        s.figures.append((make(), caption))
+    except Skip as e:
+        s.notes.append(f"skipped: {e}")
+
+
 def _make_sections(c: Collection, out_dir: Path, decision_planes: bool) -> list[Section]:
     out_dir.mkdir(parents=True, exist_ok=True)
     t, p = c.table, pairs(c.table)
@@ -182,10 +190,7 @@ def _make_sections(c: Collection, out_dir: Path, decision_planes: bool) -> list[
 
     def figure(key: str, title: str, text: str, fn: Callable[[], Path], caption: str) -> None:
         s = Section(key, title, text)
-        try:
-            s.figures.append((fn(), caption))
-        except Skip as e:
-            s.notes.append(f"skipped: {e}")
+        _add_figure(s, fn, caption)
         sections.append(s)
 
     figure(
@@ -198,7 +203,8 @@ def _make_sections(c: Collection, out_dir: Path, decision_planes: bool) -> list[
     figure(
         "barrier",
         "Barrier vs ratio",
-        "Loss barrier on the linear path parent → derived; lineage when below τ.",
+        "Loss barrier on the linear path parent → derived, with the paper's threshold τ "
+        "(recorded; the verdict is the p-value test of the evidence section).",
         lambda: barrier_figure(t, out_dir),
         "Barrier vs ratio with the threshold",
     )
@@ -248,10 +254,7 @@ def _make_sections(c: Collection, out_dir: Path, decision_planes: bool) -> list[
             aucs.assign(auc=[("n/a" if math.isnan(a) else f"{a:.6f}") for a in aucs["auc"]]),
         )
     )
-    try:
-        roc.figures.append((roc_figure(aucs, curves, out_dir), "ROC curves"))
-    except Skip as e:
-        roc.notes.append(f"skipped: {e}")
+    _add_figure(roc, lambda: roc_figure(aucs, curves, out_dir), "ROC curves")
     sections.append(roc)
 
     figure(
