@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     t_per = time.perf_counter() - t0
     same = all(
         a.is_lineage == b.is_lineage
-        and a.closeness.score == b.closeness.score
-        and a.determination.barrier == b.determination.barrier
+        and a.evidence["closeness"].score == b.evidence["closeness"].score
+        and a.evidence["basin"].barrier == b.evidence["basin"].barrier
         for a, b in zip(once, per)
     )
     n = len(suspects)

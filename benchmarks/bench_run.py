@@ -42,8 +42,8 @@ def main() -> None:
                     f"python run.py ({label})",
                     dt,
                     m["parent.accuracy"],
-                    m["derived.determination.is_lineage"],
-                    m["derived.closeness.score"],
+                    m["derived.verdict.is_lineage"],
+                    m["derived.evidence.closeness.score"],
                 )
             )
         if a.mnist:
@@ -62,8 +62,8 @@ def main() -> None:
                     "data=mnist model=lenet (empty zoo)",
                     dt,
                     m["parent.accuracy"],
-                    m["derived.determination.is_lineage"],
-                    m["derived.closeness.score"],
+                    m["derived.verdict.is_lineage"],
+                    m["derived.evidence.closeness.score"],
                 )
             )
         if a.sweep:

@@ -24,11 +24,11 @@ OUTPUTS = ROOT / "outputs" / "experiments"
 # The project's detectors and the peer baselines, as score columns of the pairs table
 # (higher = lineage). verdict_score is -log10 of the verdict's p-value; each evidence alone
 # is its raw statistic.
-PROJECT_SCORES = {
+PROJECT_SCORES = {  # the verdict and the paper's measures, as the tables name them
     "verdict": "verdict_score",
     "-barrier": "neg_barrier",
     "closeness": "closeness",
-    "inherited": "inherited_score",
+    "inherited": "inherited.score",
 }
 BASELINE_NAMES = ("agreement", "modeldiff", "ipguard", "sacw", "akh", "weights")
 

@@ -40,13 +40,15 @@ from experiments.common import (
     write_table,
 )
 from experiments.determination import is_fresh
+from lineage.evaluate import evidence
 from lineage.results import roc_auc, roc_curve, threshold_at_fpr, tpr_at_fpr
 
 
 def methods(pairs: pd.DataFrame) -> dict[str, tuple[pd.Series, pd.Series]]:
     """method -> (score per pair, seconds per pair)."""
-    det, close, inh = pairs["determination_s"], pairs["closeness_s"], pairs["inherited_s"]
-    secs = {"verdict": det + close + inh, "-barrier": det, "closeness": close, "inherited": inh}
+    each = {k: pairs[f"{k}_s"] for k in evidence.names() if f"{k}_s" in pairs}
+    secs = {"verdict": sum(each.values()), "-barrier": each["basin"], **each}
+    pairs = pairs.assign(neg_barrier=-pairs["barrier"])
     out = {label: (pairs[col], secs[label]) for label, col in PROJECT_SCORES.items()}
     for b in BASELINE_NAMES:
         out[b] = (pairs[b], pairs[f"{b}_s"])

@@ -37,6 +37,7 @@ from experiments.common import (
     table_main,
     write_table,
 )
+from lineage.evaluate import evidence
 from lineage.results import breakdown, rates, roc_auc, tpr_at_fpr
 
 FRESH_WEIGHTS = ("distill", "extraction")  # modifications whose model starts from a fresh init
@@ -92,16 +93,13 @@ def by_kind(pairs: pd.DataFrame) -> pd.DataFrame:
     return t[["kind", "n", "tp", "fp", "tn", "fn", "accuracy"]]
 
 
-EVIDENCE_P = {"basin": "p_basin", "closeness": "p_closeness", "inherited": "p_inherited"}
-
-
 def _finite(v: Any) -> bool:
     return isinstance(v, int | float) and math.isfinite(v)
 
 
 def reason(row: pd.Series) -> str:
     """Why the verdict went wrong, from the pair's own evidence."""
-    ps = {k: row.get(c) for k, c in EVIDENCE_P.items() if _finite(row.get(c))}
+    ps = {k: row.get(f"p_{k}") for k in evidence.names() if _finite(row.get(f"p_{k}"))}
     parts = [", ".join(f"p_{k} {v:.2g}" for k, v in ps.items()) or "no evidence applied"]
     alpha = row.get("alpha") if _finite(row.get("alpha")) else None
     if row["truth"] == 1:
@@ -118,7 +116,7 @@ def reason(row: pd.Series) -> str:
         if _finite(acc) and acc < 0.5:
             parts.append(f"the modification left {acc:.1%} test accuracy")
     else:
-        parts.append(f"decided by {row.get('decided_by') or row.get('method')}")
+        parts.append(f"decided by {row.get('decided_by')}")
         if isinstance(row.get("caveat"), str) and row["caveat"]:
             parts.append(row["caveat"])
     return "; ".join(parts)
@@ -136,10 +134,7 @@ def misjudged(pairs: pd.DataFrame) -> pd.DataFrame:
         "model_accuracy",
         "barrier",
         "closeness",
-        "inherited_score",
-        "p_basin",
-        "p_closeness",
-        "p_inherited",
+        *(f"p_{k}" for k in evidence.names()),
         "p_value",
     ]
     cols = [c for c in cols if c in pairs.columns]

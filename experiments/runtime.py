@@ -31,6 +31,7 @@ from experiments.common import (
     write_table,
 )
 from lineage.errors import LineageError
+from lineage.evaluate import evidence
 
 
 def _row(stage: str, secs: pd.Series) -> dict[str, object]:
@@ -54,8 +55,9 @@ def stages(models: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
     derived = models[models["role"] == "derived"]
     for mod, g in derived.groupby("modification", sort=True):
         rows.append(_row(f"derive {mod}", g["seconds"]))
-    rows.append(_row("judge: determination", pairs["determination_s"]))
-    rows.append(_row("judge: closeness", pairs["closeness_s"]))
+    for k in evidence.names():
+        if f"{k}_s" in pairs:
+            rows.append(_row(f"judge: {k}", pairs[f"{k}_s"]))
     for b in BASELINE_NAMES:
         rows.append(_row(f"baseline {b}", pairs[f"{b}_s"]))
     t = pd.DataFrame(rows)

@@ -42,7 +42,7 @@ from lineage import models
 from lineage.adapters import find_head
 from lineage.cli import compose
 from lineage.data import datamodule_from_config
-from lineage.engine import closeness_view
+from lineage.engine import suspect_view
 from lineage.evaluate.closeness import closeness
 from lineage.zoo import Zoo
 
@@ -78,7 +78,7 @@ def measure(
     tols: Sequence[float],
     max_points: int,
 ) -> list[dict[str, Any]]:
-    view, _ = closeness_view(parent, suspect, x, find_head(parent))
+    view = suspect_view(parent, suspect, x, find_head(parent)).view
     rows = []
     for strategy in STRATEGIES:
         for tol in tols:

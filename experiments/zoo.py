@@ -66,36 +66,14 @@ from lineage.baselines import BASELINES
 from lineage.data import DataModule
 from lineage.engine import Calibration, judge
 from lineage.errors import LineageError
+from lineage.evaluate import evidence
 from lineage.pipeline import calibration_for
 from lineage.report.html import md_table
-from lineage.results import PAIR_COLUMNS
+from lineage.results import PAIR_COLUMNS, evidence_columns, verdict_columns
 from lineage.utils import append_line, stable_hash
 from lineage.zoo import Zoo, data_spec, read_jsonl
 
 log = logging.getLogger("lineage.experiments")
-
-# The verdict's evidence, as pairs.csv records it beside PAIR_COLUMNS.
-EVIDENCE = (
-    "basin_is_lineage",
-    "function_is_lineage",
-    "inherited_is_lineage",
-    "method",
-    "route",
-    "decided_by",
-    "p_basin",
-    "p_closeness",
-    "p_inherited",
-    "inherited_score",
-    "chord_barrier",
-    "barrier_rel",
-    "loss_parent",
-    "loss_suspect",
-    "threshold",
-    "function_threshold",
-    "n_references",
-    "alpha",
-    "caveat",
-)
 
 
 def baseline_scores(
@@ -130,31 +108,17 @@ def pair_row(
     verdict = judge(
         parent.model, entry.model, x, y, calibration=cal, record=entry.meta.get("record")
     )
-    d, c = verdict.determination, verdict.closeness
     mod, ratio = model_label(entry.meta)
-    num = lambda v: math.nan if v is None else v  # noqa: E731  (CSV: NaN, not "None")
     row = {
         "parent_id": parent.id,
         "model_id": entry.id,
         "kind": kind_of(entry, parent, root),
         "truth": int(root == parent.id),
-        "is_lineage": bool(d.is_lineage),
-        "closeness": c.score,
-        "barrier": num(d.barrier),
-        "p_value": d.p_value,
-        "verdict_score": d.verdict_score,
+        **verdict_columns(verdict),
         "modification": mod,
         "ratio": ratio,
         "model_accuracy": entry.meta.get("accuracy"),
-        **{k: getattr(d, k) for k in EVIDENCE},
-        "neg_barrier": -d.barrier if d.barrier is not None else math.nan,
-        "match_rate": c.match_rate,
-        "mean_distance": c.mean_distance,
-        "closeness_ci_low": c.ci_low,
-        "closeness_ci_high": c.ci_high,
-        "closeness_points": c.n_points,
-        "closeness_route": verdict.closeness_route,
-        **verdict.seconds,
+        **evidence_columns(verdict),
     }
     assert list(row)[: len(PAIR_COLUMNS) - 1] == PAIR_COLUMNS[1:]  # the schema, minus `job`
     return {**row, **baseline_scores(parent.model, entry.model, x, y, bcfg, seed)}
@@ -170,11 +134,10 @@ def baseline_config(preset: presets.Preset) -> dict[str, Any]:
 
 def settings_hash(cfg: Mapping[str, Any], bcfg: Mapping[str, Any]) -> str:
     """What a cached pair row depends on beyond the two models: judge and baseline options."""
+    groups = [k.group for k in evidence.kinds()] + ["verdict"]
     return stable_hash(
         {
-            "determination": cfg["determination"],
-            "closeness": cfg["closeness"],
-            "inherited": cfg.get("inherited"),
+            **{g: cfg.get(g) for g in groups},
             "baselines": bcfg,
             "data": data_spec(cfg["data"]),
         }

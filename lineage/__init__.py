@@ -3,7 +3,7 @@
     import lineage
     cal = lineage.calibrate(parent, references, x, y)          # once per parent
     v = lineage.judge(parent, suspect, x, y, calibration=cal)  # per suspect
-    v.is_lineage, v.closeness.score, v.determination.barrier, v.explain()
+    v.is_lineage, v.evidence["closeness"].score, v.evidence["basin"].barrier, v.explain()
 
 Models are plain nn.Modules returning logits (or an object with .logits), or, as suspects,
 any callable answering logits or labels (a black box: closeness alone applies).

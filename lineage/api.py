@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .errors import LineageError
-from .evaluate.basin import DeterminationResult
+from .evaluate.basin import BasinResult
 from .evaluate.basin import determine as _determine
 from .evaluate.closeness import ClosenessResult
 from .evaluate.closeness import closeness as _closeness
@@ -30,7 +30,7 @@ def determine(
     record: Mapping[str, Any] | None = None,
     head: str | None = None,
     **options: Any,
-) -> DeterminationResult:
+) -> BasinResult:
     """The same-basin test of `suspect` against `parent` on probe points (x, y). Options:
     alphas, bn_reestimate, align, gamma, ... (DeterminationConf)."""
     return _determine(parent, suspect, x, y, options, reference_barriers, None, record, head)

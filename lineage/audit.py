@@ -113,6 +113,7 @@ def _arch_config(model: nn.Module) -> dict[str, Any]:
 
 
 def compare(args: argparse.Namespace) -> dict[str, Any]:
+    from . import plugins
     from .cli import compose
     from .data import datamodule_from_config
     from .engine import calibrate, judge
@@ -155,6 +156,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     if args.zoo:
         overrides.append(f"paths.zoo={args.zoo}")
     cfg = compose(overrides)
+    plugins.load(cfg.get("plugins") or [])
     if data_yaml:
         cfg["data"] = _data_yaml(data_yaml, cfg["data"])
     seed = 0
@@ -200,10 +202,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             refs.append(model)
     log.info("judging: determination and closeness on %d test points", len(dm.test))
     x, y = dm.test.x, dm.test.y
-    cal = calibrate(
-        parent, refs, x, y, cfg["determination"], cfg["closeness"], seed, args.head,
-        cfg.get("inherited"),
-    )  # fmt: skip
+    cal = calibrate(parent, refs, x, y, seed=seed, head=args.head, options=cfg)
     if url:
         suspect = remote_suspect(args, dm)
     try:
@@ -213,13 +212,12 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             suspect.close()
     out = flatten(v.to_dict())
     if url:
-        out.update(flatten({"queries": suspect.report(v.closeness.n_drawn)}))
+        drawn = max((getattr(r, "n_drawn", 0) for r in v.evidence.values() if r), default=0)
+        out.update(flatten({"queries": suspect.report(drawn)}))
     out["references"] = len(refs)
-    out["calibrated"] = cal.calibrated
-    out["verdict"] = (
-        ("lineage" if v.is_lineage else "not lineage") if cal.calibrated else "undetermined"
-    )
-    out["explanation"] = v.explain(cal.evidence)
+    out["calibrated"] = v.calibrated
+    out["verdict"] = v.decision.answer
+    out["explanation"] = v.explain(cal)
     return out
 
 

@@ -25,6 +25,7 @@ from .data.settings import DataConf
 from .evaluate.basin.settings import DeterminationConf
 from .evaluate.closeness.settings import ClosenessConf
 from .evaluate.inherited import InheritedConf
+from .evaluate.verdict import VerdictConf
 from .settings import SEED_MAX, from_mapping, knob
 from .training import TrainConf
 
@@ -45,6 +46,9 @@ class RootConf:
     # torch threads per job; null: the cores divided by the jobs that run at once (its
     # launcher's, or the lineage jobs running on this machine: lineage.runtime)
     threads: int | None = knob(None, lo=1, hi=1024)
+    # modules imported before the job, for what they register (a kind of evidence, ...):
+    # the user's own config names them, never a file (lineage.plugins)
+    plugins: list[str] = knob([])
     data: Any = MISSING
     model: Any = MISSING
     train: Any = MISSING
@@ -52,6 +56,7 @@ class RootConf:
     determination: Any = MISSING
     closeness: Any = MISSING
     inherited: Any = MISSING
+    verdict: Any = MISSING
     logger: Any = MISSING
     paths: Any = MISSING
 
@@ -62,6 +67,7 @@ GROUPS: dict[str, type] = {
     "determination": DeterminationConf,
     "closeness": ClosenessConf,
     "inherited": InheritedConf,
+    "verdict": VerdictConf,
 }
 
 

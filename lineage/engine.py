@@ -1,22 +1,21 @@
 """The one judging engine: calibrate once per parent, then judge any number of suspects.
 
-    cal = calibrate(parent, references, x, y)        # reference barriers, scores, thresholds
+    cal = calibrate(parent, references, x, y)        # each evidence against the references
     v = judge(parent, suspect, x, y, calibration=cal)
 
 `run.py`, `lineage compare`, `lineage tree` and the experiments all go through these two
-functions, so they give the same numbers for the same pair. What depends on the parent
-alone is computed once, in `calibrate`: its head, its permutation groups, the references'
-evidence and thresholds, and the source's half of every closeness measurement.
+functions, so they give the same numbers for the same pair. They loop over the registered
+kinds of evidence (lineage.evaluate.evidence) and name none: what a kind prepares once per
+parent is made in `calibrate`, what it measures per suspect in `judge`, and the verdict
+(lineage.evaluate.verdict) combines their statistics.
 
-Each independent reference is also judged, as a false-positive check, with thresholds
-calibrated leave-one-out on the *other* references (judging it against a threshold it set
-itself would be circular).
+Each independent reference is also judged, as a false-positive check, against the *other*
+references (judging it against a distribution it is part of would be circular).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -24,158 +23,118 @@ from typing import Any
 import torch
 from torch import nn
 
-from .adapters import HeadSwap, Spec, find_head, n_outputs, permutation_spec
+from .adapters import HeadSwap, find_head, n_outputs, permutation_spec
 from .errors import LineageError
-from .evaluate.basin import (
-    DeterminationConf,
-    DeterminationResult,
-    determine,
-    with_threshold,
-)
-from .evaluate.basin import settings as determination_settings
-from .evaluate.calibration import calibrate as basin_threshold
-from .evaluate.closeness import ClosenessConf, ClosenessResult, SourceCache
-from .evaluate.closeness import closeness as measure_closeness
-from .evaluate.closeness import settings as closeness_settings
-from .evaluate.closeness.score import closeness_threshold
-from .evaluate.inherited import (
-    InheritedConf,
-    InheritedResult,
-    Probes,
-    inherited_errors,
-    probe_points,
-)
-from .evaluate.inherited import settings as inherited_settings
-from .evaluate.verdict import Evidence, decide
+from .evaluate import evidence
+from .evaluate.evidence import Kind, Parent, Suspect
+from .evaluate.verdict import Decision, VerdictConf, decide
+from .settings import from_mapping
 
 Model = nn.Module | Callable[[torch.Tensor], Any]
 
 
 @dataclasses.dataclass
 class Verdict:
-    """Is the suspect derived from the parent, and how closely: the combined decision with
-    its evidence (`determination`: the basin test and the decision; `closeness`)."""
+    """Is the suspect derived from the parent: the decision, and each kind's evidence
+    (`evidence[name]`: its result, None where it did not apply)."""
 
-    determination: DeterminationResult
-    closeness: ClosenessResult
-    closeness_route: str = "direct"
+    decision: Decision
+    evidence: dict[str, Any]
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
-    inherited: InheritedResult | None = None
 
     @property
-    def is_lineage(self) -> bool:
-        return bool(self.determination.is_lineage)
+    def is_lineage(self) -> bool | None:
+        """True, False, or None when undetermined (`decision.reason` says why)."""
+        return self.decision.is_lineage
 
     @property
     def calibrated(self) -> bool:
-        return bool(self.determination.calibrated)
+        return self.decision.calibrated
 
     def to_dict(self, curve: bool = True) -> dict[str, Any]:
-        """For metrics.json: the scalar fields of each evidence, the path's loss curve."""
-        out = {
-            "determination": self.determination.to_dict(curve=curve),
-            "closeness": {**self.closeness.to_dict(), "route": self.closeness_route},
-        }
-        if self.inherited is not None:
-            out["inherited"] = self.inherited.to_dict()
-        return out
+        """For metrics.json: `verdict.*`, and `evidence.<kind>.*` for each kind that
+        applied (lists such as the basin's loss `curve` only if `curve`)."""
+        ev = {}
+        for name, r in self.evidence.items():
+            if r is not None:
+                d = r.to_dict()
+                ev[name] = d if curve else {k: v for k, v in d.items() if not isinstance(v, list)}
+        return {"verdict": self.decision.to_dict(), "evidence": ev}
 
-    def explain(self, references: Sequence[Evidence] = ()) -> str:
+    def explain(self, calibration: Calibration | None = None) -> str:
         """The verdict and the evidence behind it, for a person: each evidence with its
-        p-value, and the references' values it was measured against (given `references`,
-        e.g. Calibration.evidence)."""
-        d, c = self.determination, self.closeness
-        head = "lineage" if self.is_lineage else "not lineage"
-        if not d.calibrated:
-            head = "undetermined"
+        p-value, and (given the calibration) the references' values it was measured against."""
+        d = self.decision
         by = f", decided by {d.decided_by}" if d.decided_by else ""
-        p = "" if d.p_value is None else f" (p = {d.p_value:.3g} vs alpha {d.alpha}{by})"
-        lines = [head + p]
-
-        def span(values: Sequence[float | None]) -> str:
-            v = [x for x in values if x is not None]
-            return f"; references {min(v):.3g}-{max(v):.3g}" if v else ""
-
-        if d.barrier is not None:
-            abst = " (abstains)" if d.basin_is_lineage is None else ""
-            lines.append(
-                f"  basin: barrier {d.barrier:.4g}{abst}, p {_p(d.p_basin)}, route {d.route}"
-                + span([r.barrier for r in references])
-            )
-        lines.append(
-            f"  closeness: {c.score:.4f} [{c.ci_low:.4f}, {c.ci_high:.4f}], p "
-            f"{_p(d.p_closeness)}, match rate {c.match_rate:.4f} on {c.n_points} points "
-            f"({self.closeness_route})" + span([r.closeness for r in references])
-        )
-        if self.inherited is not None:
-            lines.append(
-                f"  inherited errors: {self.inherited.score:.4f} on "
-                f"{self.inherited.n_points} points ({self.inherited.n_wrong} the parent "
-                f"gets wrong), p {_p(d.p_inherited)}" + span([r.inherited for r in references])
-            )
-        for label, text in (("note", d.reason), ("alignment", d.alignment), ("caution", d.caveat)):
+        lines = [f"{d.answer} (p = {d.p_value:.3g} vs alpha {d.alpha}{by})"]
+        for kind, r in evidence.items(self.evidence):
+            if r is None:
+                continue
+            p = d.p.get(kind.name)
+            line = f"  {kind.name}: {kind.describe(r)}, p {'n/a' if p is None else f'{p:.3g}'}"
+            if calibration is not None:
+                refs = [getattr(e.get(kind.name), kind.headline, None) for e in calibration.results]
+                vals = [v for v in refs if isinstance(v, int | float)]
+                if vals:
+                    line += f"; references {min(vals):.3g}-{max(vals):.3g}"
+            lines.append(line)
+        for label, text in (("note", d.reason), ("caution", d.caveat)):
             if text:
                 lines.append(f"  {label}: {text}")
+        for r in self.evidence.values():
+            if getattr(r, "alignment", ""):
+                lines.append(f"  alignment: {r.alignment}")
         return "\n".join(lines)
-
-
-def _p(p: float | None) -> str:
-    return "n/a" if p is None else f"{p:.3g}"
 
 
 @dataclasses.dataclass
 class Calibration:
     """Everything about one parent that judging a suspect needs, computed once."""
 
-    parent: nn.Module
-    references: list[Verdict]  # each judged leave-one-out against the others
-    barriers: list[float | None]  # the references' barriers to the parent (None: no route)
-    scores: list[float]  # the references' closeness scores
-    head: str | None  # the parent's head module (the trunk route's)
-    spec: Spec  # the parent's permutation groups
-    determination: DeterminationConf
-    closeness: ClosenessConf
-    seed: int
-    cache: SourceCache = dataclasses.field(default_factory=SourceCache, repr=False)
+    parent: Parent
+    options: dict[str, Any]  # each kind's options by its name, and "verdict"
+    prepared: dict[str, Any]  # what each kind prepared for this parent
+    results: list[dict[str, Any]]  # each reference's evidence, by kind
+    statistics: list[dict[str, float | None]]  # the same on the verdict's scales
+    references: list[Verdict]  # each judged against the others
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
-    inherited: InheritedConf = dataclasses.field(default_factory=InheritedConf)
-    probes: Probes | None = dataclasses.field(default=None, repr=False)  # the parent's errors
-    evidence: list[Evidence] = dataclasses.field(default_factory=list)  # each reference's
+
+    @property
+    def verdict(self) -> VerdictConf:
+        return self.options["verdict"]  # type: ignore[no-any-return]
 
     @property
     def calibrated(self) -> bool:
-        """Enough references for the verdict's p-values (determination.min_references)."""
-        return len(self.references) >= self.determination.min_references
-
-    def thresholds(self) -> dict[str, float | None]:
-        """The basin threshold's reference term and the function threshold."""
-        valid = [b for b in self.barriers if b is not None]
-        return {
-            "barrier_min": min(valid) if valid else None,
-            "closeness_threshold": function_threshold(self.scores, self.closeness.gamma),
-        }
+        """Enough references for the verdict's p-values (verdict.min_references)."""
+        return len(self.references) >= self.verdict.min_references
 
 
-def _probe(x: torch.Tensor, y: torch.Tensor, s: DeterminationConf) -> tuple[Any, Any]:
-    return x[: s.probe_points], y[: s.probe_points]
+def settings(options: Mapping[str, Any] | None = None, **groups: Any) -> dict[str, Any]:
+    """Each kind's options (from its config group) and the verdict's, checked once.
+    `options`: a whole config (its groups are read), `groups`: single groups over it."""
+    given = {**(options or {}), **{k: v for k, v in groups.items() if v is not None}}
+    known = {k.group for k in evidence.kinds()} | {"verdict"}
+    unknown = sorted(set(groups) - known)
+    if unknown:
+        raise LineageError(f"unknown option group(s) {unknown}; valid: {', '.join(sorted(known))}")
+    out = {k.name: k.settings(given.get(k.group)) for k in evidence.kinds()}
+    v = given.get("verdict")
+    out["verdict"] = v if isinstance(v, VerdictConf) else from_mapping(VerdictConf, v, "verdict")
+    return out
 
 
-def closeness_view(
-    parent: nn.Module, suspect: Model, x: torch.Tensor, head: str | None
-) -> tuple[Model, str]:
-    """What closeness queries, and the route it takes: a suspect answering another task
-    (other classes) is read through its trunk under the parent's head."""
-    if not isinstance(suspect, nn.Module):
-        return suspect, "direct"
-    if n_outputs(suspect, x) == n_outputs(parent, x):
-        return suspect, "direct"
+def suspect_view(parent: nn.Module, suspect: Model, x: torch.Tensor, head: str | None) -> Suspect:
+    """The suspect as the kinds see it: a suspect answering another task (other classes) is
+    read through its trunk under the parent's head by the function evidence."""
+    if not isinstance(suspect, nn.Module) or n_outputs(suspect, x) == n_outputs(parent, x):
+        return Suspect(suspect, suspect, "direct")
     theirs = find_head(suspect)
     if head is None or theirs is None:
         raise LineageError(
             "the suspect answers another number of classes and no Linear head was found to "
             "read its features with the parent's (pass head=...)"
         )
-    return HeadSwap(suspect, theirs, parent.get_submodule(head)), "trunk"
+    return Suspect(suspect, HeadSwap(suspect, theirs, parent.get_submodule(head)), "trunk")
 
 
 def _check_model(model: Any, who: str) -> Model:
@@ -185,79 +144,104 @@ def _check_model(model: Any, who: str) -> Model:
     return model
 
 
+def _active(opts: Mapping[str, Any]) -> list[Kind]:
+    return [k for k in evidence.kinds() if k.name in opts and k.enabled(opts[k.name])]
+
+
+def _measure(
+    cal: Calibration, suspect: Suspect, seconds: dict[str, float]
+) -> tuple[dict[str, Any], list[str]]:
+    """Each active kind's result for one suspect (None where it does not apply)."""
+    out: dict[str, Any] = {}
+    reasons = []
+    for kind in _active(cal.options):
+        t0 = time.perf_counter()
+        if suspect.access in kind.access:
+            out[kind.name] = kind.measure(
+                cal.prepared[kind.name], cal.parent, suspect, cal.options[kind.name]
+            )
+        else:
+            out[kind.name] = None
+            reasons.append(f"{kind.name}: the suspect is a black box, and it needs weights")
+        seconds[f"{kind.name}_s"] = seconds.get(f"{kind.name}_s", 0.0) + time.perf_counter() - t0
+    return out, reasons
+
+
+def _statistics(opts: Mapping[str, Any], results: Mapping[str, Any]) -> dict[str, float | None]:
+    return {
+        kind.name: None if r is None else kind.statistic(r, opts[kind.name])
+        for kind, r in evidence.items(results)
+    }
+
+
+def _verdict(
+    opts: Mapping[str, Any],
+    results: dict[str, Any],
+    reasons: list[str],
+    ref_results: Sequence[Mapping[str, Any]],
+    ref_stats: Sequence[Mapping[str, float | None]],
+    seconds: dict[str, float],
+) -> Verdict:
+    """Record the references' context in each result, then decide."""
+    recorded = {}
+    for kind, r in evidence.items(results):
+        others = [e.get(kind.name) for e in ref_results]
+        recorded[kind.name] = None if r is None else kind.recorded(r, others, opts[kind.name])
+    stats = _statistics(opts, recorded)
+    caveats, why = {}, list(reasons)
+    for kind, r in evidence.items(recorded):
+        if r is not None:
+            caveats[kind.name] = kind.caveat(r, opts[kind.name])
+            if getattr(r, "reason", ""):
+                why.append(f"{kind.name}: {r.reason}")
+    decision = decide(stats, ref_stats, opts["verdict"], caveats, why)
+    return Verdict(decision, recorded, seconds)
+
+
 def calibrate(
     parent: nn.Module,
-    references: Sequence[nn.Module],
+    references: Sequence[Model],
     x: torch.Tensor,
     y: torch.Tensor,
-    determination: Mapping[str, Any] | DeterminationConf | None = None,
-    closeness: Mapping[str, Any] | ClosenessConf | None = None,
+    *,
     seed: int = 0,
     head: str | None = None,
-    inherited: Mapping[str, Any] | InheritedConf | None = None,
+    options: Mapping[str, Any] | None = None,
+    **groups: Any,
 ) -> Calibration:
     """Measure `parent` against its independent `references` (same task, other seeds or
     data) once: their evidence is the distribution every suspect of this parent is judged
-    against (lineage.evaluate.verdict). `x, y` are the parent task's test points (the first
-    `determination.probe_points` of them are the basin test's probe set)."""
+    against (lineage.evaluate.verdict). `x, y` are the parent task's test points. Options:
+    a whole config as `options`, or groups as keywords (determination=, closeness=,
+    inherited=, verdict=, or a plug-in kind's group), each over its defaults."""
     if not isinstance(parent, nn.Module):
         raise LineageError("the parent must be an nn.Module (its gradient and weights are used)")
     for i, r in enumerate(references):
         _check_model(r, f"reference {i}")
-    ds, cs = determination_settings(determination), closeness_settings(closeness)
-    ins = inherited_settings(inherited)
-    px, py = _probe(x, y, ds)
-    head = find_head(parent, head)
-    spec = permutation_spec(parent)
-    cache = SourceCache()
-    t0 = time.perf_counter()
-    dets = [determine(parent, r, px, py, ds, None, None, None, head, spec) for r in references]
-    t1 = time.perf_counter()
-    closes = [measure_closeness(parent, r, x, y, cs, seed=seed, cache=cache) for r in references]
-    t2 = time.perf_counter()
-    probes = probe_points(parent, x, y, ins) if ins.enabled else None
-    views = [closeness_view(parent, r, x, head)[0] for r in references]
-    inh = [inherited_errors(v, probes, ins) if probes is not None else None for v in views]
-    t3 = time.perf_counter()
-    evidence = [evidence_of(d, c, i) for d, c, i in zip(dets, closes, inh)]
+    opts = settings(options, **groups)
+    ctx = Parent(parent, x, y, find_head(parent, head), permutation_spec(parent), seed)
+    views = [suspect_view(parent, r, x, ctx.head) for r in references]
+    seconds: dict[str, float] = {}
+    prepared: dict[str, Any] = {}
+    results: list[dict[str, Any]] = [{} for _ in references]
+    reasons: list[list[str]] = [[] for _ in references]
+    for kind in _active(opts):  # kind by kind: each prepares once, then measures them all
+        t0 = time.perf_counter()
+        prepared[kind.name] = kind.prepare(ctx, opts[kind.name])
+        for i, s in enumerate(views):
+            if s.access in kind.access:
+                results[i][kind.name] = kind.measure(prepared[kind.name], ctx, s, opts[kind.name])
+            else:
+                results[i][kind.name] = None
+                reasons[i].append(f"{kind.name}: the reference is a black box")
+        seconds[f"{kind.name}_s"] = time.perf_counter() - t0
+    stats = [_statistics(opts, r) for r in results]
     refs = []
-    for i, (d, c, h) in enumerate(zip(dets, closes, inh)):
-        others = [e for j, e in enumerate(evidence) if j != i]
-        if d.barrier is not None and d.loss_parent is not None and d.loss_suspect is not None:
-            bars = [e.barrier for e in others if e.barrier is not None]
-            tau, ok = basin_threshold(bars, (d.loss_parent, d.loss_suspect), ds)
-            d = with_threshold(d, tau, ok)  # the paper's threshold, for the record
-        d = with_function_threshold(d, [e.closeness for e in others], cs.gamma)
-        refs.append(Verdict(decide(d, evidence[i], others, ds), c, inherited=h))
-    barriers = [d.barrier for d in dets]
-    scores = [c.score for c in closes]
-    seconds = {"determination_s": t1 - t0, "closeness_s": t2 - t1, "inherited_s": t3 - t2}
-    return Calibration(
-        parent, refs, barriers, scores, head, spec, ds, cs, seed, cache, seconds, ins, probes,
-        evidence,
-    )  # fmt: skip
-
-
-def evidence_of(
-    d: DeterminationResult, c: ClosenessResult, inherited: InheritedResult | None
-) -> Evidence:
-    """What the verdict's p-values are computed from: a basin test that abstained, or had
-    no route, gives no barrier."""
-    barrier = d.barrier if d.basin_is_lineage is not None else None
-    return Evidence(barrier, d.loss_parent, c.score, None if inherited is None else inherited.score)
-
-
-def function_threshold(scores: Sequence[float], gamma: float) -> float | None:
-    """The AAAI 2025 rule's closeness threshold over the references' finite scores (None
-    without any), recorded beside the p-value verdict."""
-    finite = [s for s in scores if math.isfinite(s)]
-    return closeness_threshold(finite, gamma) if finite else None
-
-
-def with_function_threshold(
-    d: DeterminationResult, scores: Sequence[float], gamma: float
-) -> DeterminationResult:
-    return dataclasses.replace(d, function_threshold=function_threshold(scores, gamma))
+    for i, mine in enumerate(results):
+        others = [e for j, e in enumerate(results) if j != i]
+        their = [s for j, s in enumerate(stats) if j != i]
+        refs.append(_verdict(opts, mine, reasons[i], others, their, {}))
+    return Calibration(ctx, opts, prepared, results, stats, refs, seconds)
 
 
 def judge(
@@ -266,42 +250,33 @@ def judge(
     x: torch.Tensor,
     y: torch.Tensor,
     calibration: Calibration | None = None,
-    references: Sequence[nn.Module] = (),
+    references: Sequence[Model] = (),
     record: Mapping[str, Any] | None = None,
     blackbox: Model | None = None,
-    determination: Mapping[str, Any] | DeterminationConf | None = None,
-    closeness: Mapping[str, Any] | ClosenessConf | None = None,
+    *,
     seed: int = 0,
     head: str | None = None,
-    inherited: Mapping[str, Any] | InheritedConf | None = None,
+    options: Mapping[str, Any] | None = None,
+    **groups: Any,
 ) -> Verdict:
-    """Is `suspect` derived from `parent`? `suspect` is an nn.Module (both kinds of
-    evidence) or a callable black box answering logits or labels (closeness only).
+    """Is `suspect` derived from `parent`? `suspect` is an nn.Module (every kind of
+    evidence) or a callable black box answering logits or labels (the kinds that need no
+    weights).
 
     `calibration` from `calibrate` (reused for every suspect of this parent); without it,
-    one is made from `references` (fewer than determination.min_references: the verdict is
-    undetermined, calibrated=False). `record`: the suspect's lineage record (e.g. kept channels of a
-    structured prune). `blackbox`: what closeness queries instead of `suspect` (a deployed
-    artefact whose float twin `suspect` is). Options are those of the calibration when one
-    is given."""
+    one is made from `references` (fewer than verdict.min_references: the verdict is
+    undetermined, `is_lineage` None). `record`: the suspect's lineage record (e.g. kept
+    channels of a structured prune). `blackbox`: what the function evidence queries instead
+    of `suspect` (a deployed artefact whose float twin `suspect` is). Options are the
+    calibration's when one is given."""
     _check_model(suspect, "suspect")
     cal = calibration
     if cal is None:
-        cal = calibrate(parent, references, x, y, determination, closeness, seed, head, inherited)
-    elif cal.parent is not parent:
+        cal = calibrate(parent, references, x, y, seed=seed, head=head, options=options, **groups)
+    elif cal.parent.model is not parent:
         raise LineageError("the calibration was made for another parent model")
-    px, py = _probe(x, y, cal.determination)
-    t0 = time.perf_counter()
-    det = determine(
-        parent, suspect, px, py, cal.determination, cal.barriers, None, record, cal.head, cal.spec
-    )
-    t1 = time.perf_counter()
-    view, route = closeness_view(parent, blackbox or suspect, x, cal.head)
-    close = measure_closeness(parent, view, x, y, cal.closeness, seed=cal.seed, cache=cal.cache)
-    t2 = time.perf_counter()
-    inh = inherited_errors(view, cal.probes, cal.inherited) if cal.probes is not None else None
-    t3 = time.perf_counter()
-    det = with_function_threshold(det, cal.scores, cal.closeness.gamma)
-    verdict = decide(det, evidence_of(det, close, inh), cal.evidence, cal.determination)
-    seconds = {"determination_s": t1 - t0, "closeness_s": t2 - t1, "inherited_s": t3 - t2}
-    return Verdict(verdict, close, route, seconds, inh)
+    view = suspect_view(parent, blackbox or suspect, x, cal.parent.head)
+    s = Suspect(suspect, view.view, view.route, record)
+    seconds: dict[str, float] = {}
+    results, reasons = _measure(cal, s, seconds)
+    return _verdict(cal.options, results, reasons, cal.results, cal.statistics, seconds)

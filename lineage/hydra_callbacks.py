@@ -88,12 +88,12 @@ def job_row(d: Path, started: float) -> dict[str, Any]:
     metrics, error = _read(d / "metrics.json"), _read(d / "error.json")
     if metrics is not None:
         fresh = (d / "metrics.json").stat().st_mtime >= started
-        verdict = metrics.get("derived.determination.is_lineage")
+        verdict = metrics.get("derived.verdict.is_lineage")
         return {
             "job": d.name,
             "status": "ok" if fresh else "skipped",
             "verdict": "-" if verdict is None else "lineage" if verdict else "not lineage",
-            "closeness": metrics.get("derived.closeness.score"),
+            "closeness": metrics.get("derived.evidence.closeness.score"),
             "seconds": metrics.get("time.total_s"),
         }
     if error is not None:

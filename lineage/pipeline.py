@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from . import models
+from . import models, plugins
 from .adapters import n_outputs
 from .config import check_ranges
 from .data import DataModule, datamodule_from_config
@@ -190,16 +190,7 @@ def references_for(
 def calibration_for(
     cfg: dict[str, Any], dm: DataModule, parent: nn.Module, refs: list[nn.Module], seed: int
 ) -> Calibration:
-    return calibrate(
-        parent,
-        refs,
-        dm.test.x,
-        dm.test.y,
-        cfg["determination"],
-        cfg["closeness"],
-        seed,
-        inherited=cfg.get("inherited"),
-    )
+    return calibrate(parent, refs, dm.test.x, dm.test.y, seed=seed, options=cfg)
 
 
 def run(
@@ -211,6 +202,7 @@ def run(
 ) -> dict[str, Any]:
     """Run one job from a resolved config dict; write and return its flat metrics.
     `jobs_at_once`: the jobs its launcher runs side by side (the cores are shared)."""
+    plugins.load(cfg.get("plugins") or [])
     check(cfg)
     start_job(cfg.get("threads"), jobs_at_once)
     try:
@@ -267,7 +259,9 @@ def _run(cfg: dict[str, Any], out_dir: Path, run_name: str, group: str | None) -
                 record=dmeta["record"],
                 blackbox=derived.blackbox,
             )
-        m["time"].update({k: cal.seconds[k] + verdict.seconds[k] for k in cal.seconds})
+        m["time"].update(
+            {k: cal.seconds.get(k, 0.0) + verdict.seconds.get(k, 0.0) for k in cal.seconds}
+        )
         m["parent"] = {
             "id": pmeta["id"],
             "path": str(zoo.path(pmeta["id"])),
@@ -292,23 +286,25 @@ def _run(cfg: dict[str, Any], out_dir: Path, run_name: str, group: str | None) -
 
 
 def path_curves(verdict: Verdict, references: list[Verdict]) -> dict[str, list[dict[str, float]]]:
-    """The loss path of the derived pair and of each reference pair (those with a route)."""
-    out = {"derived": verdict.determination.curve}
-    out.update({f"independent.{i}": v.determination.curve for i, v in enumerate(references)})
-    return {k: c for k, c in out.items() if c}
+    """Each evidence's curve (the basin test's loss path) of the derived pair and of each
+    reference pair, keyed `<model>.<evidence>`, where one was measured."""
+    out = {}
+    for who, v in [
+        ("derived", verdict),
+        *((f"independent.{i}", r) for i, r in enumerate(references)),
+    ]:
+        for name, r in v.evidence.items():
+            if getattr(r, "curve", None):
+                out[f"{who}.{name}"] = r.curve
+    return out
 
 
 def independent_summary(
     refs: list[tuple[nn.Module, dict[str, Any], bool]], verdicts: list[Verdict], zoo: Zoo
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    barriers = [v.determination.barrier for v in verdicts if v.determination.barrier is not None]
     out["accuracy"] = sum(r[1]["accuracy"] for r in refs) / len(refs) if refs else None
-    out["determination"] = {
-        "barrier_min": min(barriers) if barriers else None,
-        "false_positives": sum(bool(v.determination.is_lineage) for v in verdicts),
-    }
-    out["closeness"] = {"score_max": max((v.closeness.score for v in verdicts), default=None)}
+    out["false_positives"] = sum(v.is_lineage is True for v in verdicts)
     for i, ((_, meta, _), v) in enumerate(zip(refs, verdicts)):
         out[str(i)] = {
             "id": meta["id"],

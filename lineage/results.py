@@ -209,6 +209,40 @@ PAIR_COLUMNS = [
 ]
 
 
+# The paper's two measures, columns of every pairs table: column -> (evidence, its field).
+PAPER_MEASURES = {"closeness": ("closeness", "score"), "barrier": ("basin", "barrier")}
+
+
+def verdict_columns(v: Any) -> dict[str, Any]:
+    """PAIR_COLUMNS' values from a lineage.engine.Verdict (from `is_lineage` on)."""
+    d = v.decision
+    out: dict[str, Any] = {"is_lineage": d.is_lineage}
+    for col, (kind, field) in PAPER_MEASURES.items():
+        out[col] = _num(getattr(v.evidence.get(kind), field, None))
+    return {**out, "p_value": d.p_value, "verdict_score": d.verdict_score}
+
+
+def evidence_columns(v: Any) -> dict[str, Any]:
+    """The rest of a Verdict for a pairs row: the decision's details, each evidence's p-value
+    (`p_<kind>`) and say (`says_<kind>`), every scalar of each result (`<kind>.<field>`)
+    and the seconds each evidence took (`<kind>_s`)."""
+    d = v.decision
+    out: dict[str, Any] = {
+        "decided_by": d.decided_by,
+        "caveat": d.caveat,
+        "reason": d.reason,
+        "n_references": d.n_references,
+        "alpha": d.alpha,
+    }
+    out.update({f"p_{k}": _num(p) for k, p in d.p.items()})
+    out.update({f"says_{k}": s for k, s in d.says.items()})
+    for kind, r in v.evidence.items():
+        if r is not None:
+            fields = r.to_dict().items()
+            out.update({f"{kind}.{f}": x for f, x in fields if not isinstance(x, list | dict)})
+    return {**out, **v.seconds}
+
+
 def pairs(table: pd.DataFrame) -> pd.DataFrame:
     """One row per compared pair: each job's derived model (truth 1, it is lineage) and each
     independent reference (truth 0). A reference compared with the same parent by several
@@ -218,7 +252,7 @@ def pairs(table: pd.DataFrame) -> pd.DataFrame:
     seen: set[tuple[Any, Any]] = set()
     for _, row in table.iterrows():
         parent = row.get("parent.id")
-        if not isna(row.get("derived.id")) or not isna(row.get("derived.closeness.score")):
+        if not isna(row.get("derived.id")) or not isna(row.get("derived.verdict.p_value")):
             out.append(_pair(row, parent, row.get("derived.id"), "derived", 1, "derived."))
         for i in _ref_indices(row):
             p = f"independent.{i}."
@@ -243,11 +277,13 @@ def _pair(row: pd.Series, parent: Any, sid: Any, role: str, truth: int, p: str) 
         "model_id": sid,
         "kind": role,
         "truth": truth,
-        "is_lineage": _bool(row.get(p + "determination.is_lineage")),
-        "closeness": _num(row.get(p + "closeness.score")),
-        "barrier": _num(row.get(p + "determination.barrier")),
-        "p_value": _num(row.get(p + "determination.p_value")),
-        "verdict_score": _num(row.get(p + "determination.verdict_score")),
+        "is_lineage": _bool(row.get(p + "verdict.is_lineage")),
+        **{
+            col: _num(row.get(f"{p}evidence.{kind}.{field}"))
+            for col, (kind, field) in PAPER_MEASURES.items()
+        },
+        "p_value": _num(row.get(p + "verdict.p_value")),
+        "verdict_score": _num(row.get(p + "verdict.verdict_score")),
     }
 
 
@@ -272,7 +308,7 @@ def _bool(v: Any) -> bool | None:
 def determination_table(t: pd.DataFrame, p: pd.DataFrame) -> pd.DataFrame:
     """Per modification: how many derived models were judged lineage (all truly are); and
     how many independent references were judged not lineage (none truly is)."""
-    need(t, "modification", "derived.determination.is_lineage")
+    need(t, "modification", "derived.verdict.is_lineage")
     rows = []
     d = p[(p["kind"] == "derived") & p["is_lineage"].notna()]
     mods = t.set_index("job")["modification"].astype(object).fillna("?")
@@ -307,8 +343,7 @@ def confusion(p: pd.DataFrame) -> pd.DataFrame:
     d = p[p["is_lineage"].notna()]
     if d.empty:
         raise Unavailable(
-            "no pair has a determination verdict (derived./independent.<i>."
-            "determination.is_lineage)"
+            "no pair has a determination verdict (derived./independent.<i>.verdict.is_lineage)"
         )
     v = d["is_lineage"].map(bool)
     m = [[int(((d["truth"] == t) & (v == j)).sum()) for j in (True, False)] for t in (1, 0)]

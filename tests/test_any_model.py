@@ -115,7 +115,7 @@ def test_structured_pruning_removed_units_and_judging_maps_them_back(family):
     assert n_params < sum(p.numel() for p in parent.parameters())
     assert d.record["kept_channels"]
     v = lineage.judge(parent, d.model, xt, yt, calibration=cal, record=d.record)
-    assert v.determination.route.startswith("basin+pruned-map")
+    assert v.evidence["basin"].route.startswith("basin+pruned-map")
 
 
 # ---------------------------------------------------------------- through run.py
@@ -161,7 +161,7 @@ def test_a_target_model_on_the_tabular_task_runs_and_sweeps_and_reports(tmp_path
     runs = (tmp_path / "outputs" / "runs").rglob("metrics.json")
     (m,) = [json.loads(p.read_text()) for p in runs]
     assert (m["model"], m["data"]) == ("nets.tab_mlp", "breast_cancer")
-    assert m["derived.determination.is_lineage"] is True
+    assert m["derived.verdict.is_lineage"] is True
     assert m["parent.accuracy"] > 0.9  # the factory got the task: 30 features, 2 classes
     r = run("-m", "modification=finetune,pruning,noise,quantize")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -210,7 +210,7 @@ def test_a_target_dataset_composes_like_a_registered_one(tmp_path):
     )
     assert r.returncode == 0, r.stderr[-3000:]
     (m,) = [json.loads(p.read_text()) for p in (tmp_path / "outputs").rglob("metrics.json")]
-    assert m["data"] == "blobs" and m["derived.determination.is_lineage"] is True
+    assert m["data"] == "blobs" and m["derived.verdict.is_lineage"] is True
     assert abs(m["derived.sparsity"] - 0.3) < 0.01
 
 

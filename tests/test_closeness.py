@@ -298,13 +298,13 @@ def test_the_trunk_route_leaves_the_suspect_as_it_was(digits_mlps, digits_dm):
     baselines after it, would otherwise see the parent's classes)."""
     import copy
 
-    from lineage.engine import closeness_view
+    from lineage.engine import suspect_view
 
     parent = digits_mlps[0]
     suspect = copy.deepcopy(parent)
     suspect.head = torch.nn.Linear(suspect.head.in_features, 5)
     x = digits_dm.test.x[:8]
-    view, route = closeness_view(parent, suspect, x, "head")
-    assert route == "trunk" and view(x).shape == (8, 10)
+    s = suspect_view(parent, suspect, x, "head")
+    assert s.route == "trunk" and s.view(x).shape == (8, 10)
     assert suspect(x).shape == (8, 5)  # still its own 5 classes
-    assert closeness_view(parent, suspect, x, "head")[1] == "trunk"  # and again
+    assert suspect_view(parent, suspect, x, "head").route == "trunk"  # and again

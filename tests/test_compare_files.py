@@ -29,13 +29,13 @@ N_REFS = 4
 FAST = ["closeness.max_points=120", "closeness.min_points=60", "closeness.n_boot=200"]
 FAST_API = {"max_points": 120, "min_points": 60, "n_boot": 200}
 KEYS = [
-    "determination.is_lineage",
-    "determination.barrier",
-    "determination.threshold",
-    "determination.method",
-    "closeness.score",
-    "closeness.match_rate",
-    "closeness.n_points",
+    "verdict.is_lineage",
+    "evidence.basin.barrier",
+    "evidence.basin.threshold",
+    "evidence.basin.route",
+    "evidence.closeness.score",
+    "evidence.closeness.match_rate",
+    "evidence.closeness.n_points",
 ]
 
 

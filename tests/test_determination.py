@@ -80,27 +80,27 @@ def test_identical_models_have_no_barrier(mlps, probe):
     p, r1, r2 = mlps
     refs = [barrier_of(p, r1, *probe, CFG)]
     res = determine(p, copy.deepcopy(p), *probe, CFG, refs)
-    assert abs(res.barrier) < 1e-6 and res.is_lineage and res.basin_is_lineage
-    assert res.calibrated and res.threshold == pytest.approx(0.25 * refs[0])
+    assert abs(res.barrier) < 1e-6 and res.below_threshold
+    assert res.threshold_calibrated and res.threshold == pytest.approx(0.25 * refs[0])
     assert len(res.curve) == 11 and [c["alpha"] for c in res.curve][::5] == [0.0, 0.5, 1.0]
     assert all(c["loss"] == pytest.approx(res.loss_parent, abs=1e-6) for c in res.curve)
-    assert res.method == "basin+aligned" and res.aligned and res.margin > 0
+    assert res.route == "basin+aligned" and res.aligned and res.margin > 0
 
 
 def test_tiny_weight_noise_is_lineage(mlps, probe):
     p, r1, _ = mlps
     refs = [barrier_of(p, r1, *probe, CFG)]
-    assert determine(p, noisy(p, 1e-4), *probe, CFG, refs).is_lineage
-    assert determine(p, noisy(p, 1e-4), *probe, CFG).is_lineage  # uncalibrated fallback
+    assert determine(p, noisy(p, 1e-4), *probe, CFG, refs).below_threshold
+    assert determine(p, noisy(p, 1e-4), *probe, CFG).below_threshold  # uncalibrated fallback
 
 
 def test_independent_models_are_not_lineage(mlps, probe):
     p, r1, r2 = mlps
     refs = [barrier_of(p, r2, *probe, CFG)]  # calibrated on a third independent model
     res = determine(p, r1, *probe, CFG, refs)
-    assert not res.is_lineage and res.calibrated and res.barrier > res.threshold > 0
+    assert not res.below_threshold and res.threshold_calibrated and res.barrier > res.threshold > 0
     fallback = determine(p, r1, *probe, CFG)
-    assert not fallback.is_lineage and not fallback.calibrated
+    assert not fallback.below_threshold and not fallback.threshold_calibrated
     assert fallback.threshold == pytest.approx(
         0.02 * (fallback.loss_parent + fallback.loss_suspect) / 2
     )
@@ -112,9 +112,9 @@ def test_permuted_copy_is_lineage_only_with_alignment(mlps, resnets, probe, digi
     perm = derive(p, digits_dm, {"name": "permute"}, 1.0, seed=0).model
     refs = [barrier_of(p, r1, *probe, CFG)]
     aligned = determine(p, perm, *probe, CFG, refs)
-    assert aligned.is_lineage and aligned.aligned and aligned.barrier < 1e-4
+    assert aligned.below_threshold and aligned.aligned and aligned.barrier < 1e-4
     raw = determine(p, perm, *probe, {"align": False}, refs)
-    assert not raw.is_lineage and not raw.aligned and raw.method == "basin"
+    assert not raw.below_threshold and not raw.aligned and raw.route == "basin"
     assert raw.barrier > raw.threshold and raw.barrier > 1000 * max(aligned.barrier, 1e-6)
 
 
@@ -124,10 +124,10 @@ def test_bn_reestimation_is_what_makes_a_bn_child_lineage(resnets, probe):
     x = probe[0][:64]
     assert (child(x) - p(x)).abs().max() < 0.05  # the same function, up to BN's eps
     res = determine(p, child, *probe, CFG, [barrier_of(p, r1, *probe, CFG)])
-    assert res.is_lineage and res.barrier < 1e-3
+    assert res.below_threshold and res.barrier < 1e-3
     off = {"bn_reestimate": False}
     stale = determine(p, child, *probe, off, [barrier_of(p, r1, *probe, off)])
-    assert not stale.is_lineage and stale.barrier > 100 * max(res.barrier, 1e-5)
+    assert not stale.below_threshold and stale.barrier > 100 * max(res.barrier, 1e-5)
 
 
 def test_reestimate_bn_is_a_cumulative_average_over_the_batches():
@@ -160,13 +160,13 @@ def test_transfer_head_uses_the_trunk_route(mlps, probe):
     p, r1, r2 = mlps
     refs = [barrier_of(p, r2, *probe, CFG)]
     own = determine(p, with_new_head(p), *probe, CFG, refs)
-    assert own.method.startswith("trunk") and own.is_lineage
+    assert own.route.startswith("trunk") and own.below_threshold
     # The same trunk under a refitted head: the loss is convex in the head, so no ridge;
     # the probe head reads the parent's features at least as well as the parent's head.
     assert own.barrier == pytest.approx(0, abs=1e-3)
     assert own.loss_suspect <= own.loss_parent + 1e-6
     same = determine(p, copy.deepcopy(p), *probe, CFG, suspect_record={"task": {"x": 1}})
-    assert same.method.startswith("trunk")
+    assert same.route.startswith("trunk")
 
 
 def test_foreign_trunk_under_a_new_head_is_not_lineage(mlps, probe):
@@ -175,7 +175,7 @@ def test_foreign_trunk_under_a_new_head_is_not_lineage(mlps, probe):
     p, r1, r2 = mlps
     refs = [barrier_of(p, r2, *probe, CFG)]
     res = determine(p, with_new_head(r1), *probe, CFG, refs)
-    assert res.method.startswith("trunk") and not res.is_lineage
+    assert res.route.startswith("trunk") and not res.below_threshold
     assert res.barrier > res.threshold
     assert res.loss_suspect < 2 * res.loss_parent + 0.1  # the probe head solves the task
 
@@ -191,19 +191,19 @@ def test_structured_pruned_suspect_maps_back(mlps, resnets, probe, arch):
         (None, "basin+pruned-match+aligned"),
     ):
         res = determine(p, small, *probe, CFG, refs, suspect_record=record)
-        assert res.method == route and res.is_lineage and res.barrier < 1e-4
+        assert res.route == route and res.below_threshold and res.barrier < 1e-4
         stale = determine(p, small, *probe, {"bn_reestimate": False}, suspect_record=record)
         assert stale.loss_suspect == pytest.approx(own_loss, abs=1e-4)  # the pruned function
     no_align = determine(p, small, *probe, {"align": False}, suspect_record={"kept_channels": kept})
-    assert no_align.method == "basin+pruned-map" and not no_align.aligned
+    assert no_align.route == "basin+pruned-map" and not no_align.aligned
 
 
 def test_independent_smaller_model_is_not_lineage(mlps, probe, digits_dm, fast_train):
     p, r1, _ = mlps
     small = trained(digits_dm, fast_train, "mlp", 3, hidden=[64, 64])
     res = determine(p, small, *probe, CFG, [barrier_of(p, r1, *probe, CFG)])
-    assert res.method == "basin+pruned-match+aligned" and not res.is_lineage
-    assert not determine(p, small, *probe, CFG).is_lineage
+    assert res.route == "basin+pruned-match+aligned" and not res.below_threshold
+    assert not determine(p, small, *probe, CFG).below_threshold
 
 
 def test_kept_channels_compose_along_a_chain():
@@ -223,11 +223,11 @@ def test_other_architecture_falls_back_to_function(mlps, probe):
     p = mlps[0]
     student = models.build("lenet", 10, 1, 8)
     res = determine(p, student, *probe, CFG)
-    assert res.method == "function" and res.basin_is_lineage is None
-    assert res.barrier is None and not res.is_lineage and "lenet" in res.reason
+    assert res.route == "function" and res.below_threshold is None
+    assert res.barrier is None and not res.below_threshold and "lenet" in res.reason
     # a wider MLP has no weight-space route either (more units than the parent)
     wide = models.build("mlp", 10, 1, 8, hidden=[256, 128])
-    assert determine(p, wide, *probe, CFG).method == "function"
+    assert determine(p, wide, *probe, CFG).route == "function"
 
 
 def test_calibrate():
@@ -245,7 +245,7 @@ def test_refinement_bisects_around_the_maximum(mlps, probe):
     alphas = [c["alpha"] for c in fine.curve]
     assert alphas == sorted(alphas) and 11 < len(alphas) <= 15
     assert fine.barrier >= grid.barrier - 1e-9
-    assert "curve" in fine.to_dict(curve=True)
+    assert len(fine.to_dict()["curve"]) == len(alphas)
 
 
 def test_bn_data_must_have_a_batch_variance(resnets, probe):
@@ -283,7 +283,7 @@ def test_bad_inputs(mlps, probe):
         determine(p, p, torch.rand(10, 1, 5, 5), y[:10], CFG)
     shallow = models.build("mlp", 10, 1, 8, hidden=[128])  # same name "mlp", fewer layers
     other = determine(p, shallow, x, y, CFG)  # another architecture: the function decides
-    assert other.method == "function" and other.barrier is None
+    assert other.route == "function" and other.barrier is None
     assert "missing ['features.3.bias', 'features.3.weight']" in other.reason
     with pytest.raises(LineageError, match="determination.alphas"):
         determine(p, p, x, y, {"alphas": 1})
@@ -302,10 +302,10 @@ def test_a_suspect_no_better_than_a_uniform_guess_gives_no_basin_evidence(mlps, 
     res = determine(parent, dead, *probe, CFG)
     assert res.loss_suspect == pytest.approx(math.log(10), abs=1e-4)
     assert res.barrier == pytest.approx(0.0, abs=1e-6)  # the lifted chord hides everything
-    assert res.basin_is_lineage is None and not res.is_lineage
+    assert res.below_threshold is None and res.abstains
     assert "no better than a uniform guess (ln 10 = 2.3)" in res.reason
     # a working suspect keeps its basin evidence
-    assert determine(parent, noisy(parent, 1e-3), *probe, CFG).basin_is_lineage is True
+    assert determine(parent, noisy(parent, 1e-3), *probe, CFG).below_threshold is True
 
 
 def test_an_abstention_survives_leave_one_out_recalibration(mlps, probe):
@@ -317,10 +317,14 @@ def test_an_abstention_survives_leave_one_out_recalibration(mlps, probe):
         dead.head.weight.zero_()
         dead.head.bias.zero_()
     close = {"max_points": 60, "min_points": 30}
-    refs = calibrate_parent(parent, [dead, third], *probe, CFG, close).references
-    assert refs[0].determination.basin_is_lineage is None  # still no basin evidence
-    assert refs[0].determination.threshold == pytest.approx(0.25 * refs[1].determination.barrier)
+    refs = calibrate_parent(
+        parent, [dead, third], *probe, determination=CFG, closeness=close
+    ).references
+    assert refs[0].decision.says["basin"] is None  # still no basin evidence
+    assert refs[0].evidence["basin"].threshold == pytest.approx(
+        0.25 * refs[1].evidence["basin"].barrier
+    )
     # judged leave-one-out, the live reference has only the dead one to calibrate on: that is
     # no barrier at all, so it is uncalibrated and abstains rather than passing or failing
-    assert refs[1].determination.calibrated is False
-    assert refs[1].determination.basin_is_lineage is None and not refs[1].is_lineage
+    assert refs[1].decision.calibrated is False
+    assert refs[1].decision.says["basin"] is None and not refs[1].is_lineage

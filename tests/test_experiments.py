@@ -170,13 +170,13 @@ def test_calibrating_once_judges_as_calibrating_per_suspect(built):
         "seed": seed,
     }
     want = judge(parent, suspect, x, y, references=refs, record=meta.get("record"), **options)
-    assert r["barrier"] == pytest.approx(want.determination.barrier)
-    assert r["threshold"] == pytest.approx(want.determination.threshold)
-    assert r["closeness"] == pytest.approx(want.closeness.score)
-    assert r["function_threshold"] == pytest.approx(want.determination.function_threshold)
-    assert r["inherited_score"] == pytest.approx(want.determination.inherited_score)
-    assert r["p_value"] == pytest.approx(want.determination.p_value)
-    assert bool(r["is_lineage"]) == want.determination.is_lineage
+    assert r["barrier"] == pytest.approx(want.evidence["basin"].barrier)
+    assert r["threshold"] == pytest.approx(want.evidence["basin"].threshold)
+    assert r["closeness"] == pytest.approx(want.evidence["closeness"].score)
+    assert r["function_threshold"] == pytest.approx(want.evidence["closeness"].threshold)
+    assert r["inherited_score"] == pytest.approx(want.evidence["inherited"].score)
+    assert r["p_value"] == pytest.approx(want.decision.p_value)
+    assert bool(r["is_lineage"]) == want.decision.is_lineage
 
 
 def _auc_by_hand(truth: list[int], score: list[float]) -> float:

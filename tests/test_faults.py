@@ -123,14 +123,14 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, An
 def test_comparable_drops_only_timings_and_own_paths(tmp_path):
     m = {
         "time.total_s": 3.2,
-        "derived.closeness.seconds": 1.0,
+        "derived.evidence.closeness.seconds": 1.0,
         "derived.path": f"{tmp_path}/zoo/models/d-1.safetensors",
-        "derived.closeness.score": 0.5,
+        "derived.evidence.closeness.score": 0.5,
         "data": "digits",
         "time.note": "kept: not a timing",
     }
     assert comparable(m, tmp_path) == {
-        "derived.closeness.score": 0.5,
+        "derived.evidence.closeness.score": 0.5,
         "data": "digits",
         "time.note": "kept: not a timing",
     }
@@ -164,8 +164,8 @@ def test_same_config_and_seed_give_identical_metrics(fresh_runs):
     ca, cb = comparable(a, ra), comparable(b, rb)
     assert differences(ca, cb) == {}
     # what the comparison covers: the verdicts and scores, not just the labels
-    assert {"derived.closeness.score", "derived.determination.barrier", "config_hash"} <= set(ca)
-    assert {"derived.closeness.ci_low", "independent.0.closeness.score"} <= set(ca)
+    assert {"derived.evidence.closeness.score", "derived.evidence.basin.barrier", "config_hash"} <= set(ca)
+    assert {"derived.evidence.closeness.ci_low", "independent.0.evidence.closeness.score"} <= set(ca)
 
 
 def written_since(t0: float, *paths: Path) -> bool:

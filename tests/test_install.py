@@ -88,8 +88,8 @@ def test_lineage_run_then_compare_from_an_empty_folder(installed):
     sh([lineage, "run", "experiment=smoke", *FAST, *SMALL, f"paths.zoo={zoo}"], cwd=empty, env=env)
     (metrics,) = (empty / "outputs").rglob("metrics.json")
     m = json.loads(metrics.read_text())
-    assert m["derived.determination.is_lineage"] is True
-    assert m["derived.determination.n_references"] == 4
+    assert m["derived.verdict.is_lineage"] is True
+    assert m["derived.verdict.n_references"] == 4
     refs = [m[f"independent.{i}.path"] for i in range(4)]
     r = sh(
         [lineage, "compare", m["parent.path"], m["derived.path"], "--json"]
@@ -99,7 +99,7 @@ def test_lineage_run_then_compare_from_an_empty_folder(installed):
         env=env,
     )
     out = json.loads(r.stdout.strip().splitlines()[-1])
-    assert out["determination.is_lineage"] is True and out["references"] == 4
+    assert out["verdict.is_lineage"] is True and out["references"] == 4
     # the same points and verdict; distances agree to far below the search's tol (1e-5),
     # the last bits following the batch each process evaluates them in
-    assert out["closeness.score"] == pytest.approx(m["derived.closeness.score"], rel=1e-6)
+    assert out["evidence.closeness.score"] == pytest.approx(m["derived.evidence.closeness.score"], rel=1e-6)

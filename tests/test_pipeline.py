@@ -29,31 +29,31 @@ KEYS = [
     "derived.id",
     "derived.path",
     "derived.accuracy",
-    "derived.determination.is_lineage",
-    "derived.determination.basin_is_lineage",
-    "derived.determination.function_is_lineage",
-    "derived.determination.barrier",
-    "derived.determination.threshold",
-    "derived.determination.method",
-    "derived.closeness.score",
-    "derived.closeness.match_rate",
-    "derived.closeness.mean_distance",
-    "derived.closeness.n_points",
-    "derived.closeness.ci_low",
-    "derived.closeness.ci_high",
-    "derived.closeness.seconds",
+    "derived.verdict.is_lineage",
+    "derived.verdict.says.basin",
+    "derived.verdict.says.closeness",
+    "derived.evidence.basin.barrier",
+    "derived.evidence.basin.threshold",
+    "derived.evidence.basin.route",
+    "derived.evidence.closeness.score",
+    "derived.evidence.closeness.match_rate",
+    "derived.evidence.closeness.mean_distance",
+    "derived.evidence.closeness.n_points",
+    "derived.evidence.closeness.ci_low",
+    "derived.evidence.closeness.ci_high",
+    "derived.evidence.closeness.seconds",
     "independent.accuracy",
-    "independent.determination.barrier_min",
-    "independent.determination.false_positives",
-    "independent.closeness.score_max",
+    "independent.evidence.basin.min",
+    "independent.false_positives",
+    "independent.evidence.closeness.max",
     "independent.0.id",
-    "independent.0.determination.is_lineage",
-    "independent.0.determination.barrier",
-    "independent.0.closeness.score",
+    "independent.0.verdict.is_lineage",
+    "independent.0.evidence.basin.barrier",
+    "independent.0.evidence.closeness.score",
     "independent.1.id",
     "time.parent_s",
     "time.derive_s",
-    "time.determination_s",
+    "time.basin_s",
     "time.closeness_s",
     "time.total_s",
 ]
@@ -81,9 +81,9 @@ def test_single_run_writes_every_documented_key(single):
     assert not missing, missing
     assert m["modification"] == "pruning" and m["ratio"] == 0.5
     assert abs(m["derived.sparsity"] - 0.5) <= 0.01
-    assert m["derived.determination.is_lineage"] is True
-    assert m["independent.determination.false_positives"] == 0
-    assert 0.0 <= m["derived.closeness.score"] <= 1.0
+    assert m["derived.verdict.is_lineage"] is True
+    assert m["independent.false_positives"] == 0
+    assert 0.0 <= m["derived.evidence.closeness.score"] <= 1.0
     assert Path(m["derived.path"]).exists() and Path(m["parent.path"]).exists()
     assert "lineage?" in r.stdout  # the console summary table
     # the Preflight callback resolved its directories (it used to warn and check nothing)
@@ -105,19 +105,19 @@ def test_the_readme_main_job_on_the_default_config(tmp_path):
         "digits",
         "mlp",
     )
-    assert m["derived.determination.is_lineage"] is True
-    assert m["derived.closeness.score"] > m["independent.closeness.score_max"]
+    assert m["derived.verdict.is_lineage"] is True
+    assert m["derived.evidence.closeness.score"] > m["independent.evidence.closeness.max"]
     # each reference, judged leave-one-out against the other two, is not lineage
-    assert [m[f"independent.{i}.determination.is_lineage"] for i in range(3)] == [False] * 3
-    assert m["independent.determination.false_positives"] == 0
+    assert [m[f"independent.{i}.verdict.is_lineage"] for i in range(3)] == [False] * 3
+    assert m["independent.false_positives"] == 0
 
 
 def test_wandb_offline_run_holds_summary(single):
     tmp, _, m = single
     summary, history, config = summary_and_history(tmp / "run")
-    assert summary["derived.closeness.score"] == pytest.approx(m["derived.closeness.score"])
+    assert summary["derived.evidence.closeness.score"] == pytest.approx(m["derived.evidence.closeness.score"])
     assert summary["parent.accuracy"] == pytest.approx(m["parent.accuracy"])
-    assert summary["derived.determination.is_lineage"] is True
+    assert summary["derived.verdict.is_lineage"] is True
     # Lightning's training curves went to the same run, under each stage's prefix
     assert {"parent-train/loss", "independent-val/acc"} <= history
     # the interpolation paths: a table of every pair's path and a line plot of its loss
@@ -149,15 +149,15 @@ def test_compare_gives_the_same_numbers(single):
     assert r.returncode == 0, r.stderr[-2000:]
     c = json.loads(r.stdout.strip().splitlines()[-1])
     for k in (
-        "determination.is_lineage",
-        "determination.barrier",
-        "determination.threshold",
-        "determination.method",
-        "closeness.score",
-        "closeness.match_rate",
-        "closeness.n_points",
-        "closeness.ci_low",
-        "closeness.ci_high",
+        "verdict.is_lineage",
+        "evidence.basin.barrier",
+        "evidence.basin.threshold",
+        "evidence.basin.route",
+        "evidence.closeness.score",
+        "evidence.closeness.match_rate",
+        "evidence.closeness.n_points",
+        "evidence.closeness.ci_low",
+        "evidence.closeness.ci_high",
     ):
         want = m[f"derived.{k}"]
         if isinstance(want, float):

@@ -375,9 +375,9 @@ def test_api_key_wrong_or_missing_is_a_clear_401_and_never_written(
     r = json.loads(out.strip().splitlines()[-1])
     assert r["queries.output"] == "labels" and r["queries.answered"] > 0
     # no reference was passed, so the score stands but no verdict is claimed
-    assert r["determination.method"] == "function" and r["closeness.score"] > 0.8
-    assert r["determination.is_lineage"] is False and r["determination.calibrated"] is False
-    assert "0 references" in r["determination.reason"]
+    assert r["evidence.basin.route"] == "function" and r["evidence.closeness.score"] > 0.8
+    assert r["verdict.is_lineage"] is False and r["verdict.calibrated"] is False
+    assert "0 references" in r["verdict.reason"]
     for text in (out, err, servers["labels"].log.read_text()):
         assert KEY not in text
     for p in cache.rglob("*"):
@@ -518,9 +518,9 @@ def test_killed_audit_resumes_without_resending_answered_queries(pair, servers, 
         assert r["queries.cached"] >= len(stored)
         assert r["queries.sent"] == r["queries.answered"] > 0
         clean = cli_json(capfd, *args("--no-cache"))
-        assert (clean["closeness.score"], clean["closeness.n_points"]) == (
-            r["closeness.score"],
-            r["closeness.n_points"],
+        assert (clean["evidence.closeness.score"], clean["evidence.closeness.n_points"]) == (
+            r["evidence.closeness.score"],
+            r["evidence.closeness.n_points"],
         )
         assert clean["queries.asked"] == r["queries.asked"]
     finally:

@@ -51,12 +51,12 @@ def _reference(seed: int, i: int) -> dict:
         "id": f"ind-s{seed}-{i}",
         "path": f"/nowhere/ind-s{seed}-{i}.safetensors",
         "accuracy": 0.9,
-        "determination.is_lineage": barrier < 0.3,
-        "determination.barrier": barrier,
-        "determination.threshold": 0.3,
-        "closeness.score": score,
-        "closeness.ci_low": score - 0.03,
-        "closeness.ci_high": score + 0.03,
+        "verdict.is_lineage": barrier < 0.3,
+        "evidence.basin.barrier": barrier,
+        "evidence.basin.threshold": 0.3,
+        "evidence.closeness.score": score,
+        "evidence.closeness.ci_low": score - 0.03,
+        "evidence.closeness.ci_high": score + 0.03,
     }
 
 
@@ -80,29 +80,29 @@ def synthetic_metrics(mod: str, ratio: float, seed: int) -> dict:
         "derived.path": "derived.safetensors",
         "derived.accuracy": 0.95 - 0.2 * ratio * harsh,
         "derived.sparsity": ratio if mod == "pruning" else None,
-        "derived.determination.is_lineage": barrier < 0.3,
-        "derived.determination.basin_is_lineage": barrier < 0.3,
-        "derived.determination.function_is_lineage": False,
-        "derived.determination.barrier": barrier,
-        "derived.determination.threshold": 0.3,
-        "derived.determination.method": "basin",
-        "derived.determination.margin": 0.3 - barrier,
-        "derived.determination.calibrated": True,
-        "derived.closeness.score": score,
-        "derived.closeness.match_rate": score,
-        "derived.closeness.mean_distance": 1 - score,
-        "derived.closeness.n_points": 200,
-        "derived.closeness.ci_low": score - 0.04,
-        "derived.closeness.ci_high": score + 0.04,
-        "derived.closeness.seconds": 0.5,
-        "derived.closeness.threshold": 0.6,
+        "derived.verdict.is_lineage": barrier < 0.3,
+        "derived.verdict.says.basin": barrier < 0.3,
+        "derived.verdict.says.closeness": False,
+        "derived.evidence.basin.barrier": barrier,
+        "derived.evidence.basin.threshold": 0.3,
+        "derived.evidence.basin.route": "basin",
+        "derived.evidence.basin.margin": 0.3 - barrier,
+        "derived.verdict.calibrated": True,
+        "derived.evidence.closeness.score": score,
+        "derived.evidence.closeness.match_rate": score,
+        "derived.evidence.closeness.mean_distance": 1 - score,
+        "derived.evidence.closeness.n_points": 200,
+        "derived.evidence.closeness.ci_low": score - 0.04,
+        "derived.evidence.closeness.ci_high": score + 0.04,
+        "derived.evidence.closeness.seconds": 0.5,
+        "derived.evidence.closeness.threshold": 0.6,
         "independent.accuracy": 0.9,
-        "independent.determination.barrier_min": 0.35,
-        "independent.determination.false_positives": 0,
-        "independent.closeness.score_max": 0.45 + 0.03 * seed,
+        "independent.evidence.basin.min": 0.35,
+        "independent.false_positives": 0,
+        "independent.evidence.closeness.max": 0.45 + 0.03 * seed,
         "time.parent_s": 3.0,
         "time.derive_s": 1.0 + ratio,
-        "time.determination_s": 0.4,
+        "time.basin_s": 0.4,
         "time.closeness_s": 0.6,
         "time.total_s": 5.0 + ratio,
         "versions.torch": "2.x",
@@ -210,10 +210,10 @@ def auc_from_files(sweep: Path) -> dict[str, float]:
 
 
 def add(scores: dict[str, list[float]], m: dict, p: str) -> None:
-    if m.get(p + "closeness.score") is not None:
-        scores["closeness"].append(m[p + "closeness.score"])
-    if m.get(p + "determination.barrier") is not None:
-        scores["barrier"].append(-m[p + "determination.barrier"])
+    if m.get(p + "evidence.closeness.score") is not None:
+        scores["closeness"].append(m[p + "evidence.closeness.score"])
+    if m.get(p + "evidence.basin.barrier") is not None:
+        scores["barrier"].append(-m[p + "evidence.basin.barrier"])
 
 
 def md_auc(md: str) -> dict[str, float]:
@@ -246,11 +246,11 @@ def test_one_row_per_job_with_documented_columns(built):
     got = {(r.modification, float(r.ratio), int(r.seed)) for r in t.itertuples()}
     assert got == {(m, r, s) for m in MODS for r in RATIOS for s in SEEDS}
     row = t.set_index("job").loc[job_name("pruning", 0.8, 1)]
-    assert row["derived.closeness.score"] == pytest.approx(
-        synthetic_metrics("pruning", 0.8, 1)["derived.closeness.score"]
+    assert row["derived.evidence.closeness.score"] == pytest.approx(
+        synthetic_metrics("pruning", 0.8, 1)["derived.evidence.closeness.score"]
     )
     assert row["overrides"] == "modification=pruning,ratio=0.8,seed=1,logger=none"
-    assert "independent.1.closeness.score" in t.columns  # every key, not just the core ones
+    assert "independent.1.evidence.closeness.score" in t.columns  # every key, not just the core ones
 
 
 def test_malformed_named_and_skipped_with_warning(tmp_path, caplog):
@@ -293,10 +293,10 @@ def test_identity_keys_fall_back_to_the_job_config(tmp_path):
 def test_partial_rows_are_flagged(tmp_path):
     sweep = write_sweep(tmp_path, broken=False)
     m = synthetic_metrics("finetune", 0.2, 0)
-    del m["derived.closeness.score"]
+    del m["derived.evidence.closeness.score"]
     (sweep / job_name("finetune", 0.2, 0) / "metrics.json").write_text(json.dumps(m))
     (p,) = collect([sweep]).issues_of("partial")
-    assert p.path.name == job_name("finetune", 0.2, 0) and "derived.closeness.score" in p.detail
+    assert p.path.name == job_name("finetune", 0.2, 0) and "derived.evidence.closeness.score" in p.detail
 
 
 def test_bad_paths_are_clear_errors(tmp_path):
@@ -352,7 +352,7 @@ def test_determination_accuracy_and_confusion_counts(built):
     acc = dict(det.tables)["Judged correctly, per modification"].set_index("models")
     for mod in MODS:
         judged = [
-            synthetic_metrics(mod, r, s)["derived.determination.is_lineage"]
+            synthetic_metrics(mod, r, s)["derived.verdict.is_lineage"]
             for r in RATIOS
             for s in SEEDS
         ]
@@ -360,12 +360,12 @@ def test_determination_accuracy_and_confusion_counts(built):
         assert acc.loc[mod, "accuracy"] == pytest.approx(sum(judged) / len(judged))
     cm = dict(det.tables)["Confusion matrix (pairs)"].set_index("")
     tp = sum(
-        synthetic_metrics(m, r, s)["derived.determination.is_lineage"]
+        synthetic_metrics(m, r, s)["derived.verdict.is_lineage"]
         for m in MODS
         for r in RATIOS
         for s in SEEDS
     )
-    fp = sum(_reference(s, i)["determination.barrier"] < 0.3 for s in SEEDS for i in (0, 1))
+    fp = sum(_reference(s, i)["evidence.basin.barrier"] < 0.3 for s in SEEDS for i in (0, 1))
     assert cm.loc["truly lineage"].tolist() == [tp, 12 - tp]
     assert cm.loc["truly independent"].tolist() == [fp, 4 - fp]
 
@@ -428,7 +428,7 @@ def test_missing_columns_skip_sections_without_crashing(tmp_path):
     assert files.summary_data["figures"] == {}
     skipped = files.summary_data["skipped"]
     assert {"closeness", "barrier", "determination", "roc", "accuracy"} <= set(skipped)
-    assert "derived.closeness.score" in skipped["closeness"][0]
+    assert "derived.evidence.closeness.score" in skipped["closeness"][0]
     assert files.summary_data["auc"] == {"closeness": None, "barrier": None}
     assert "<table>" in files.html.read_text()
 
@@ -560,7 +560,7 @@ def test_to_wandb_maps_blocks_onto_the_workspaces_api(built, monkeypatch):
     assert len(kw["blocks"]) == len(blocks)
     scatter = next(k for n, _, k in calls if n == "ScatterPlot")
     assert scatter["x"] == ("Config", ("ratio",), {})
-    assert scatter["y"] == ("SummaryMetric", ("derived.closeness.score",), {})
+    assert scatter["y"] == ("SummaryMetric", ("derived.evidence.closeness.score",), {})
 
 
 def test_check_ready_says_how_to_log_in(tmp_path):
@@ -650,9 +650,9 @@ def test_real_sweep_report_end_to_end(tmp_path):
         (m, r) for m in ("finetune", "pruning") for r in (0.2, 0.8)
     }
     for col in (
-        "derived.closeness.score",
-        "derived.determination.barrier",
-        "derived.determination.is_lineage",
+        "derived.evidence.closeness.score",
+        "derived.evidence.basin.barrier",
+        "derived.verdict.is_lineage",
         "derived.accuracy",
         "time.total_s",
     ):
@@ -679,13 +679,13 @@ def test_console_summary_prints_each_caveat_under_the_table():
         "parent.accuracy": 0.97,
         "derived.id": "d-1",
         "derived.accuracy": 0.6,
-        "derived.determination.is_lineage": True,
-        "derived.determination.barrier": 0.0,
-        "derived.determination.caveat": "weak basin evidence: L(1) is 50x L(0)",
-        "derived.closeness.score": 0.09,
+        "derived.verdict.is_lineage": True,
+        "derived.evidence.basin.barrier": 0.0,
+        "derived.verdict.caveat": "weak basin evidence: L(1) is 50x L(0)",
+        "derived.evidence.closeness.score": 0.09,
         "independent.0.id": "m-2",
-        "independent.0.determination.is_lineage": False,
-        "independent.0.determination.caveat": "",
+        "independent.0.verdict.is_lineage": False,
+        "independent.0.verdict.caveat": "",
         "time.train_s": 1.0,
     }
     lines = summary_table(m).splitlines()
@@ -693,7 +693,7 @@ def test_console_summary_prints_each_caveat_under_the_table():
     assert [ln.split()[0] for ln in lines[1:5]] == ["model", "parent", "derived", "independent"]
     assert lines[5] == "caution (derived): weak basin evidence: L(1) is 50x L(0)"
     assert lines[6] == "time: train 1.0s"
-    del m["derived.determination.caveat"]
+    del m["derived.verdict.caveat"]
     assert not any(ln.startswith("caution") for ln in summary_table(m).splitlines())
 
 
@@ -713,17 +713,17 @@ def test_the_report_shows_each_verdicts_evidence_caveats_and_path(tmp_path):
         m = synthetic_metrics(mod, 0.5, 0)
         m.update(
             {
-                "derived.determination.p_basin": 1e-4 * (k + 1),
-                "derived.determination.p_closeness": 0.5,
-                "derived.determination.p_inherited": 0.03,
-                "derived.determination.p_value": 3e-4 * (k + 1),
-                "derived.determination.alpha": 0.005,
-                "derived.determination.decided_by": "basin",
-                "derived.determination.n_references": 6,
-                "derived.determination.caveat": "" if k else "only the basin test says lineage",
-                "derived.determination.curve": _path(0.01),
-                "independent.0.determination.curve": _path(0.8),
-                "independent.1.determination.curve": _path(0.6),
+                "derived.verdict.p.basin": 1e-4 * (k + 1),
+                "derived.verdict.p.closeness": 0.5,
+                "derived.verdict.p.inherited": 0.03,
+                "derived.verdict.p_value": 3e-4 * (k + 1),
+                "derived.verdict.alpha": 0.005,
+                "derived.verdict.decided_by": "basin",
+                "derived.verdict.n_references": 6,
+                "derived.verdict.caveat": "" if k else "only the basin test says lineage",
+                "derived.evidence.basin.curve": _path(0.01),
+                "independent.0.evidence.basin.curve": _path(0.8),
+                "independent.1.evidence.basin.curve": _path(0.6),
             }
         )
         write_job(sweep / job_name(mod, 0.5, 0), mod, 0.5, 0, m)

@@ -38,6 +38,8 @@ from ..errors import LineageError
 from ..runtime import device_of, eval_mode
 from ..settings import SEED_MAX, from_mapping, knob
 from .boundary import Model, run_model
+from .evidence import Kind, Parent, Suspect, register
+from .verdict import logit
 
 
 @dataclass
@@ -157,3 +159,26 @@ def inherited_errors(
     return InheritedResult(
         score, len(points.answer), points.n_wrong, kind, time.perf_counter() - t0
     )
+
+
+@register("inherited", rank=30)
+class Inherited(Kind):
+    """Inherited errors as evidence: reproducing the parent's mistakes is parent-like."""
+
+    Conf = InheritedConf
+    headline = "score"
+    scale = "logit(score): more of the parent's answers on its mistakes is more parent-like"
+
+    def prepare(self, parent: Parent, conf: InheritedConf) -> Probes:
+        return probe_points(parent.model, parent.x, parent.y, conf)
+
+    def measure(
+        self, probes: Probes, parent: Parent, suspect: Suspect, conf: InheritedConf
+    ) -> InheritedResult | None:
+        return inherited_errors(suspect.view, probes, conf)
+
+    def statistic(self, r: InheritedResult, conf: InheritedConf) -> float | None:
+        return logit(r.score)
+
+    def describe(self, r: InheritedResult) -> str:
+        return f"{r.score:.4f} on {r.n_points} points ({r.n_wrong} the parent gets wrong)"

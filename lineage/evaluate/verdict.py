@@ -1,13 +1,9 @@
 """The lineage verdict: how unusual the suspect would be for an independent model.
 
-Three kinds of evidence, each higher-is-more-parent-like after its transform:
-- **basin** (lineage.evaluate.basin): the barrier B along the path; a lineage suspect has
-  B ~ 0. Scale: log(max(B, eps)), eps = fallback_rel * L(0) (the 2% "convex up to a small
-  tolerance" of the fallback rule), lower tail.
-- **closeness** (lineage.evaluate.closeness): the boundary-distance score in [0, 1].
-  Scale: logit(clip(score, 1e-3, 1 - 1e-3)), upper tail.
-- **inherited errors** (lineage.evaluate.inherited): the parent's wrong answers
-  reproduced, in [0, 1]. Same scale, upper tail.
+Every registered kind of evidence (lineage.evaluate.evidence) puts its result on a scale
+where higher is more like the parent (`Kind.statistic`): the basin test's barrier as
+-log(max(B, fallback_rel * L(0))), closeness and inherited errors as logit(score)
+(scores clipped to [1e-3, 1 - 1e-3]).
 
 **p-value per evidence**: a one-sided prediction-interval p-value against the n
 independent references (same task and architecture, other seeds or data),
@@ -26,56 +22,67 @@ yields no basin evidence at all, instead of a threshold of 0).
 **Combination**: Bonferroni, p = min(1, m * min_e p_e) over the m evidences that apply:
 valid whatever their dependence (they are correlated: among unrelated pairs of the MNIST
 zoo, closeness and inherited errors have Spearman +0.7), where Fisher's and Stouffer's
-rules assume independence. The verdict is lineage when p <= alpha (`determination.alpha`,
+rules assume independence. The verdict is lineage when p <= alpha (`verdict.alpha`,
 0.005), and `verdict_score` = -log10 p ranks pairs for ROC curves.
 
 **How many references**: with n references the one-sided p of a value k sds away needs
 t_{n-1}: with alpha / 3 = 0.0017 that is t = 14 for 3 references, 5.7 for 5 and 4.8 for 6,
 and empirical (rank) p-values cannot go below 1 / (n + 1) at all. The default is 6
-(RootConf.n_independent); below `min_references` (4) the verdict is "undetermined".
+(RootConf.n_independent); below `min_references` (4), or with no evidence that applies, the
+verdict is undetermined: `is_lineage` is None, never False.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from .basin import DeterminationResult
-from .basin.settings import DeterminationConf
+from ..settings import knob
 
 CLIP = 1e-3  # scores are clipped to [CLIP, 1 - CLIP] before the logit
 SD_FLOOR = 1e-3  # on the transformed scale
-KINDS = ("basin", "closeness", "inherited")
 
 
 @dataclass
-class Evidence:
-    """One model's raw evidence against a parent: what the p-values are computed from."""
-
-    barrier: float | None  # None: no weight-space route, or the basin test abstained
-    loss_parent: float | None
-    closeness: float
-    inherited: float | None  # None: the evidence is disabled
+class VerdictConf:
+    alpha: float = knob(0.005, lo=0, hi=1, ends="()")  # lineage when the combined p <= alpha
+    min_references: int = knob(4, lo=2, hi=1000)  # fewer: undetermined
 
 
-def _logit(s: float) -> float:
+@dataclass
+class Decision:
+    """The verdict of all the evidence against the references."""
+
+    is_lineage: bool | None  # None: undetermined (`reason` says why)
+    p_value: float  # the Bonferroni combination of the evidences' p-values (1: none applied)
+    alpha: float
+    verdict_score: float  # -log10 p_value: ranks pairs
+    decided_by: str  # the evidence with the smallest p, when lineage
+    n_references: int
+    calibrated: bool  # enough references, and some evidence applied
+    p: dict[str, float | None] = field(default_factory=dict)  # each evidence's p-value
+    says: dict[str, bool | None] = field(default_factory=dict)  # each alone at alpha
+    caveat: str = ""  # why the verdict is weaker than it looks
+    reason: str = ""  # why an evidence did not apply, or the verdict is undetermined
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def answer(self) -> str:
+        if self.is_lineage is None:
+            return "undetermined"
+        return "lineage" if self.is_lineage else "not lineage"
+
+
+def logit(s: float) -> float | None:
+    """A score in [0, 1] on the verdict's scale (None when it is not finite)."""
+    if not math.isfinite(s):
+        return None
     s = min(max(s, CLIP), 1 - CLIP)
     return math.log(s / (1 - s))
-
-
-def transformed(e: Evidence, eps_rel: float) -> dict[str, float | None]:
-    """Each evidence on its scale, signed so that higher = more like the parent."""
-    basin = None
-    if e.barrier is not None and e.loss_parent is not None and math.isfinite(e.barrier):
-        eps = max(eps_rel * e.loss_parent, 1e-12)
-        basin = -math.log(max(e.barrier, eps))
-    return {
-        "basin": basin,
-        "closeness": _logit(e.closeness) if math.isfinite(e.closeness) else None,
-        "inherited": None if e.inherited is None else _logit(e.inherited),
-    }
 
 
 def prediction_p(value: float, refs: Sequence[float]) -> float | None:
@@ -92,74 +99,45 @@ def prediction_p(value: float, refs: Sequence[float]) -> float | None:
 
 
 def decide(
-    result: DeterminationResult,
-    suspect: Evidence,
-    references: Sequence[Evidence],
-    cfg: DeterminationConf,
-) -> DeterminationResult:
-    """`result` (the basin test's) with the verdict of all the evidence: p-values against
-    `references`, their Bonferroni combination, and the decision at cfg.alpha."""
-    mine = transformed(suspect, cfg.fallback_rel)
-    theirs = [transformed(r, cfg.fallback_rel) for r in references]
+    suspect: Mapping[str, float | None],
+    references: Sequence[Mapping[str, float | None]],
+    cfg: VerdictConf,
+    caveats: Mapping[str, str] | None = None,
+    reasons: Sequence[str] = (),
+) -> Decision:
+    """The verdict from each evidence's statistic (`suspect`, in the kinds' order) against
+    the references' statistics. `caveats[kind]`: why that evidence is weak alone; it is
+    the verdict's caveat when that evidence is the only one that says lineage."""
     p: dict[str, float | None] = {}
-    for kind in KINDS:
-        v = mine[kind]
-        refs = [t[kind] for t in theirs if t[kind] is not None]
+    for kind, v in suspect.items():
+        refs = [r[kind] for r in references if r.get(kind) is not None]
         p[kind] = None if v is None else prediction_p(v, refs)  # type: ignore[arg-type]
     used = {k: v for k, v in p.items() if v is not None}
     enough = len(references) >= cfg.min_references and bool(used)
     combined = min(1.0, len(used) * min(used.values())) if used else 1.0
-    decided = min(used, key=lambda k: used[k]) if used else "none"
-    each = {k: (None if v is None else len(used) * v <= cfg.alpha) for k, v in p.items()}
-    lineage = enough and combined <= cfg.alpha
-    reason = result.reason
-    if not enough:
-        reason = "; ".join(
-            filter(
-                None,
-                [
-                    reason,
-                    f"undetermined: {len(references)} references, and p-values need at least "
-                    f"{cfg.min_references} (pass more references)",
-                ],
-            )
+    decided = min(used, key=lambda k: used[k]) if used else ""
+    says = {k: (None if v is None else len(used) * v <= cfg.alpha) for k, v in p.items()}
+    lineage = combined <= cfg.alpha if enough else None
+    why = list(reasons)
+    if len(references) < cfg.min_references:
+        why.append(
+            f"undetermined: {len(references)} references, and p-values need at least "
+            f"{cfg.min_references} (pass more references)"
         )
-    method = {"basin": result.route, "closeness": "function", "inherited": "inherited"}
-    return dataclasses.replace(
-        result,
+    elif not used:
+        why.append("undetermined: no evidence applies to this pair")
+    yes = [k for k, v in says.items() if v]
+    caveat = (caveats or {}).get(yes[0], "") if len(yes) == 1 else ""
+    return Decision(
         is_lineage=lineage,
-        basin_is_lineage=each["basin"] if result.basin_is_lineage is not None else None,
-        function_is_lineage=each["closeness"],
-        inherited_is_lineage=each["inherited"],
-        method=method.get(decided, result.route) if lineage else result.method,
-        function_score=suspect.closeness,
-        inherited_score=suspect.inherited,
-        p_basin=p["basin"],
-        p_closeness=p["closeness"],
-        p_inherited=p["inherited"],
         p_value=combined,
         alpha=cfg.alpha,
         verdict_score=max(0.0, -math.log10(max(combined, 1e-300))),  # no "-0.0" at p = 1
         decided_by=decided if lineage else "",
         n_references=len(references),
         calibrated=enough,
-        reason=reason,
-        caveat=caveat_of(result, each),
-    )
-
-
-LIFT = 2.0
-
-
-def caveat_of(result: DeterminationResult, each: Mapping[str, bool | None]) -> str:
-    """Why a verdict is weaker than it looks: the basin evidence alone says lineage, on a
-    suspect much worse than the parent (L(1) > LIFT * L(0)), and the function evidence
-    says not. A high L(1) bends the path, so a low barrier says less there."""
-    l0, l1 = result.loss_parent, result.loss_suspect
-    others = [each["closeness"], each["inherited"]]
-    if not (each["basin"] and not any(others) and l0 and l1 and l1 > LIFT * l0):
-        return ""
-    return (
-        f"weak basin evidence: the suspect's loss L(1) {l1:.3g} is {l1 / l0:.0f}x the "
-        f"parent's L(0) {l0:.3g}, and neither closeness nor inherited errors say lineage"
+        p=p,
+        says=says,
+        caveat=caveat,
+        reason="; ".join(filter(None, why)),
     )

@@ -22,31 +22,26 @@ def text_table(head: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 def summary_table(m: dict[str, Any]) -> str:
-    """One row per model (parent, derived, each reference), one column per measure, then a
-    caution line for each verdict that carries a caveat."""
+    """One row per model (parent, derived, each reference), one column per measure (the
+    verdict, then each kind of evidence's headline value), then a caution line for each
+    verdict that carries a caveat."""
+    from ..evaluate import evidence
+
     judged = [("derived", "derived.")] if "derived.id" in m else []
     i = 0
     while f"independent.{i}.id" in m:
         judged.append((f"independent {i}", f"independent.{i}."))
         i += 1
-    rows = [("parent", m.get("parent.id"), m.get("parent.accuracy"), *[None] * 6)]
-    rows += [_row(name, m, p) for name, p in judged]
-    head = (
-        "model",
-        "id",
-        "accuracy",
-        "lineage?",
-        "p",
-        "barrier",
-        "closeness",
-        "95% CI",
-        "inherited",
-    )
+    kinds = [(k.name, k.headline) for k in evidence.kinds()]
+    kinds = [(n, h) for n, h in kinds if any(f"{p}evidence.{n}.{h}" in m for _, p in judged)]
+    rows = [("parent", m.get("parent.id"), m.get("parent.accuracy"), *[None] * (2 + len(kinds)))]
+    rows += [_row(name, m, p, kinds) for name, p in judged]
+    head = ("model", "id", "accuracy", "lineage?", "p", *(f"{n} {h}" for n, h in kinds))
     lines = [text_table(head, rows)]
     cautions = [
-        f"caution ({name}): {printable(m[p + 'determination.caveat'])}"
+        f"caution ({name}): {printable(m[p + 'verdict.caveat'])}"
         for name, p in judged
-        if m.get(p + "determination.caveat")
+        if m.get(p + "verdict.caveat")
     ]
     times = ", ".join(
         f"{k[5:-2]} {v:.1f}s"
@@ -59,22 +54,21 @@ def summary_table(m: dict[str, Any]) -> str:
     return "\n".join([title, *lines, *cautions, f"time: {times}"])
 
 
-def _row(name: str, m: dict[str, Any], p: str) -> tuple[Any, ...]:
-    ci = None
-    if f"{p}closeness.ci_low" in m:
-        ci = f"[{m[p + 'closeness.ci_low']:.3f}, {m[p + 'closeness.ci_high']:.3f}]"
-    pv = m.get(p + "determination.p_value")
-    verdict = m.get(p + "determination.is_lineage")
-    if m.get(p + "determination.calibrated") is False:
-        verdict = "undetermined"
+def verdict_word(m: dict[str, Any], prefix: str) -> str | None:
+    """lineage / not lineage / undetermined, from a metrics row (None: no verdict recorded)."""
+    if f"{prefix}verdict.is_lineage" not in m:
+        return None
+    v = m[f"{prefix}verdict.is_lineage"]
+    return "undetermined" if v is None else "lineage" if v else "not lineage"
+
+
+def _row(name: str, m: dict[str, Any], p: str, kinds: list[tuple[str, str]]) -> tuple[Any, ...]:
+    pv = m.get(p + "verdict.p_value")
     return (
         name,
         m.get(p + "id"),
         m.get(p + "accuracy"),
-        verdict,
+        verdict_word(m, p),
         None if pv is None else f"{pv:.2g}",
-        m.get(p + "determination.barrier"),
-        m.get(p + "closeness.score"),
-        ci,
-        m.get(p + "inherited.score"),
+        *(m.get(f"{p}evidence.{n}.{h}") for n, h in kinds),
     )

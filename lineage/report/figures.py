@@ -34,7 +34,7 @@ FIGURE_SIZES: dict[str, tuple[int, int]] = {
 }
 # One more per judged pair, loss_path_<n>.png (lineage.report.evidence): its size.
 LOSS_PATH_SIZE = (600, 400)
-TIME_STAGES = ["parent", "derive", "determination", "closeness", "total"]
+TIME_STAGES = ["parent", "derive", "basin", "closeness", "inherited", "total"]
 
 
 # A figure the sweep's metrics cannot support: the same as a table that cannot be made.
@@ -101,16 +101,19 @@ def _lines(ax: Any, t: pd.DataFrame, col: str, band: tuple[str, str] | None = No
 
 
 def closeness_figure(t: pd.DataFrame, out_dir: Path) -> Path:
-    _need(t, "modification", "ratio", "derived.closeness.score")
+    _need(t, "modification", "ratio", "derived.evidence.closeness.score")
     fig = _new_figure("closeness_vs_ratio")
     ax = _ratio_axes(fig, "closeness score (derived vs parent)")
     _lines(
-        ax, t, "derived.closeness.score", ("derived.closeness.ci_low", "derived.closeness.ci_high")
+        ax,
+        t,
+        "derived.evidence.closeness.score",
+        ("derived.evidence.closeness.ci_low", "derived.evidence.closeness.ci_high"),
     )
-    ref = _numeric(t, "independent.closeness.score_max").mean()
+    ref = _numeric(t, "independent.evidence.closeness.max").mean()
     if not math.isnan(ref):
         ax.axhline(ref, color="0.4", ls="--", label="independent refs (max, mean over jobs)")
-    thr = _numeric(t, "derived.closeness.threshold").median()
+    thr = _numeric(t, "derived.evidence.closeness.threshold").median()
     if not math.isnan(thr):
         ax.axhline(thr, color="k", ls=":", label="closeness threshold (median)")
     ax.set_ylim(-0.02, 1.05)
@@ -120,19 +123,19 @@ def closeness_figure(t: pd.DataFrame, out_dir: Path) -> Path:
 
 
 def barrier_figure(t: pd.DataFrame, out_dir: Path) -> Path:
-    _need(t, "modification", "ratio", "derived.determination.barrier")
+    _need(t, "modification", "ratio", "derived.evidence.basin.barrier")
     fig = _new_figure("barrier_vs_ratio")
     ax = _ratio_axes(fig, "loss barrier (derived vs parent)")
-    _lines(ax, t, "derived.determination.barrier")
-    thr = _numeric(t, "derived.determination.threshold").dropna()
+    _lines(ax, t, "derived.evidence.basin.barrier")
+    thr = _numeric(t, "derived.evidence.basin.threshold").dropna()
     if len(thr):
         ax.axhline(thr.median(), color="k", ls="--", label="threshold τ (median over jobs)")
         if thr.max() > thr.min():
             ax.axhspan(thr.min(), thr.max(), color="k", alpha=0.08, label="τ range")
-    ref = _numeric(t, "independent.determination.barrier_min").mean()
+    ref = _numeric(t, "independent.evidence.basin.min").mean()
     if not math.isnan(ref):
         ax.axhline(ref, color="0.4", ls=":", label="independent refs (min barrier, mean)")
-    ax.set_title("Loss barrier vs ratio (below τ: judged lineage)")
+    ax.set_title("Loss barrier vs ratio (τ: the paper's rule, recorded; the p-value decides)")
     ax.legend(fontsize=8)
     return _save(fig, out_dir, "barrier_vs_ratio")
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..evaluate.evidence import names
 from ..results import confusion, detection_auc, determination_table, pairs
 from ..text import plain_figure_text, printable
 from .collect import Collection, SweepInfo, job_config, sweep_info
@@ -147,13 +148,13 @@ JOB_COLUMNS = {
     "ratio": "ratio",
     "seed": "seed",
     "derived.accuracy": "accuracy",
-    "derived.determination.is_lineage": "lineage?",
-    "derived.determination.barrier": "barrier",
-    "derived.determination.threshold": "τ",
-    "derived.determination.p_value": "p",
-    "derived.closeness.score": "closeness",
-    "derived.closeness.ci_low": "CI low",
-    "derived.closeness.ci_high": "CI high",
+    "derived.verdict.is_lineage": "lineage?",
+    "derived.evidence.basin.barrier": "barrier",
+    "derived.evidence.basin.threshold": "τ",
+    "derived.verdict.p_value": "p",
+    "derived.evidence.closeness.score": "closeness",
+    "derived.evidence.closeness.ci_low": "CI low",
+    "derived.evidence.closeness.ci_high": "CI high",
     "time.total_s": "total s",
 }
 
@@ -231,7 +232,7 @@ def _make_sections(c: Collection, out_dir: Path, decision_planes: bool) -> list[
     evidence = Section(
         "evidence",
         "Evidence behind each verdict",
-        "Each kind of evidence (basin barrier, closeness, inherited errors) as a p-value: how "
+        f"Each kind of evidence ({', '.join(names())}) as a p-value: how "
         "unusual the suspect's value would be for an independent model, from the parent's "
         "references; the verdict says lineage when the Bonferroni-combined p is at most α. "
         "Below, the loss along each suspect's interpolation path (red) and the references' "

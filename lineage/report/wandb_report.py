@@ -105,19 +105,19 @@ PANELS: dict[str, list[dict[str, Any]]] = {
             "type": "scatter",
             "title": "closeness vs ratio",
             "x": _cfg("ratio"),
-            "y": _sum("derived.closeness.score"),
+            "y": _sum("derived.evidence.closeness.score"),
         },
         {
             "type": "scatter",
             "title": "closeness CI low vs ratio",
             "x": _cfg("ratio"),
-            "y": _sum("derived.closeness.ci_low"),
+            "y": _sum("derived.evidence.closeness.ci_low"),
         },
         {
             "type": "scatter",
             "title": "closeness CI high vs ratio",
             "x": _cfg("ratio"),
-            "y": _sum("derived.closeness.ci_high"),
+            "y": _sum("derived.evidence.closeness.ci_high"),
         },
     ],
     "barrier": [
@@ -125,28 +125,28 @@ PANELS: dict[str, list[dict[str, Any]]] = {
             "type": "scatter",
             "title": "barrier vs ratio",
             "x": _cfg("ratio"),
-            "y": _sum("derived.determination.barrier"),
+            "y": _sum("derived.evidence.basin.barrier"),
         },
         {
             "type": "scatter",
             "title": "threshold vs ratio",
             "x": _cfg("ratio"),
-            "y": _sum("derived.determination.threshold"),
+            "y": _sum("derived.evidence.basin.threshold"),
         },
     ],
     "determination": [
         {
             "type": "bar",
             "title": "false positives on independent references",
-            "metrics": [_sum("independent.determination.false_positives")],
+            "metrics": [_sum("independent.false_positives")],
         },
     ],
     "roc": [
         {
             "type": "scatter",
             "title": "closeness vs barrier",
-            "x": _sum("derived.determination.barrier"),
-            "y": _sum("derived.closeness.score"),
+            "x": _sum("derived.evidence.basin.barrier"),
+            "y": _sum("derived.evidence.closeness.score"),
         },
     ],
     "accuracy": [
@@ -163,7 +163,7 @@ PANELS: dict[str, list[dict[str, Any]]] = {
             "title": "seconds per stage",
             "metrics": [
                 _sum(f"time.{s}_s")
-                for s in ("parent", "derive", "determination", "closeness", "total")
+                for s in ("parent", "derive", "basin", "closeness", "inherited", "total")
             ],
         },
     ],

@@ -17,11 +17,14 @@ not fooled by.
 `route` puts the suspect into the parent's layout first (alignment, pruned widths, the
 trunk of a transfer suspect), `path` walks the line with BatchNorm re-estimated at every
 point. When no weight-space route exists (another architecture), the result says
-`method="function"` and takes its verdict from the function evidence (verdict.decide). A
+`route="function"` and the other evidence decides (lineage.evaluate.verdict). A
 suspect that has learnt nothing of the parent's task (a loss no better than a uniform
 guess's, L(1) >= ln C, or an accuracy within a margin of guessing the most frequent class)
-lifts the chord over any ridge, so the test abstains (`basin_is_lineage=None`, with the
-reason; see `uninformative`) and the function evidence decides.
+lifts the chord over any ridge, so the test abstains (`abstains`, with the reason; see
+`uninformative`).
+
+`Basin` at the end registers the test as the verdict's "basin" evidence (options: the
+`determination` config group).
 
 Everything here is a pure function of models and tensors, on the parent's device.
 """
@@ -43,6 +46,7 @@ from ...errors import LineageError
 from ...runtime import device_of
 from ...settings import from_mapping
 from ..calibration import calibrate
+from ..evidence import Kind, Parent, Suspect, register
 from .path import Path, curve_of, evaluate, fit_head, gap, reestimate_bn, rise
 from .route import Route, check_record, kept_channels, plan, recorded
 from .settings import DeterminationConf
@@ -50,7 +54,7 @@ from .settings import DeterminationConf
 __all__ = [
     "DeterminationConf",
     "barrier_of",
-    "DeterminationResult",
+    "BasinResult",
     "Route",
     "determine",
     "evaluate",
@@ -64,48 +68,39 @@ __all__ = [
 
 
 @dataclass
-class DeterminationResult:
-    """The verdict and its evidence. `barrier` etc. are None on the function route."""
+class BasinResult:
+    """The same-basin test's result. `barrier` etc. are None without a weight-space route
+    (`reason` says why); the paper's threshold rule is recorded, never deciding (the
+    verdict is lineage.evaluate.verdict's)."""
 
-    is_lineage: bool
-    basin_is_lineage: bool | None  # the same-basin test (None: no weight-space route)
-    function_is_lineage: bool | None  # the closeness evidence (None until verdict.decide)
     barrier: float | None  # the path's rise above its lower convex envelope (loss units)
     barrier_rel: float | None  # barrier / mean endpoint loss
     error_barrier: float | None  # the same construction on the error rate
-    threshold: float | None  # the barrier below which the basin test says lineage
-    margin: float | None  # threshold - barrier (> 0: lineage by the basin test)
-    method: str  # the evidence that decided; see verdict.decide
+    threshold: float | None  # the paper's rule: gamma * the lowest reference barrier
+    margin: float | None  # threshold - barrier (> 0: below the paper's threshold)
     route: str  # the weight-space route: basin|trunk [+pruned-map|+pruned-match][+aligned]
     aligned: bool  # weight matching reordered the suspect's units
-    calibrated: bool  # threshold from reference barriers (False: the fallback rule)
+    threshold_calibrated: bool  # threshold from reference barriers (False: the fallback)
+    abstains: bool = False  # the suspect learnt nothing of the task: no evidence either way
     loss_parent: float | None = None  # L(0)
     loss_suspect: float | None = None  # L(1)
     curve: list[dict[str, float]] = field(default_factory=list)  # {alpha, loss, error}
     seconds: float = 0.0
     reason: str = ""  # why the weight-space test was not applicable, or proves nothing
-    function_score: float | None = None
-    function_threshold: float | None = None
-    caveat: str = ""  # why the verdict is weaker than it looks (verdict.caveat_of)
     alignment: str = ""  # units alignment could not cover, and why ("" when none)
     chord_barrier: float | None = None  # the paper's barrier, against the chord (see `barrier`)
-    # The verdict of all the evidence (lineage.evaluate.verdict.decide; None until then):
-    inherited_is_lineage: bool | None = None
-    inherited_score: float | None = None  # lineage.evaluate.inherited
-    p_basin: float | None = None  # each evidence's p-value against the references
-    p_closeness: float | None = None
-    p_inherited: float | None = None
-    p_value: float | None = None  # their Bonferroni combination
-    alpha: float | None = None  # lineage when p_value <= alpha
-    verdict_score: float | None = None  # -log10 p_value: ranks pairs
-    decided_by: str = ""  # the evidence with the smallest p, when lineage
-    n_references: int = 0
 
-    def to_dict(self, curve: bool = False) -> dict[str, Any]:
-        """Flat scalar fields (for metrics.json); the curve as a list only if asked."""
-        d = asdict(self)
-        c = d.pop("curve")
-        return {**d, "curve": c} if curve else d
+    @property
+    def below_threshold(self) -> bool | None:
+        """The paper's rule, B <= tau (None: no barrier, or the test abstains). Recorded
+        for comparison with the paper; the verdict is the p-value test's."""
+        if self.barrier is None or self.threshold is None or self.abstains:
+            return None
+        return self.barrier <= self.threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields for metrics.json, the loss path's curve included."""
+        return asdict(self)
 
 
 def settings(cfg: Mapping[str, Any] | DeterminationConf | None) -> DeterminationConf:
@@ -180,20 +175,16 @@ def uninformative(last: Mapping[str, float], y: torch.Tensor, n_classes: int) ->
     return ""
 
 
-def _function_only(reason: str, t0: float) -> DeterminationResult:
-    return DeterminationResult(
-        is_lineage=False,
-        basin_is_lineage=None,
-        function_is_lineage=None,
+def _function_only(reason: str, t0: float) -> BasinResult:
+    return BasinResult(
         barrier=None,
         barrier_rel=None,
         error_barrier=None,
         threshold=None,
         margin=None,
-        method="function",
         route="function",
         aligned=False,
-        calibrated=False,
+        threshold_calibrated=False,
         seconds=time.perf_counter() - t0,
         reason=reason,
     )
@@ -210,7 +201,7 @@ def determine(
     suspect_record: Mapping[str, Any] | None = None,
     head: str | None = None,
     spec: Spec | None = None,
-) -> DeterminationResult:
+) -> BasinResult:
     """The same-basin test of `suspect` against `parent` on the probe set (the parent's task).
 
     `reference_barriers`: barriers between the parent and independent references (same
@@ -249,25 +240,19 @@ def determine(
     chord = max(gap(c, first, last, "loss") for c in curve)
     err_barrier = max(gap(c, first, last, "error") for c in curve)
     threshold, calibrated = calibrate(reference_barriers, (first["loss"], last["loss"]), s)
-    basin: bool | None = barrier <= threshold
     reason = uninformative(last, probe_y, n_classes)
-    if reason:
-        basin = None
     mean_end = (first["loss"] + last["loss"]) / 2
-    return DeterminationResult(
-        is_lineage=bool(basin),
-        basin_is_lineage=basin,
-        function_is_lineage=None,
+    return BasinResult(
         barrier=barrier,
         barrier_rel=barrier / max(mean_end, torch.finfo(torch.float32).eps),
         error_barrier=err_barrier,
         chord_barrier=chord,
         threshold=threshold,
         margin=threshold - barrier,
-        method=route.name,
         route=route.name,
         aligned=route.aligned,
-        calibrated=calibrated,
+        threshold_calibrated=calibrated,
+        abstains=bool(reason),
         loss_parent=first["loss"],
         loss_suspect=last["loss"],
         curve=curve,
@@ -277,20 +262,11 @@ def determine(
     )
 
 
-def with_threshold(r: DeterminationResult, tau: float, calibrated: bool) -> DeterminationResult:
-    """`r` judged against another threshold (e.g. calibrated leave-one-out). An abstention
-    stays one: it depends on the suspect's loss, not on the threshold."""
+def with_threshold(r: BasinResult, tau: float, calibrated: bool) -> BasinResult:
+    """`r` with the paper's threshold from other reference barriers (recorded)."""
     if r.barrier is None:
         return r
-    basin = None if r.basin_is_lineage is None else r.barrier <= tau
-    return replace(
-        r,
-        threshold=tau,
-        calibrated=calibrated,
-        margin=tau - r.barrier,
-        basin_is_lineage=basin,
-        is_lineage=bool(basin),
-    )
+    return replace(r, threshold=tau, threshold_calibrated=calibrated, margin=tau - r.barrier)
 
 
 def barrier_of(
@@ -305,3 +281,60 @@ def barrier_of(
     """The barrier alone, with the same route and settings as `determine` (for computing
     the reference barriers). None when there is no weight-space route."""
     return determine(parent, other, probe_x, probe_y, cfg, None, bn_x, record).barrier
+
+
+LIFT = 2.0  # L(1) / L(0) above which a low barrier alone is weak evidence
+
+
+@register("basin", rank=10)
+class Basin(Kind):
+    """The same-basin test as evidence: a low barrier is parent-like."""
+
+    group = "determination"
+    Conf = DeterminationConf
+    access = ("weights",)
+    headline = "barrier"
+    scale = "-log max(barrier, fallback_rel * L(0)): lower barriers are more parent-like"
+
+    def measure(
+        self, prepared: Any, parent: Parent, suspect: Suspect, conf: DeterminationConf
+    ) -> BasinResult:
+        n = conf.probe_points
+        return determine(
+            parent.model, suspect.model, parent.x[:n], parent.y[:n], conf, None, None,
+            suspect.record, parent.head, parent.spec,
+        )  # fmt: skip
+
+    def statistic(self, r: BasinResult, conf: DeterminationConf) -> float | None:
+        if r.barrier is None or r.abstains or r.loss_parent is None:
+            return None
+        if not math.isfinite(r.barrier):
+            return None
+        # the fallback's 2% of L(0) floors the scale: "convex up to a small tolerance"
+        eps = max(conf.fallback_rel * r.loss_parent, 1e-12)
+        return -math.log(max(r.barrier, eps))
+
+    def recorded(
+        self, r: BasinResult, others: list[BasinResult | None], conf: DeterminationConf
+    ) -> BasinResult:
+        if r.barrier is None or r.loss_parent is None or r.loss_suspect is None:
+            return r
+        bars = [o.barrier for o in others if o is not None and self.statistic(o, conf) is not None]
+        tau, ok = calibrate(bars, (r.loss_parent, r.loss_suspect), conf)
+        return with_threshold(r, tau, ok)
+
+    def caveat(self, r: BasinResult, conf: DeterminationConf) -> str:
+        """A high L(1) bends the path, so a low barrier says less there."""
+        l0, l1 = r.loss_parent, r.loss_suspect
+        if not (l0 and l1 and l1 > LIFT * l0):
+            return ""
+        return (
+            f"weak basin evidence: the suspect's loss L(1) {l1:.3g} is {l1 / l0:.0f}x the "
+            f"parent's L(0) {l0:.3g}, and no other evidence says lineage"
+        )
+
+    def describe(self, r: BasinResult) -> str:
+        if r.barrier is None:
+            return "no weight-space route"
+        abst = " (abstains)" if r.abstains else ""
+        return f"barrier {r.barrier:.4g}{abst}, route {r.route}"

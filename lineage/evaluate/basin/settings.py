@@ -26,7 +26,3 @@ class DeterminationConf:
     # Uncalibrated fallback: tau = fallback_rel * mean endpoint loss (calibrated=false); also
     # the barrier's floor, fallback_rel * L(0), on the verdict's log scale
     fallback_rel: float = knob(0.02, lo=0, hi=INF, ends="()")
-    # The verdict (lineage.evaluate.verdict): lineage when the Bonferroni-combined p-value of
-    # the evidence against the references is <= alpha; below min_references, undetermined
-    alpha: float = knob(0.005, lo=0, hi=1, ends="()")
-    min_references: int = knob(4, lo=2, hi=1000)

@@ -47,9 +47,10 @@ boundary lies farther out) are reported beside the score.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -59,7 +60,9 @@ from ...errors import LineageError
 from ...runtime import device_of, eval_mode, ieee_fp32
 from .. import sampling
 from ..boundary import Model
+from ..evidence import Kind, Parent, Suspect, register
 from ..sampling import Points
+from ..verdict import logit
 from . import filtering
 from .filtering import References, check_candidates, filter_points
 from .measure import (
@@ -117,6 +120,8 @@ class ClosenessResult:
     suspect_output: str  # "logits" | "labels"
     filtered: bool  # AAAI 2025 filtering applied
     points: Points | None = field(default=None, repr=False)
+    route: str = "direct"  # "trunk": another task's suspect read under the parent's head
+    threshold: float | None = None  # the AAAI 2025 rule's over the references (recorded)
 
     def to_dict(self) -> dict[str, Any]:
         """The scalar fields (for metrics.json); the per-point arrays stay out."""
@@ -230,3 +235,39 @@ def closeness(
         filtered=filtered,
         points=pts,
     )
+
+
+@register("closeness", rank=20)
+class Closeness(Kind):
+    """Closeness as evidence: a score near 1 is parent-like. The source's half of every
+    measurement depends on the parent only, so it is kept across suspects."""
+
+    Conf = ClosenessConf
+    headline = "score"
+    scale = "logit(score): higher scores are more parent-like"
+
+    def prepare(self, parent: Parent, conf: ClosenessConf) -> SourceCache:
+        return SourceCache()
+
+    def measure(
+        self, cache: SourceCache, parent: Parent, suspect: Suspect, conf: ClosenessConf
+    ) -> ClosenessResult:
+        r = closeness(parent.model, suspect.view, parent.x, parent.y, conf, seed=parent.seed,
+                      cache=cache)  # fmt: skip
+        return replace(r, route=suspect.route)
+
+    def statistic(self, r: ClosenessResult, conf: ClosenessConf) -> float | None:
+        return logit(r.score)
+
+    def recorded(
+        self, r: ClosenessResult, others: list[ClosenessResult | None], conf: ClosenessConf
+    ) -> ClosenessResult:
+        finite = [o.score for o in others if o is not None and math.isfinite(o.score)]
+        tau = closeness_threshold(finite, conf.gamma) if finite else None
+        return replace(r, threshold=tau)
+
+    def describe(self, r: ClosenessResult) -> str:
+        return (
+            f"{r.score:.4f} [{r.ci_low:.4f}, {r.ci_high:.4f}], match rate {r.match_rate:.4f} "
+            f"on {r.n_points} points ({r.route})"
+        )
