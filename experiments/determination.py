@@ -37,9 +37,10 @@ from experiments.common import (
     table_main,
     write_table,
 )
+from lineage.modifications.registry import fresh_weight_modifications
 from lineage.results import breakdown, rates, roc_auc, tpr_at_fpr
 
-FRESH_WEIGHTS = ("distill", "extraction")  # modifications whose model starts from a fresh init
+FRESH_WEIGHTS = fresh_weight_modifications()  # students that start from fresh weights
 
 
 def is_fresh(modification: Any) -> bool:

@@ -101,3 +101,16 @@ def test_one_file_and_one_yaml_register_an_architecture_and_a_dataset(tmp_path):
     assert all(p.read_bytes() == b for p, b in inits.items())
     # and the code that ran is the copy's, not the source tree's
     assert not (ROOT / "lineage" / "models" / "tiny.py").exists()
+
+
+def test_restated_lists_come_from_the_registries():
+    from experiments.common import BASELINE_NAMES
+    from experiments.determination import FRESH_WEIGHTS, is_fresh
+    from lineage.baselines import BASELINES
+    from lineage.modifications.registry import fresh_weight_modifications
+
+    assert BASELINE_NAMES == ("agreement", "akh", "ipguard", "modeldiff", "sacw", "weights")
+    assert all(name in BASELINES for name in BASELINE_NAMES)
+    # the students trained from scratch, declared by their own modules
+    assert fresh_weight_modifications() == FRESH_WEIGHTS == ("distill", "extraction")
+    assert is_fresh("extraction>finetune") and not is_fresh("pruning")
