@@ -104,6 +104,22 @@ def test_every_group_option_is_its_dataclass_with_only_what_differs(path):
     assert set(composed) == set(base)  # nothing beyond the dataclass's fields
 
 
+def test_the_baselines_group_is_each_methods_dataclass_selected_by_its_yaml():
+    """conf/baselines/default.yaml only selects the schema (one field per registered
+    baseline, typed by its options): composing it gives lineage.baselines.config(), and a
+    wrong type fails while Hydra composes, naming the key."""
+    from lineage.baselines import config
+
+    raw = yaml.safe_load((CONF / "baselines" / "default.yaml").read_text())
+    assert raw == {"defaults": ["/hydra/schema/baselines@_here_", "_self_"]}
+    got = OmegaConf.to_container(hydra_compose("baselines/default"))
+    assert got == {"baselines": config()}
+    over = hydra_compose("baselines/default", overrides=["baselines.modeldiff.eps=0.2"])
+    assert over.baselines.modeldiff.eps == 0.2
+    with pytest.raises(ConfigCompositionException, match="baselines.sacw.n_points=abc"):
+        hydra_compose("baselines/default", overrides=["baselines.sacw.n_points=abc"])
+
+
 def test_the_root_config_sets_no_top_level_default():
     from lineage.config import RootConf
 
