@@ -10,7 +10,7 @@
         --data-root DIR --points 1000 --ref-points 200 --ref-threads 1 --override data.epochs=2
 
 The parent and independent references come from the zoo (outputs/zoo), trained on first use
-with the project's configs (conf/data, conf/model, conf/train), exactly as run.py would.
+with the project's configs (lineage/conf), exactly as run.py would.
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ import torch
 from torch import nn
 
 from benchmarks.reference_closeness import reference_closeness
-from lineage import models
 from lineage.data import DataModule, datamodule_from_config
 from lineage.evaluate.closeness import References, closeness, filter_points, measure_points
+from lineage.pipeline import trained_model
 from lineage.runtime import ieee_fp32
-from lineage.training import accuracy, train_classifier
-from lineage.utils import seed_all
-from lineage.zoo import Zoo
+from lineage.tracking import Tracker
+from lineage.training import accuracy
+from lineage.zoo import Zoo, reference_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,56 +51,25 @@ def closeness_cfg(**over: Any) -> dict[str, Any]:
     return {**compose()["closeness"], **over}
 
 
-def zoo_model(cfg: dict[str, Any], dm: DataModule, zoo: Zoo, seed: int, role: str) -> nn.Module:
-    """A parent or independent reference from the zoo, keyed by the same spec as run.py's
-    (lineage.pipeline.trained_model), so both share the cached models."""
-    data = {
-        k: cfg["data"].get(k)
-        for k in ("name", "classes", "limit", "val_fraction", "split_seed", "batch_size")
-    }
-    train = {k: v for k, v in cfg["train"].items() if k not in ("accelerator", "progress")}
-    spec = {"data": data, "model": dict(cfg["model"]), "train": train, "seed": seed}
-
-    def fit() -> tuple[nn.Module, dict[str, Any]]:
-        print(f"training {role} (seed {seed}) ...", file=sys.stderr)
-        seed_all(seed)
-        c, h, w = dm.input_shape
-        kw = {k: v for k, v in cfg["model"].items() if k != "name"}
-        model = models.build(cfg["model"]["name"], dm.num_classes, c, (h, w), **kw)
-        model, acc = train_classifier(model, dm, cfg["train"], seed)
-        return model, {
-            "accuracy": acc,
-            "seed": seed,
-            "parent_id": None,
-            "lineage": [],
-            "data": {"name": dm.name, "classes": dm.classes},
-        }
-
-    model, meta, _ = zoo.get_or_train(spec, fit, role)
-    print(
-        f"{role} {meta['id']} (seed {seed}): test accuracy {meta['accuracy']:.4f}", file=sys.stderr
-    )
-    return model.eval()
-
-
 def zoo_models(
     cfg: dict[str, Any], dm: DataModule, zoo: Path, n_refs: int, device: str, seed: int = 0
 ) -> tuple[nn.Module, list[nn.Module]]:
-    """The parent (seed) and independent references (seeds 1000 i + seed, as run.py)."""
+    """The parent (seed) and independent references (seeds 1000 i + seed), trained or loaded
+    exactly as run.py does (lineage.pipeline.trained_model), so both share the cached models."""
     z = Zoo(zoo)
-    parent = zoo_model(cfg, dm, z, seed, "parent").to(device)
-    refs = [
-        zoo_model(cfg, dm, z, 1000 * (i + 1) + seed, "independent").to(device)
-        for i in range(n_refs)
-    ]
-    return parent, refs
+
+    def get(s: int, role: str) -> nn.Module:
+        model, meta, _ = trained_model(cfg, dm, z, s, role, Tracker())
+        print(
+            f"{role} {meta['id']} (seed {s}): test accuracy {meta['accuracy']:.4f}", file=sys.stderr
+        )
+        return model.eval().to(device)
+
+    parent = get(seed, "parent")
+    return parent, [get(reference_seed(seed, i), "independent") for i in range(n_refs)]
 
 
 def modification_cfg(name: str, **over: Any) -> dict[str, Any]:
-    path = ROOT / "conf" / "modification" / f"{name}.yaml"
-    while not path.exists():  # another helper writes the modifications concurrently
-        print(f"waiting for {path} ...", file=sys.stderr)
-        time.sleep(30)
     return {**compose(f"modification={name}")["modification"], **over}
 
 
@@ -433,7 +402,7 @@ def simple_prune(model: nn.Module, ratio: float) -> nn.Module:
     return m.eval()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -464,6 +433,7 @@ def main() -> None:
         help="--table: save each suspect's per-point measurements here",
     )
     ap.add_argument("--threads", type=int, default=2, help="torch threads (batched search)")
+    ap.add_argument("--segments", type=int, default=10, help="--speed: side-by-side pairs")
     ap.add_argument(
         "--ref-threads",
         default="1,2",
@@ -482,20 +452,18 @@ def main() -> None:
         help="--speed suspect: pruning (the modification, ratio 0.3) or simple "
         "(a magnitude-pruned copy, no modification code needed)",
     )
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if not (args.speed or args.table or args.sampling):
         ap.error("choose at least one of --speed, --table, --sampling")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    BASE.extend(
-        [
-            f"data={args.data}",
-            f"model={args.model}",
-            f"data.root={Path(args.data_root).resolve()}",
-            f"train.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}",
-            *args.override,
-        ]
-    )
+    BASE[:] = [
+        f"data={args.data}",
+        f"model={args.model}",
+        f"data.root={Path(args.data_root).resolve()}",
+        f"train.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}",
+        *args.override,
+    ]
     cfg = compose()
     dm = datamodule_from_config(cfg["data"])
     n_refs = 3 if (args.table or args.sampling) else 0
@@ -513,6 +481,7 @@ def main() -> None:
             x,
             y,
             args.device,
+            segments=args.segments,
             ref_points=args.ref_points,
             threads=args.threads,
             ref_threads=tuple(int(k) for k in args.ref_threads.split(",")),
@@ -521,6 +490,15 @@ def main() -> None:
         closeness_table(parent, refs, dm, args.device, Path(args.figure), args.dump)
     if args.sampling:
         sampling_table(parent, refs, dm, args.device)
+
+
+def smallest(tmp: Path) -> None:
+    """--speed on a digits MLP trained for 2 epochs: 24 points, 6 for the reference."""
+    main(
+        ["--speed", "--data", "digits", "--model", "mlp", "--zoo", str(tmp / "zoo"),
+         "--points", "24", "--ref-points", "6", "--segments", "2", "--threads", "1",
+         "--ref-threads", "1", "--override", "data.epochs=2", "--override", "model.hidden=[32]"]
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from lineage import models
 from lineage.cli import compose
 from lineage.data import datamodule_from_config
 from lineage.engine import Verdict, judge
+from lineage.evaluate import evidence
 from lineage.evaluate.basin import determine
 from lineage.pipeline import calibration_for, derive_model, trained_model
 from lineage.tracking import Tracker
@@ -76,24 +77,19 @@ def derived(
 
 
 def row(name: str, ratio: float | str, v: Verdict, acc: float | None, expect: str) -> dict:
-    r = v.determination
-    verdict = "lineage" if r.is_lineage else "not"
+    """One suspect: the verdict, then each kind of evidence's headline value and p-value."""
+    d = v.decision
+    verdict = {True: "lineage", False: "not", None: "undetermined"}[d.is_lineage]
     ok = {"lineage": verdict == "lineage", "not": verdict == "not"}.get(expect)
+    out: dict = {"modification": name, "ratio": ratio, "acc": acc}
+    for kind, r in evidence.items(v.evidence):
+        out[kind.name] = getattr(r, kind.headline, None)
+        out[f"p_{kind.name}"] = d.p.get(kind.name)
     return {
-        "modification": name,
-        "ratio": ratio,
-        "acc": acc,
-        "L0": r.loss_parent,
-        "L1": r.loss_suspect,
-        "barrier": r.barrier,
-        "p_basin": r.p_basin,
-        "closeness": r.function_score,
-        "p_close": r.p_closeness,
-        "inherited": r.inherited_score,
-        "p_inh": r.p_inherited,
-        "p": r.p_value,
+        **out,
+        "p": d.p_value,
         "verdict": verdict,
-        "decided_by": r.decided_by,
+        "decided_by": d.decided_by,
         "expect": expect,
         "ok": "" if ok is None else ("yes" if ok else "NO"),
         "s": sum(v.seconds.values()),
@@ -133,7 +129,7 @@ def timing(
 
 
 def bench(setting: str, args: argparse.Namespace) -> None:
-    base = [*SETTINGS[setting], f"data.root={args.data_root}", "logger=none"]
+    base = [*SETTINGS[setting], f"data.root={args.data_root}", "logger=none", *args.override]
     cfg = compose(base)
     dcfg = cfg["determination"]
     dm = datamodule_from_config(cfg["data"])
@@ -177,7 +173,7 @@ def bench(setting: str, args: argparse.Namespace) -> None:
         "display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format
     ):
         print(table.to_string(index=False))
-    out = ROOT / "outputs" / "bench_determination"
+    out = Path(args.zoo).parent / "bench_determination"
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / f"{setting}.csv", index=False)
     if setting == "mnist":
@@ -188,20 +184,33 @@ def bench(setting: str, args: argparse.Namespace) -> None:
         print(t.to_string(index=False, float_format="{:.3f}".format))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--zoo", default=str(ROOT / "outputs" / "zoo"))
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     p.add_argument("--references", type=int, default=6, help="independent references (>= 4)")
     p.add_argument("--only", nargs="*", help="modifications to run (default: all)")
-    args = p.parse_args()
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument(
+        "--override", nargs="*", default=[], help="extra Hydra overrides, e.g. data.epochs=2"
+    )
+    args = p.parse_args(argv)
     args.data_root = str(Path(args.data_root).resolve())
     os.environ.setdefault("LINEAGE_DATA", args.data_root)  # a modification's own data
     os.environ.setdefault("WANDB_MODE", "disabled")
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     for s in args.settings:
         bench(s, args)
+
+
+def smallest(tmp: Path) -> None:
+    """digits MLPs trained for 2 epochs, 2 references, the noise rows only."""
+    main(
+        ["--settings", "digits", "--zoo", str(tmp / "zoo"), "--references", "2", "--only",
+         "noise", "--threads", "1", "--override", "experiment=smoke", "data.epochs=2",
+         "model.hidden=[32]"]
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

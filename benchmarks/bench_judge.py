@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--zoo", default="outputs/zoo")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--override", nargs="*", default=["experiment=mnist_lenet"])
+    p.add_argument("--suspects", type=int, default=len(SUSPECTS), help="the first N suspects")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = compose([*args.override, f"data.root={args.data_root}", "logger=none",
@@ -50,7 +52,9 @@ def main(argv: list[str] | None = None) -> None:
     seed = int(cfg["seed"])
     parent, _, _ = trained_model(cfg, dm, zoo, seed, "parent", Tracker())
     refs = [r[0] for r in references_for(cfg, dm, zoo, seed, Tracker())]
-    suspects = [derive(parent, dm, {"name": m}, r, seed).model for m, r in SUSPECTS]
+    suspects = [
+        derive(parent, dm, {"name": m}, r, seed).model for m, r in SUSPECTS[: args.suspects]
+    ]
     x, y = dm.test.x, dm.test.y
     opts = {"determination": cfg["determination"], "closeness": cfg["closeness"], "seed": seed}
 
@@ -83,6 +87,14 @@ def main(argv: list[str] | None = None) -> None:
           f"calibration {t_cal:.2f} s; identical verdicts and numbers: {same}\n")  # fmt: skip
     print(md_table(__import__("pandas").DataFrame(rows)))
     print(f"\nper-suspect speed-up: {t_per / t_once:.2f}x")
+
+
+def smallest(tmp: Path) -> None:
+    """digits MLPs trained for 2 epochs, 2 references, 2 suspects."""
+    main(
+        ["--zoo", str(tmp / "zoo"), "--references", "2", "--suspects", "2", "--override",
+         "experiment=smoke", "data.epochs=2", "model.hidden=[32]"]
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -126,5 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def smallest(tmp: Path) -> None:
+    """One 0.1 MB model file, loaded warm and cold."""
+    main(["--sizes", "0.1"])
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,10 +4,10 @@ the derived model's accuracy, its main measured effect and the seconds it took.
     python -m benchmarks.bench_modifications --data-root ../shared/data
     python -m benchmarks.bench_modifications --data-root ../shared/data --quick
 
-The parent comes from the zoo (outputs/zoo) under the same spec run.py uses for
-data=mnist model=lenet seed=0 (3 epochs, adam 3e-3, cosine, batch 128), so it is trained
-once. Modifications that train run `--mod-epochs` epochs (their digits-sized defaults are
-longer than MNIST needs); everything else is the modification's default, except that
+The parent comes from the zoo (outputs/zoo), trained or loaded exactly as run.py does for
+data=mnist model=lenet seed=0 with data.epochs=3 (`--data`, `--model` pick others), so it is
+trained once. Modifications that train run `--mod-epochs` epochs (their digits-sized
+defaults are longer than MNIST needs); everything else is the modification's default, except that
 the chain's steps (pruning -> finetune -> quantize) all take the row's ratio.
 """
 
@@ -16,17 +16,20 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
-from lineage import models
-from lineage.data import build_datamodule
+from lineage.cli import compose
+from lineage.data import datamodule_from_config
 from lineage.modifications import MODIFICATIONS, derive
 from lineage.modifications.registry import OPTIONS
-from lineage.training import accuracy, train_classifier
-from lineage.utils import flatten, seed_all
+from lineage.pipeline import trained_model
+from lineage.tracking import Tracker
+from lineage.training import accuracy
+from lineage.utils import flatten
 from lineage.zoo import Zoo
 
 # (row label, config) per modification; pruning appears once per method.
@@ -69,86 +72,54 @@ def fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def parent_model(args: argparse.Namespace, dm: Any) -> tuple[torch.nn.Module, dict[str, Any]]:
-    model_cfg = {"name": "lenet", "channels": [6, 16], "hidden": [120, 84]}
-    train = {
-        "epochs": args.epochs,
-        "lr": 3e-3,
-        "optimizer": "adam",
-        "momentum": 0.9,
-        "weight_decay": 0.0,
-        "scheduler": "cosine",
-    }
-    data = {
-        "name": "mnist",
-        "classes": None,
-        "limit": args.limit,
-        "val_fraction": 0.1,
-        "split_seed": 0,
-        "batch_size": 128,
-    }
-    # the spec lineage.pipeline.trained_model builds for these settings (same zoo id)
-    spec = {"data": data, "model": model_cfg, "train": train, "seed": 0}
-
-    def fresh() -> tuple[torch.nn.Module, dict[str, Any]]:
-        seed_all(0)
-        c, h, w = dm.input_shape
-        kw = {k: v for k, v in model_cfg.items() if k != "name"}
-        model = models.build("lenet", dm.num_classes, c, (h, w), **kw)
-        model, acc = train_classifier(model, dm, {**train, "accelerator": "auto"}, 0)
-        return model, {
-            "accuracy": acc,
-            "seed": 0,
-            "parent_id": None,
-            "lineage": [],
-            "data": {"name": dm.name, "classes": dm.classes},
-        }
-
-    model, meta, trained = Zoo(args.zoo).get_or_train(spec, fresh, "parent")
-    print(
-        f"parent {meta['id']} ({'trained' if trained else 'from the zoo'}): "
-        f"accuracy {meta['accuracy']:.4f}",
-        flush=True,
-    )
-    return model, meta
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-root", default="../shared/data")
     ap.add_argument("--zoo", default="outputs/zoo")
+    ap.add_argument("--data", default="mnist")
+    ap.add_argument("--model", default="lenet")
     ap.add_argument("--epochs", type=int, default=3, help="parent training epochs")
     ap.add_argument("--mod-epochs", type=int, default=1, help="epochs of training modifications")
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.1, 0.5, 0.9])
     ap.add_argument("--only", nargs="*", help="row labels to run (default: all registered)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     ap.add_argument("--quick", action="store_true", help="6k MNIST images, 1-epoch parent")
-    args = ap.parse_args()
+    ap.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides")
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    args.limit = 6000 if args.quick else None
     if args.quick:
         args.epochs = 1
     # modifications with their own data (transfer) read the same files
     os.environ.setdefault("LINEAGE_DATA", args.data_root)
-    dm = build_datamodule("mnist", args.data_root, limit=args.limit, batch_size=128)
-    parent, meta = parent_model(args, dm)
+    cfg = compose(
+        [f"data={args.data}", f"model={args.model}", f"data.root={Path(args.data_root).resolve()}",
+         f"data.epochs={args.epochs}", "logger=none", *(["data.limit=6000"] if args.quick else []),
+         *args.override]
+    )  # fmt: skip
+    dm = datamodule_from_config(cfg["data"])
+    parent, meta, trained = trained_model(cfg, dm, Zoo(args.zoo), 0, "parent", Tracker())
+    print(
+        f"parent {meta['id']} ({'trained' if trained else 'from the zoo'}): "
+        f"accuracy {meta['accuracy']:.4f}",
+        flush=True,
+    )
 
     rows = []
-    for label, cfg in VARIANTS:
-        name = cfg["name"]
+    for label, mcfg in VARIANTS:
+        name = mcfg["name"]
         if name not in MODIFICATIONS or (args.only and label not in args.only):
             continue
         if "epochs" in getattr(OPTIONS.get(name), "__dataclass_fields__", {}):
-            cfg = {**cfg, "epochs": args.mod_epochs}
+            mcfg = {**mcfg, "epochs": args.mod_epochs}
         if name == "chain":
             steps = [
                 {**s, "epochs": args.mod_epochs} if s["name"] == "finetune" else s
-                for s in cfg["steps"]
+                for s in mcfg["steps"]
             ]
-            cfg = {**cfg, "steps": steps}
+            mcfg = {**mcfg, "steps": steps}
         for r in args.ratios:
             t0 = time.time()
-            d = derive(parent, dm, cfg, r, 0)
+            d = derive(parent, dm, mcfg, r, 0)
             secs = time.time() - t0
             acc = d.effect.get("accuracy")
             if acc is None:
@@ -170,7 +141,7 @@ def main() -> None:
 
     df = pd.DataFrame(rows)
     print(
-        f"\nMNIST LeNet parent {meta['id']}: accuracy {meta['accuracy']:.4f}; "
+        f"\n{dm.name} {cfg['model']['name']} parent {meta['id']}: accuracy {meta['accuracy']:.4f}; "
         f"training modifications: {args.mod_epochs} epoch(s); threads {args.threads}"
     )
     print(
@@ -189,6 +160,14 @@ def main() -> None:
         .reindex([v for v, _ in VARIANTS if v in set(df["modification"])])
         .to_string(float_format=lambda v: f"{v:.4f}")
     )
+
+
+def smallest(tmp: Path) -> None:
+    """Every variant at ratio 0.5 on a digits MLP trained for 2 epochs."""
+    main(
+        ["--data", "digits", "--model", "mlp", "--zoo", str(tmp / "zoo"), "--epochs", "2",
+         "--ratios", "0.5", "--override", "model.hidden=[32]"]
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

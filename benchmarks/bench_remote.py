@@ -149,7 +149,7 @@ def audit(name: str, parent: nn.Module, suspect: nn.Module, path: Path, x, y, tm
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -164,9 +164,13 @@ def main() -> None:
     )
     ap.add_argument("--points", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    ap.add_argument("--data", default="mnist")
+    ap.add_argument("--model", default="lenet")
+    ap.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides")
+    args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    BASE.extend(["data=mnist", "model=lenet", f"data.root={Path(args.data_root).resolve()}"])
+    root = f"data.root={Path(args.data_root).resolve()}"
+    BASE[:] = [f"data={args.data}", f"model={args.model}", root, *args.override]
     cfg = compose()
     dm = datamodule_from_config(cfg["data"])
     if args.parent:
@@ -190,7 +194,8 @@ def main() -> None:
             print(f"auditing {name} ...", file=sys.stderr)
             rows += audit(name, parent, suspect.eval(), path, x, y, tmp)
     print(
-        f"\n## label-only audit, MNIST LeNet, the same {len(x)} test points per method; "
+        f"\n## label-only audit, {dm.name} {cfg['model']['name']}, the same {len(x)} test "
+        "points per method; "
         "queries = suspect rows asked (remote: sent over HTTP), calls = model calls / HTTP "
         "requests; same decisions and max |d - d_ref| against the per-sample reference; "
         "= in-process: the remote audit's match decisions and classes equal the in-process "
@@ -199,6 +204,14 @@ def main() -> None:
     cols = ["suspect", "method", "queries", "queries/point", "calls", "wall s", "matched"]
     cols += ["same decisions", "max |d - d_ref|", "= in-process", "from cache"]
     print(table(rows, cols))
+
+
+def smallest(tmp: Path) -> None:
+    """A digits MLP trained for 2 epochs against its 30%-pruned copy, on 8 points."""
+    main(
+        ["--data", "digits", "--model", "mlp", "--zoo", str(tmp / "zoo"), "--points", "8",
+         "--suspect", "prune:0.3", "--override", "data.epochs=2", "model.hidden=[32]"]
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -11,8 +11,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+# metrics.json's names for the verdict and the closeness score, newest first
 
 
 def timed(args: list[str]) -> tuple[float, dict]:
@@ -26,14 +28,20 @@ def timed(args: list[str]) -> tuple[float, dict]:
     return dt, {}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
+def verdict(m: dict) -> tuple[Any, Any]:
+    """(is_lineage, closeness score) of a metrics.json."""
+    return m.get("derived.verdict.is_lineage"), m.get("derived.evidence.closeness.score")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sweep", action="store_true", help="also time the 12-job joblib sweep")
     p.add_argument("--mnist", action="store_true", help="also time data=mnist model=lenet")
-    a = p.parse_args()
+    p.add_argument("--override", nargs="*", default=[], help="extra overrides of every job")
+    a = p.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        base = [f"paths.zoo={tmp}/zoo", f"hydra.run.dir={tmp}/run", "force=true"]
+        base = [f"paths.zoo={tmp}/zoo", f"hydra.run.dir={tmp}/run", "force=true", *a.override]
         for label in ("empty zoo", "cached zoo"):
             dt, _ = timed(base)
             m = json.loads((Path(tmp) / "run" / "metrics.json").read_text())
@@ -42,8 +50,7 @@ def main() -> None:
                     f"python run.py ({label})",
                     dt,
                     m["parent.accuracy"],
-                    m["derived.verdict.is_lineage"],
-                    m["derived.evidence.closeness.score"],
+                    *verdict(m),
                 )
             )
         if a.mnist:
@@ -54,6 +61,7 @@ def main() -> None:
                 f"paths.zoo={tmp}/zoo",
                 f"hydra.run.dir={tmp}/mnist",
                 "logger=none",
+                *a.override,
             ]
             dt, _ = timed(args)
             m = json.loads((Path(tmp) / "mnist" / "metrics.json").read_text())
@@ -62,8 +70,7 @@ def main() -> None:
                     "data=mnist model=lenet (empty zoo)",
                     dt,
                     m["parent.accuracy"],
-                    m["derived.verdict.is_lineage"],
-                    m["derived.evidence.closeness.score"],
+                    *verdict(m),
                 )
             )
         if a.sweep:
@@ -75,6 +82,7 @@ def main() -> None:
                 "logger=none",
                 f"paths.zoo={tmp}/zoo2",
                 f"hydra.sweep.dir={tmp}/sweep",
+                *a.override,
             ]
             dt, _ = timed(args)
             files = list((Path(tmp) / "sweep").rglob("metrics.json"))
@@ -87,6 +95,11 @@ def main() -> None:
             f"{name:48} {dt:8.1f} {acc_s:>10} {str(lin if lin is not None else '-'):>8} "
             f"{score_s:>9}"
         )
+
+
+def smallest(tmp: Path) -> None:
+    """The smoke experiment with 1 reference and 2 training epochs."""
+    main(["--override", "experiment=smoke", "n_independent=1", "data.epochs=2", "logger=none"])
 
 
 if __name__ == "__main__":

@@ -56,30 +56,37 @@ def together(n: int, args: list[str], root: Path, label: str) -> list[float]:
     return [wait(p, t0) for p, t0 in started]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sweep", action="store_true", help="also the 12-job joblib sweep")
-    a = p.parse_args()
+    p.add_argument("--override", nargs="*", default=[], help="extra overrides of every run")
+    a = p.parse_args(argv)
+    over = list(a.override)
     cores = os.cpu_count() or 1
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        (alone,) = together(1, [], root, "alone")
+        (alone,) = together(1, over, root, "alone")
         rows.append(
             {"case": "one `lineage run` alone", "jobs": 1, "wall_s": alone, "vs alone": 1.0}
         )
-        for i, t in enumerate(together(2, [], root, "pair")):
+        for i, t in enumerate(together(2, over, root, "pair")):
             rows.append(
                 {"case": f"two at once: run {i + 1}", "jobs": 2, "wall_s": t, "vs alone": t / alone}
             )
         if a.sweep:
-            for label, over in (("with thread control", []), ("without", [f"threads={cores}"])):
-                args = ["-m", *SWEEP, "hydra/launcher=joblib", *over]
+            for label, extra in (("with thread control", []), ("without", [f"threads={cores}"])):
+                args = ["-m", *SWEEP, "hydra/launcher=joblib", *over, *extra]
                 (t,) = together(1, args, root, label.replace(" ", "_"))
                 rows.append({"case": f"12-job joblib sweep, {label}", "jobs": 12, "wall_s": t})
     table = pd.DataFrame(rows)
     print(f"{cores} cores, load average before: {os.getloadavg()[0]:.2f}")
     print(md_table(table.round(2)))
+
+
+def smallest(tmp: Path) -> None:
+    """The smoke experiment with 1 reference and 2 training epochs, alone and two at once."""
+    main(["--override", "experiment=smoke", "n_independent=1", "data.epochs=2"])
 
 
 if __name__ == "__main__":

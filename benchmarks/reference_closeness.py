@@ -4,14 +4,18 @@ flips (cap d_max = 10), step back and walk with 0.01, ..., down to 1e-5. The dis
 first flipped point of the finest walk. No clamping to [0, 1], as in the reference.
 
 Used by bench_closeness.py to check the batched search's agreement and speed; not part of
-the package.
+the package. Run alone, it prints the per-point table of a seeded MLP and its noised copy:
+
+    python -m benchmarks.reference_closeness [--points 8]
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -107,3 +111,38 @@ def reference_closeness(
         out.suspect_correct.append(sus_ok)
         out.matched.append(sus_ok and math.isfinite(d_sus) and a_sus == a_src)
     return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    from benchmarks.bench_closeness import table
+    from lineage import models
+    from lineage.data import build_datamodule
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--points", type=int, default=8)
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    source = models.build("mlp", 10, 1, 8, hidden=[16]).eval()
+    suspect = models.build("mlp", 10, 1, 8, hidden=[16]).eval()
+    with torch.no_grad():
+        for a, b in zip(source.parameters(), suspect.parameters()):
+            b.copy_(a + 0.05 * a.std() * torch.randn_like(a))
+    x = build_datamodule("digits").test.x[: args.points]
+    with torch.no_grad():
+        y = source(x).argmax(1)  # the source's own labels: every point starts a walk
+    r = reference_closeness(source, suspect, x, y)
+    rows = [
+        {"point": i, "d_source": r.d_source[i], "d_suspect": r.d_suspect[i],
+         "adv_source": r.adv_source[i], "adv_suspect": r.adv_suspect[i], "matched": r.matched[i]}
+        for i in range(len(x))
+    ]  # fmt: skip
+    print(f"\n## reference search, seeded MLP vs its 5%-noised copy, {len(x)} digits points")
+    print(table(rows, list(rows[0])))
+
+
+def smallest(tmp: Path) -> None:
+    main(["--points", "4"])
+
+
+if __name__ == "__main__":
+    main()

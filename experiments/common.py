@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from lineage.baselines import BASELINES
 from lineage.errors import LineageError
 from lineage.report.html import md_table
 
@@ -21,16 +22,16 @@ os.environ.setdefault("LINEAGE_DATA", str(ROOT.parent / "shared" / "data"))
 
 OUTPUTS = ROOT / "outputs" / "experiments"
 
-# The project's detectors and the peer baselines, as score columns of the pairs table
-# (higher = lineage). verdict_score is -log10 of the verdict's p-value; each evidence alone
-# is its raw statistic.
+# The project's detectors and the peer baselines (every registered one), as score columns
+# of the pairs table (higher = lineage). verdict_score is -log10 of the verdict's p-value;
+# each evidence alone is its raw statistic.
 PROJECT_SCORES = {  # the verdict and the paper's measures, as the tables name them
     "verdict": "verdict_score",
     "-barrier": "neg_barrier",
     "closeness": "closeness",
     "inherited": "inherited.score",
 }
-BASELINE_NAMES = ("agreement", "modeldiff", "ipguard", "sacw", "akh", "weights")
+BASELINE_NAMES = tuple(BASELINES.names())
 
 
 def out_dir(preset: str, experiment: str | None = None, root: Path = OUTPUTS) -> Path:

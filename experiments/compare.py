@@ -1,4 +1,4 @@
-"""Experiment 4: this project's lineage verdict beside the six peer baselines, on the same pairs.
+"""Experiment 4: this project's lineage verdict beside the peer baselines, on the same pairs.
 
     python -m experiments.zoo --preset mnist_lenet            # first: the zoo and its pairs
     python -m experiments.compare --preset mnist_lenet
@@ -6,7 +6,8 @@
 Reads outputs/experiments/<preset>/pairs.csv; writes to outputs/experiments/<preset>/compare/:
     methods.{csv,md}         per method: ROC AUC, TPR at 1% FPR, pairs it can score, mean
                              seconds per pair; over all pairs and without fresh-weight
-                             students (distill, extraction)
+                             students (those whose modification declares fresh weights:
+                             distill, extraction)
     verdict_vs.{csv,md}      whether the project's verdict beats each baseline on AUC and on
                              TPR at 1% FPR (the issue's acceptance)
     baseline_wins.{csv,md}   every pair some baseline gets right and the verdict gets wrong;
@@ -17,9 +18,10 @@ Reads outputs/experiments/<preset>/pairs.csv; writes to outputs/experiments/<pre
 Methods: `verdict` (-log10 of the verdict's p-value: its three kinds of evidence, each
 measured against the parent's references, combined by Bonferroni), `-barrier` (the
 same-basin barrier alone; NaN across architectures), `closeness`, `inherited` (the
-inherited-error statistic alone), and the baselines agreement, modeldiff, ipguard, sacw, akh,
-weights (lineage.baselines). A method that cannot score a pair (NaN: another architecture for
-weights, another label set for the output baselines) ranks it below every scored pair.
+inherited-error statistic alone), and every baseline registered in lineage.baselines
+(agreement, akh, ipguard, modeldiff, sacw, weights), in the order of their names. A method
+that cannot score a pair (NaN: another architecture for weights, another label set for the
+output baselines) ranks it below every scored pair.
 Seconds: all three stages for the verdict, each stage alone for the others (the parent's
 references are judged once per parent and not counted), the whole call for a baseline.
 """

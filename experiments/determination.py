@@ -38,9 +38,10 @@ from experiments.common import (
     write_table,
 )
 from lineage.evaluate import evidence
+from lineage.modifications.registry import fresh_weight_modifications
 from lineage.results import breakdown, rates, roc_auc, tpr_at_fpr
 
-FRESH_WEIGHTS = ("distill", "extraction")  # modifications whose model starts from a fresh init
+FRESH_WEIGHTS = fresh_weight_modifications()  # students that start from fresh weights
 
 
 def is_fresh(modification: Any) -> bool:

@@ -56,7 +56,6 @@ from typing import Any
 
 import pandas as pd
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from experiments import presets
@@ -125,11 +124,9 @@ def pair_row(
 
 
 def baseline_config(preset: presets.Preset) -> dict[str, Any]:
-    raw = OmegaConf.to_container(
-        OmegaConf.load(ROOT / "lineage" / "conf" / "baselines" / "default.yaml")
-    )
-    assert isinstance(raw, dict)
-    return {str(k): {**(v or {}), **preset.baselines.get(str(k), {})} for k, v in raw.items()}
+    from lineage.baselines import config
+
+    return config(preset.baselines)
 
 
 def settings_hash(cfg: Mapping[str, Any], bcfg: Mapping[str, Any]) -> str:

@@ -84,6 +84,9 @@ def register_schemas() -> None:
         cs.store(group="hydra/schema/model", name=name, node=node)
     for name, node in registry.OPTIONS.items():
         cs.store(group="hydra/schema/modification", name=name, node=node)
+    from .baselines import schema as baselines_schema  # one field per registered baseline
+
+    cs.store(group="hydra/schema", name="baselines", node=baselines_schema())
 
 
 def check_ranges(cfg: Mapping[str, Any]) -> None:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from lineage import models
-from lineage.baselines import ACCESS, BASELINES
+from lineage.baselines import ACCESS, BASELINES, config
 from lineage.baselines.modeldiff import ddv
 from lineage.baselines.registry import source_errors, translate
 from lineage.data import build_datamodule
@@ -39,14 +37,11 @@ TRAIN = {
     "accelerator": "cpu",
     "progress": False,
 }
-CONF = Path(__file__).resolve().parents[1] / "lineage" / "conf" / "baselines" / "default.yaml"
 
 
 @pytest.fixture(scope="module")
 def cfg() -> dict[str, Any]:
-    out = OmegaConf.to_container(OmegaConf.load(CONF))
-    assert isinstance(out, dict)
-    return out
+    return config()  # every method's defaults (conf/baselines/default.yaml only selects them)
 
 
 @pytest.fixture(scope="module")
@@ -246,14 +241,15 @@ def test_bad_data_is_a_lineage_error(x, y, match, source, cfg):
 @pytest.mark.parametrize(
     ("name", "over", "match"),
     [
-        ("sacw", {"n_points": 0}, "baselines.sacw.n_points=0: must be a positive integer"),
-        ("sacw", {"output": "probs"}, "must be one of logits, softmax"),
-        ("sacw", {"noise_std": float("inf")}, "finite"),
-        ("sacw", {"colour": 1}, r"unknown options \['colour'\]"),
-        ("akh", {"max_shift": -1}, "akh.max_shift=-1: must be a non-negative integer"),
-        ("akh", {"noise_std": -0.1}, "must be >= 0"),
-        ("modeldiff", {"eps": 0}, "modeldiff.eps=0: must be > 0"),
-        ("ipguard", {"steps": True}, "must be a positive integer"),
+        ("sacw", {"n_points": 0}, r"baselines.sacw.n_points=0 is outside its range \[1, inf\)"),
+        ("sacw", {"output": "probs"}, "baselines.sacw.output='probs': valid are logits, softmax"),
+        ("sacw", {"noise_std": float("inf")}, r"noise_std=inf is outside its range \[0, inf\)"),
+        ("sacw", {"colour": 1}, r"baselines.sacw: unknown key\(s\) \['colour'\]"),
+        ("akh", {"max_shift": -1}, r"baselines.akh.max_shift=-1 is outside its range \[0, inf\)"),
+        ("akh", {"noise_std": -0.1}, r"outside its range \[0, inf\)"),
+        ("modeldiff", {"eps": 0}, r"baselines.modeldiff.eps=0.0 is outside its range \(0, inf\)"),
+        ("ipguard", {"steps": True}, "baselines.ipguard.steps=True is not an integer"),
+        ("ipguard", {"lr": "fast"}, "baselines.ipguard.lr='fast' is not a number"),
     ],
 )
 def test_bad_options_name_the_key(name, over, match, source, dm, cfg):
@@ -261,10 +257,12 @@ def test_bad_options_name_the_key(name, over, match, source, dm, cfg):
         run(name, source, source, dm, cfg, **over)
 
 
-def test_missing_option_and_non_mapping_config(source, dm, cfg):
+def test_a_missing_option_takes_its_default_and_a_non_mapping_config_fails(source, dm, cfg):
     opts = {k: v for k, v in cfg["modeldiff"].items() if k != "eps"}
-    with pytest.raises(LineageError, match=r"missing options \['eps'\]"):
-        BASELINES.get("modeldiff")(source, source, dm.test.x, dm.test.y, opts, 0)
+    run_ = BASELINES.get("modeldiff")
+    assert run_(source, source, dm.test.x, dm.test.y, opts, 0).score == pytest.approx(
+        run_(source, source, dm.test.x, dm.test.y, cfg["modeldiff"], 0).score
+    )
     with pytest.raises(LineageError, match="must be a mapping"):
         BASELINES.get("agreement")(source, source, dm.test.x, dm.test.y, [1], 0)
     with pytest.raises(LineageError, match="must be tensors"):
@@ -284,3 +282,21 @@ def test_broken_suspects_are_lineage_errors(source, dm, cfg):
         next(nan_copy.parameters()).fill_(float("inf"))
     with pytest.raises(LineageError, match="NaN or infinite parameters"):
         run("weights", source, nan_copy, dm, cfg)
+
+
+def test_config_is_each_methods_defaults_then_the_overrides():
+    c = config({"modeldiff": {"eps": 0.2}, "sacw": {"output": "softmax"}})
+    assert c["modeldiff"] == {"n_points": 100, "eps": 0.2, "steps": 10, "batch_size": 256}
+    assert c["sacw"] == {
+        "n_points": 50,
+        "noise_std": 0.1,
+        "max_shift": 2,
+        "max_rounds": 10,
+        "batch_size": 512,
+        "output": "softmax",
+    }
+    assert c["akh"]["max_rounds"] == 20 and c["weights"] == {}
+    with pytest.raises(LineageError, match="unknown baseline 'modeldif'"):
+        config({"modeldif": {"eps": 0.2}})
+    with pytest.raises(LineageError, match=r"baselines.agreement.n_points=-1 is outside"):
+        config({"agreement": {"n_points": -1}})

@@ -59,8 +59,6 @@ def group_files() -> list[Path]:
 @pytest.mark.parametrize("path", group_files(), ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_every_group_yaml_starts_from_its_schema(path):
     group, name = path.parent.name, path.stem
-    if yaml.safe_load(path.read_text()).get("_target_"):
-        pytest.skip("a `_target_` model: its factory's signature is its schema")
     per_name = group in ("model", "modification")
     want = f"/hydra/schema/{group}/{name}@_here_" if per_name else f"/hydra/schema/{group}@_here_"
     assert yaml.safe_load(path.read_text())["defaults"] == [want, "_self_"]
@@ -69,14 +67,14 @@ def test_every_group_yaml_starts_from_its_schema(path):
 MODIFICATIONS = sorted(OPTIONS)
 
 
-def schema_of(group: str, name: str) -> type | None:
-    """The dataclass that is a group option's one home of defaults (None: a `_target_`
-    model, whose factory's signature is its schema)."""
+def schema_of(group: str, name: str) -> type:
+    """The dataclass that is a group option's one home of defaults (a `_target_` model's
+    too: hf_vit's is lineage.models.hf.ViTConf)."""
     from lineage.config import GROUPS
     from lineage.models.registry import OPTIONS as MODELS
 
     if group == "model":
-        return MODELS.get(name)
+        return MODELS[name]
     if group == "modification":
         return OPTIONS[name]
     return GROUPS[group]
@@ -93,9 +91,6 @@ def test_every_group_option_is_its_dataclass_with_only_what_differs(path):
     group, name = path.parent.name, path.stem
     cls = schema_of(group, name)
     raw = yaml.safe_load(path.read_text())
-    if cls is None:
-        assert raw.get("_target_"), f"{path.name}: neither a registered name nor a _target_"
-        return
     own = {k: v for k, v in raw.items() if k != "defaults"}
     base = defaults(cls)
     repeated = {k: v for k, v in own.items() if base.get(k) == v}
@@ -107,6 +102,22 @@ def test_every_group_option_is_its_dataclass_with_only_what_differs(path):
             continue  # an interpolation: resolved by composition
         assert composed[k] == v, (path, k)
     assert set(composed) == set(base)  # nothing beyond the dataclass's fields
+
+
+def test_the_baselines_group_is_each_methods_dataclass_selected_by_its_yaml():
+    """conf/baselines/default.yaml only selects the schema (one field per registered
+    baseline, typed by its options): composing it gives lineage.baselines.config(), and a
+    wrong type fails while Hydra composes, naming the key."""
+    from lineage.baselines import config
+
+    raw = yaml.safe_load((CONF / "baselines" / "default.yaml").read_text())
+    assert raw == {"defaults": ["/hydra/schema/baselines@_here_", "_self_"]}
+    got = OmegaConf.to_container(hydra_compose("baselines/default"))
+    assert got == {"baselines": config()}
+    over = hydra_compose("baselines/default", overrides=["baselines.modeldiff.eps=0.2"])
+    assert over.baselines.modeldiff.eps == 0.2
+    with pytest.raises(ConfigCompositionException, match="baselines.sacw.n_points=abc"):
+        hydra_compose("baselines/default", overrides=["baselines.sacw.n_points=abc"])
 
 
 def test_the_root_config_sets_no_top_level_default():

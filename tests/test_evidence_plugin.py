@@ -9,10 +9,10 @@ import sys
 
 import pytest
 import torch
+from conftest import ROOT
 from torch import nn
 
 import lineage
-from conftest import ROOT
 from lineage.evaluate import evidence
 
 
@@ -55,7 +55,9 @@ def test_the_api_and_the_verdict_use_a_registered_kind(agreement, digits_dm):
     assert flat["evidence.agreement.n_points"] == 256
     # the same suspect without the kind: three evidences, another combined p
     evidence.unregister("agreement")
-    without = lineage.judge(parent, suspect, xt, yt, references=refs, closeness={"max_points": 80, "min_points": 40})
+    without = lineage.judge(
+        parent, suspect, xt, yt, references=refs, closeness={"max_points": 80, "min_points": 40}
+    )
     assert "agreement" not in without.decision.p
     assert without.decision.p["closeness"] == pytest.approx(v.decision.p["closeness"])
 
@@ -112,7 +114,9 @@ def test_three_references_leave_the_verdict_undetermined_not_false(digits_dm):
     xt, yt = digits_dm.test.x, digits_dm.test.y
     parent = _mlp(0, x, y)
     refs = [_mlp(s, x, y) for s in range(1, 4)]
-    v = lineage.judge(parent, parent, xt, yt, references=refs, closeness={"max_points": 60, "min_points": 30})
+    v = lineage.judge(
+        parent, parent, xt, yt, references=refs, closeness={"max_points": 60, "min_points": 30}
+    )
     assert v.is_lineage is None and v.calibrated is False
     assert v.to_dict()["verdict"]["is_lineage"] is None
     assert v.explain().startswith("undetermined")

@@ -164,8 +164,14 @@ def test_same_config_and_seed_give_identical_metrics(fresh_runs):
     ca, cb = comparable(a, ra), comparable(b, rb)
     assert differences(ca, cb) == {}
     # what the comparison covers: the verdicts and scores, not just the labels
-    assert {"derived.evidence.closeness.score", "derived.evidence.basin.barrier", "config_hash"} <= set(ca)
-    assert {"derived.evidence.closeness.ci_low", "independent.0.evidence.closeness.score"} <= set(ca)
+    assert {
+        "derived.evidence.closeness.score",
+        "derived.evidence.basin.barrier",
+        "config_hash",
+    } <= set(ca)
+    assert {"derived.evidence.closeness.ci_low", "independent.0.evidence.closeness.score"} <= set(
+        ca
+    )
 
 
 def written_since(t0: float, *paths: Path) -> bool:

@@ -102,4 +102,6 @@ def test_lineage_run_then_compare_from_an_empty_folder(installed):
     assert out["verdict.is_lineage"] is True and out["references"] == 4
     # the same points and verdict; distances agree to far below the search's tol (1e-5),
     # the last bits following the batch each process evaluates them in
-    assert out["evidence.closeness.score"] == pytest.approx(m["derived.evidence.closeness.score"], rel=1e-6)
+    assert out["evidence.closeness.score"] == pytest.approx(
+        m["derived.evidence.closeness.score"], rel=1e-6
+    )

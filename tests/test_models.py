@@ -22,6 +22,26 @@ def test_architectures_build_and_run(name, kw, c, size):
     assert isinstance(m.head, torch.nn.Linear) and m.head.out_features == 7
 
 
+@pytest.mark.parametrize("name", ["hf_vit", "lenet", "mlp", "resnet18", "vgg11"])
+def test_each_factory_takes_its_defaults_from_its_options(name):
+    """One home for a default: a factory's signature reads its options dataclass, so the
+    two agree (as lists: a signature holds an immutable tuple)."""
+    import dataclasses
+    import inspect
+
+    from lineage.models.registry import OPTIONS, import_factory
+
+    cls = OPTIONS[name]
+    fn = models.MODELS.get(name) if name in models.MODELS else import_factory(cls._target_)
+    given = {
+        k: list(p.default) if isinstance(p.default, tuple) else p.default
+        for k, p in inspect.signature(fn).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    own = {k: v for k, v in dataclasses.asdict(cls()).items() if k not in ("name", "_target_")}
+    assert given == own
+
+
 def test_unknown_architecture_lists_valid():
     with pytest.raises(LineageError, match="lenet, mlp, resnet18, vgg11"):
         models.build("alexnet", 10)

@@ -115,7 +115,9 @@ def test_the_readme_main_job_on_the_default_config(tmp_path):
 def test_wandb_offline_run_holds_summary(single):
     tmp, _, m = single
     summary, history, config = summary_and_history(tmp / "run")
-    assert summary["derived.evidence.closeness.score"] == pytest.approx(m["derived.evidence.closeness.score"])
+    assert summary["derived.evidence.closeness.score"] == pytest.approx(
+        m["derived.evidence.closeness.score"]
+    )
     assert summary["parent.accuracy"] == pytest.approx(m["parent.accuracy"])
     assert summary["derived.verdict.is_lineage"] is True
     # Lightning's training curves went to the same run, under each stage's prefix

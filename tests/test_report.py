@@ -250,7 +250,9 @@ def test_one_row_per_job_with_documented_columns(built):
         synthetic_metrics("pruning", 0.8, 1)["derived.evidence.closeness.score"]
     )
     assert row["overrides"] == "modification=pruning,ratio=0.8,seed=1,logger=none"
-    assert "independent.1.evidence.closeness.score" in t.columns  # every key, not just the core ones
+    assert (
+        "independent.1.evidence.closeness.score" in t.columns
+    )  # every key, not just the core ones
 
 
 def test_malformed_named_and_skipped_with_warning(tmp_path, caplog):
@@ -296,7 +298,10 @@ def test_partial_rows_are_flagged(tmp_path):
     del m["derived.evidence.closeness.score"]
     (sweep / job_name("finetune", 0.2, 0) / "metrics.json").write_text(json.dumps(m))
     (p,) = collect([sweep]).issues_of("partial")
-    assert p.path.name == job_name("finetune", 0.2, 0) and "derived.evidence.closeness.score" in p.detail
+    assert (
+        p.path.name == job_name("finetune", 0.2, 0)
+        and "derived.evidence.closeness.score" in p.detail
+    )
 
 
 def test_bad_paths_are_clear_errors(tmp_path):

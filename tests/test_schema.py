@@ -3,6 +3,7 @@
 import dataclasses
 
 from conftest import ROOT
+
 from lineage import schema
 from lineage.evaluate import evidence
 from lineage.evaluate.verdict import Decision

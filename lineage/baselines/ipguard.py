@@ -15,6 +15,7 @@ score is the suspect's label match rate with the source on the final points (lab
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,15 +23,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..runtime import device_of
+from ..settings import knob
 from .registry import (
     baseline,
     label_agreement,
     logits,
-    nonnegative_float,
     num_classes,
     paired_logits,
-    positive_float,
-    positive_int,
     subset,
 )
 
@@ -82,33 +81,34 @@ def boundary_points(
     return torch.cat(out), n_done
 
 
-@baseline(
-    "ipguard",
-    access="labels",
-    options={
-        "n_points": positive_int,
-        "k": nonnegative_float,
-        "steps": positive_int,
-        "lr": positive_float,
-        "batch_size": positive_int,
-    },
-)
+@dataclass
+class IPGuardConf:
+    """`baselines.ipguard`: its options (defaults and ranges, lineage.settings)."""
+
+    n_points: int = knob(100, lo=1)
+    k: float = knob(0.5, lo=0)  # logit margin of the target class j over the runner-up i
+    steps: int = knob(100, lo=1)  # Adam steps per point
+    lr: float = knob(0.01, lo=0, ends="(]")
+    batch_size: int = knob(256, lo=1)
+
+
+@baseline("ipguard", access="labels", options=IPGuardConf)
 def ipguard(
     source: nn.Module,
     suspect: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    cfg: dict[str, Any],
+    cfg: IPGuardConf,
     gen: torch.Generator,
 ) -> tuple[float, dict[str, Any]]:
     n_classes = num_classes(source, x, y)
     t0 = time.perf_counter()
-    xs, _ = subset(x, y, cfg["n_points"], gen)
+    xs, _ = subset(x, y, cfg.n_points, gen)
     xb, n_done = boundary_points(
-        source, xs, cfg["k"], cfg["steps"], cfg["lr"], gen, n_classes, cfg["batch_size"]
+        source, xs, cfg.k, cfg.steps, cfg.lr, gen, n_classes, cfg.batch_size
     )
     probe_s = time.perf_counter() - t0
-    a, b = paired_logits(source, suspect, xb, cfg["batch_size"])
+    a, b = paired_logits(source, suspect, xb, cfg.batch_size)
     top2 = a.topk(2, dim=1).values
     return label_agreement(a, b), {
         "n_points": len(xb),

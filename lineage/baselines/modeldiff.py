@@ -12,6 +12,7 @@ diversity; plain PGD from random test points stands in for it here.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,12 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..runtime import device_of
+from ..settings import knob
 from .registry import (
     baseline,
     num_classes,
     paired_logits,
-    positive_float,
-    positive_int,
     subset,
 )
 
@@ -61,31 +61,32 @@ def ddv(model_out: torch.Tensor, model_out_adv: torch.Tensor) -> torch.Tensor:
     return 1.0 - F.cosine_similarity(model_out.softmax(1), model_out_adv.softmax(1), dim=1)
 
 
-@baseline(
-    "modeldiff",
-    access="outputs",
-    options={
-        "n_points": positive_int,
-        "eps": positive_float,
-        "steps": positive_int,
-        "batch_size": positive_int,
-    },
-)
+@dataclass
+class ModelDiffConf:
+    """`baselines.modeldiff`: its options (defaults and ranges, lineage.settings)."""
+
+    n_points: int = knob(100, lo=1)
+    eps: float = knob(0.1, lo=0, ends="(]")  # L-inf radius of the source's adversarial x'
+    steps: int = knob(10, lo=1)  # PGD steps, each of size 2.5 * eps / steps
+    batch_size: int = knob(256, lo=1)
+
+
+@baseline("modeldiff", access="outputs", options=ModelDiffConf)
 def modeldiff(
     source: nn.Module,
     suspect: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    cfg: dict[str, Any],
+    cfg: ModelDiffConf,
     gen: torch.Generator,
 ) -> tuple[float, dict[str, Any]]:
     num_classes(source, x, y)
     t0 = time.perf_counter()
-    xs, ys = subset(x, y, cfg["n_points"], gen)
-    xa = pgd_away(source, xs, ys, cfg["eps"], cfg["steps"], gen, cfg["batch_size"])
+    xs, ys = subset(x, y, cfg.n_points, gen)
+    xa = pgd_away(source, xs, ys, cfg.eps, cfg.steps, gen, cfg.batch_size)
     probe_s = time.perf_counter() - t0
-    a, b = paired_logits(source, suspect, xs, cfg["batch_size"])
-    a_adv, b_adv = paired_logits(source, suspect, xa, cfg["batch_size"])
+    a, b = paired_logits(source, suspect, xs, cfg.batch_size)
+    a_adv, b_adv = paired_logits(source, suspect, xa, cfg.batch_size)
     ddv_src, ddv_sus = ddv(a, a_adv), ddv(b, b_adv)
     sim = float(F.cosine_similarity(ddv_src, ddv_sus, dim=0))
     return sim, {

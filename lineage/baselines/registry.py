@@ -6,16 +6,16 @@ weight cosine treats the suspect as a black box (it only queries its outputs), a
 source-side probes (adversarial pairs, boundary points, misclassified inputs) are seeded
 from a private generator, so a given seed gives the same answer and the global RNG is
 left alone. The wrapper `baseline` does what every method needs: it checks the data and
-the options, puts both models in eval mode (restored afterwards) and times the call.
+the options (its options dataclass), puts both models in eval mode (restored afterwards)
+and times the call.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, make_dataclass
 from typing import Any, Protocol
 
 import torch
@@ -25,6 +25,7 @@ from torch import nn
 from ..errors import LineageError
 from ..registry import Registry
 from ..runtime import eval_mode
+from ..settings import from_mapping, knob
 from ..training import predict
 
 
@@ -49,18 +50,21 @@ class Baseline(Protocol):
 
 # What a method body receives: options already validated, data already checked.
 Impl = Callable[
-    [nn.Module, nn.Module, torch.Tensor, torch.Tensor, dict[str, Any], torch.Generator],
+    [nn.Module, nn.Module, torch.Tensor, torch.Tensor, Any, torch.Generator],
     tuple[float, dict[str, Any]],
 ]
-Check = Callable[[Any], Any]
 
 BASELINES: Registry[Baseline] = Registry("baseline")
 # What each method needs of the suspect: "labels", "outputs" (logits) or "weights".
 ACCESS: dict[str, str] = {}
+# Each method's options: a dataclass next to its code that is their one home (defaults and
+# ranges, lineage.settings.knob); conf/baselines/default.yaml only selects them.
+OPTIONS: dict[str, type] = {}
 
 
-def baseline(name: str, access: str, options: Mapping[str, Check]) -> Callable[[Impl], Baseline]:
-    """Register `impl` under `name`; `options` maps each config key to its check."""
+def baseline(name: str, access: str, options: type) -> Callable[[Impl], Baseline]:
+    """Register `impl` under `name`; `options` is its options dataclass, and `impl`
+    receives an instance of it, checked."""
 
     def deco(impl: Impl) -> Baseline:
         def score(
@@ -71,7 +75,7 @@ def baseline(name: str, access: str, options: Mapping[str, Check]) -> Callable[[
             cfg: Mapping[str, Any],
             seed: int,
         ) -> BaselineResult:
-            opts = _parse_options(name, cfg, options)
+            opts = options_of(name, cfg)
             check_data(x, y)
             # Probes are built on CPU (seeded there); each batch goes to its model's device.
             x, y = x.cpu(), y.cpu()
@@ -84,72 +88,40 @@ def baseline(name: str, access: str, options: Mapping[str, Check]) -> Callable[[
         score.__name__ = score.__qualname__ = name
         score.__doc__ = sys.modules[impl.__module__].__doc__  # the method, as described there
         ACCESS[name] = access
+        OPTIONS[name] = options
         return BASELINES.register(name)(score)
 
     return deco
 
 
-# --- option checks: each returns the clean value or raises a message fragment -------------
+# --- options ----------------------------------------------------------------------------
 
 
-def positive_int(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError("must be a positive integer")
-    return v
-
-
-def nonnegative_int(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise ValueError("must be a non-negative integer")
-    return v
-
-
-def _number(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise ValueError("must be a finite number")
-    return float(v)
-
-
-def positive_float(v: Any) -> float:
-    if _number(v) <= 0:
-        raise ValueError("must be > 0")
-    return float(v)
-
-
-def nonnegative_float(v: Any) -> float:
-    if _number(v) < 0:
-        raise ValueError("must be >= 0")
-    return float(v)
-
-
-def choice(*valid: str) -> Check:
-    def check(v: Any) -> str:
-        if v not in valid:
-            raise ValueError(f"must be one of {', '.join(valid)}")
-        return str(v)
-
-    return check
-
-
-def _parse_options(
-    name: str, cfg: Mapping[str, Any], options: Mapping[str, Check]
-) -> dict[str, Any]:
+def options_of(name: str, cfg: Any) -> Any:
+    """`name`'s options dataclass from `cfg` over its defaults: unknown names, wrong types
+    and out-of-range values fail, naming the key (baselines.<name>.<key>)."""
+    BASELINES.get(name)
     if not isinstance(cfg, Mapping):
         raise LineageError(f"baselines.{name}: options must be a mapping, got {type(cfg).__name__}")
-    missing = sorted(set(options) - set(cfg))
-    unknown = sorted(set(cfg) - set(options))
-    if missing or unknown:
-        raise LineageError(
-            f"baselines.{name}: missing options {missing}, unknown options {unknown}; "
-            f"expected exactly {sorted(options)}"
-        )
-    out = {}
-    for key, check in options.items():
-        try:
-            out[key] = check(cfg[key])
-        except ValueError as e:
-            raise LineageError(f"baselines.{name}.{key}={cfg[key]!r}: {e}") from None
-    return out
+    return from_mapping(OPTIONS[name], cfg, f"baselines.{name}")
+
+
+def config(overrides: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Every registered baseline's options, checked: its defaults, then `overrides`
+    ({name: {key: value}}, e.g. a preset's), as plain values (JSON, hashes)."""
+    over = dict(overrides or {})
+    for name in over:
+        BASELINES.get(name)
+    return {name: asdict(options_of(name, over.get(name) or {})) for name in BASELINES.names()}
+
+
+def schema() -> type:
+    """The `baselines` group's schema: one field per registered baseline, typed by its
+    options (so conf/baselines/default.yaml only selects it)."""
+    return make_dataclass(
+        "BaselinesConf",
+        [(n, OPTIONS[n], field(default_factory=OPTIONS[n])) for n in BASELINES.names()],
+    )
 
 
 def check_data(x: torch.Tensor, y: torch.Tensor) -> None:
@@ -290,20 +262,23 @@ def label_agreement(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.argmax(1) == b.argmax(1)).float().mean())
 
 
-# The options `error_probes` reads besides n_points (which each method lists first).
-ERROR_PROBE_OPTIONS: dict[str, Check] = {
-    "noise_std": nonnegative_float,
-    "max_shift": nonnegative_int,
-    "max_rounds": nonnegative_int,
-    "batch_size": positive_int,
-}
+@dataclass
+class ErrorProbes:
+    """The options `error_probes` reads (SAC-w and AKH): how the source's errors are topped
+    up with augmented test images when it makes too few natural ones."""
+
+    n_points: int = knob(100, lo=1)  # the source's errors wanted
+    noise_std: float = knob(0.1, lo=0)  # Gaussian pixel noise of the augmentation
+    max_shift: int = knob(2, lo=0)  # pixels
+    max_rounds: int = knob(10, lo=0)  # augmented passes over the test set, at most
+    batch_size: int = knob(512, lo=1)
 
 
 def error_probes(
     source: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    cfg: Mapping[str, Any],
+    cfg: ErrorProbes,
     gen: torch.Generator,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """`source_errors` with the options of SAC-w and AKH, timed: (inputs, details), where
@@ -315,12 +290,12 @@ def error_probes(
         source,
         x,
         y,
-        cfg["n_points"],
+        cfg.n_points,
         gen,
-        cfg["noise_std"],
-        cfg["max_shift"],
-        cfg["max_rounds"],
-        cfg["batch_size"],
+        cfg.noise_std,
+        cfg.max_shift,
+        cfg.max_rounds,
+        cfg.batch_size,
     )
     return xe, {
         "n_points": len(xe),

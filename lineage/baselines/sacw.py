@@ -12,20 +12,20 @@ correlations there and an independent one does not.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..settings import knob
 from .registry import (
-    ERROR_PROBE_OPTIONS,
+    ErrorProbes,
     baseline,
-    choice,
     error_probes,
     not_applicable,
     paired_logits,
-    positive_int,
 )
 
 
@@ -35,21 +35,21 @@ def correlation_matrix(out: torch.Tensor) -> torch.Tensor:
     return unit @ unit.T
 
 
-@baseline(
-    "sacw",
-    access="outputs",
-    options={
-        "n_points": positive_int,
-        "output": choice("logits", "softmax"),
-        **ERROR_PROBE_OPTIONS,
-    },
-)
+@dataclass
+class SACwConf(ErrorProbes):
+    """`baselines.sacw`: its options (defaults and ranges, lineage.settings)."""
+
+    n_points: int = knob(50, lo=1)  # the paper's 50 wrongly classified samples
+    output: str = knob("logits", choices=["logits", "softmax"])  # the outputs correlated
+
+
+@baseline("sacw", access="outputs", options=SACwConf)
 def sacw(
     source: nn.Module,
     suspect: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    cfg: dict[str, Any],
+    cfg: SACwConf,
     gen: torch.Generator,
 ) -> tuple[float, dict[str, Any]]:
     xe, found = error_probes(source, x, y, cfg, gen)
@@ -58,8 +58,8 @@ def sacw(
             "the source misclassifies fewer than 2 probes; a correlation matrix needs at least 2",
             **found,
         )
-    a, b = paired_logits(source, suspect, xe, cfg["batch_size"])
-    if cfg["output"] == "softmax":
+    a, b = paired_logits(source, suspect, xe, cfg.batch_size)
+    if cfg.output == "softmax":
         a, b = a.softmax(1), b.softmax(1)
     distance = float((correlation_matrix(a) - correlation_matrix(b)).abs().mean())
     # 0.0 - d rather than -d: the source itself scores a plain 0.0, not -0.0.

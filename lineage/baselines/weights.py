@@ -4,6 +4,7 @@ differ the score is NaN with details {'applicable': False}, never an exception."
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -14,13 +15,18 @@ from ..runtime import device_of
 from .registry import baseline, not_applicable
 
 
-@baseline("weights", access="weights", options={})
+@dataclass
+class WeightsConf:
+    """`baselines.weights`: no options (every float parameter is compared)."""
+
+
+@baseline("weights", access="weights", options=WeightsConf)
 def weights(
     source: nn.Module,
     suspect: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    cfg: dict[str, Any],
+    cfg: WeightsConf,
     gen: torch.Generator,
 ) -> tuple[float, dict[str, Any]]:
     a = {k: p for k, p in source.named_parameters() if p.is_floating_point()}

@@ -3,28 +3,50 @@
 `vit` is a Vision Transformer (ViTForImageClassification) for small images, e.g. 2 layers
 of width 32 on 8x8 digits; `Logits` makes it answer the logits tensor, so training,
 modifications and both kinds of evidence treat it like any other module. Needs the
-optional extra: pip install 'lineage[hf]'. `hf_vit` in conf/model selects it.
+optional extra: pip install 'lineage[hf]'. `hf_vit` in conf/model selects it: a
+`_target_` model (this factory, imported by name like any other), whose options ViTConf
+types and defaults.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from torch import nn
 
 from ..adapters import Logits
 from ..errors import LineageError
+from ..settings import knob
+from .registry import OPTIONS, ModelConf
+
+
+@dataclass
+class ViTConf(ModelConf):
+    """The `model=hf_vit` group: its options (defaults and checks, lineage.settings)."""
+
+    _target_: str | None = knob("lineage.models.hf.vit")
+    name: str = "hf_vit"
+    hidden_size: int = knob(32, lo=1)  # the transformer's width
+    layers: int = knob(2, lo=1)  # transformer blocks
+    heads: int = knob(2, lo=1)  # attention heads (divide hidden_size)
+    mlp: int = knob(64, lo=1)  # each block's MLP width
+    patch: int = knob(2, lo=1)  # the patch side, in pixels (divides the image side)
+
+
+# The YAML's schema only: hf_vit is a `_target_`, not a registered architecture.
+OPTIONS["hf_vit"] = ViTConf
 
 
 def vit(
     num_classes: int,
     in_channels: int,
     input_size: Sequence[int],
-    hidden_size: int = 32,
-    layers: int = 2,
-    heads: int = 2,
-    mlp: int = 64,
-    patch: int = 2,
+    hidden_size: int = ViTConf.hidden_size,  # the factory's defaults are its options'
+    layers: int = ViTConf.layers,
+    heads: int = ViTConf.heads,
+    mlp: int = ViTConf.mlp,
+    patch: int = ViTConf.patch,
 ) -> nn.Module:
     try:
         from transformers import ViTConfig, ViTForImageClassification

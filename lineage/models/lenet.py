@@ -47,12 +47,15 @@ class LeNetConf(ModelConf):
     hidden: list[int] = knob([120, 84])  # the two hidden Linear layers' widths
 
 
+DEFAULT = LeNetConf()  # the factory's defaults are its options' (one home)
+
+
 @register("lenet", LeNetConf)
 def lenet(
     num_classes: int,
     in_channels: int,
     input_size: tuple[int, int],
-    channels: Sequence[int] = (6, 16),
-    hidden: Sequence[int] = (120, 84),
+    channels: Sequence[int] = tuple(DEFAULT.channels),
+    hidden: Sequence[int] = tuple(DEFAULT.hidden),
 ) -> nn.Module:
     return LeNet(in_channels, input_size, num_classes, list(channels), list(hidden))

@@ -25,11 +25,14 @@ class MLPConf(ModelConf):
     hidden: list[int] = knob([128, 128])  # the hidden layers' widths
 
 
+DEFAULT = MLPConf()  # the factory's defaults are its options' (one home)
+
+
 @register("mlp", MLPConf)
 def mlp(
     num_classes: int,
     in_channels: int,
     input_size: tuple[int, int],
-    hidden: Sequence[int] = (128, 128),
+    hidden: Sequence[int] = tuple(DEFAULT.hidden),
 ) -> nn.Module:
     return MLP(in_channels * math.prod(input_size), list(hidden), num_classes)

@@ -66,7 +66,7 @@ def resnet18(
     num_classes: int,
     in_channels: int,
     input_size: tuple[int, int],
-    width: float = 1.0,
-    mid: Sequence[int] | None = None,
+    width: float = ResNetConf.width,  # the factory's defaults are its options' (one home)
+    mid: Sequence[int] | None = ResNetConf.mid,
 ) -> nn.Module:
     return ResNet18(in_channels, num_classes, width, mid)

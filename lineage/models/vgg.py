@@ -55,8 +55,8 @@ def vgg11(
     num_classes: int,
     in_channels: int,
     input_size: tuple[int, int],
-    width: float = 0.25,
-    channels: Sequence[int] | None = None,
+    width: float = VGGConf.width,  # the factory's defaults are its options' (one home)
+    channels: Sequence[int] | None = VGGConf.channels,
 ) -> nn.Module:
     if channels is None:
         channels = [max(1, int(round(v * width))) for v in VGG11 if isinstance(v, int)]

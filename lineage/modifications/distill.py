@@ -153,7 +153,7 @@ class Distiller(Classifier):
         return self.ce_weight * F.cross_entropy(logits, y) + (1 - self.ce_weight) * kd
 
 
-@register("distill", DistillConf)
+@register("distill", DistillConf, fresh_weights=True)
 def distill(
     parent: nn.Module,
     dm: DataModule,

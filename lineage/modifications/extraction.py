@@ -94,7 +94,7 @@ def query_inputs(dm: DataModule, cfg: Mapping[str, Any], budget: int, seed: int)
     return pool[torch.randperm(len(pool), generator=g)[: min(budget, len(pool))]]
 
 
-@register("extraction", ExtractionConf)
+@register("extraction", ExtractionConf, fresh_weights=True)
 def extraction(
     parent: nn.Module,
     dm: DataModule,

@@ -46,11 +46,23 @@ MODIFICATIONS: Registry[Modification] = Registry("modification")
 # Each modification's options: a dataclass that is their one home (defaults and checks);
 # conf/modification/<name>.yaml registers it as the group's schema and only selects it.
 OPTIONS: dict[str, type] = {}
+# Modifications whose model starts from fresh weights (a student trained from scratch): no
+# weight-space evidence can link it to the parent, only the function's.
+FRESH_WEIGHTS: set[str] = set()
 
 
-def register(name: str, options: type) -> Callable[[Modification], Modification]:
+def register(
+    name: str, options: type, fresh_weights: bool = False
+) -> Callable[[Modification], Modification]:
     OPTIONS[name] = options
+    if fresh_weights:
+        FRESH_WEIGHTS.add(name)
     return MODIFICATIONS.register(name)
+
+
+def fresh_weight_modifications() -> tuple[str, ...]:
+    """The registered modifications whose model starts from fresh weights."""
+    return tuple(sorted(FRESH_WEIGHTS))
 
 
 def options_of(cfg: Mapping[str, Any]) -> Any:
