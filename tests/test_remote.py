@@ -212,7 +212,7 @@ def test_server_speaks_the_protocol_and_refuses_bad_requests(pair):
     hb = json.dumps(head).encode()
     r = infer(hb + raw, headers={**auth, "Inference-Header-Content-Length": str(len(hb))})
     assert r.json()["outputs"][0]["data"] == out["logits"]["data"]
-    assert "binary_tensor_data" in tc.get("/v2").json()["extensions"]
+    assert "binary_tensor_data" in tc.get("/v2", headers=auth).json()["extensions"]
     bad = [
         (infer(req(), headers={}), 401, "missing or wrong API key"),
         (infer(req(), headers={"Authorization": "Bearer nope"}), 401, "missing or wrong"),

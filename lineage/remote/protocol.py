@@ -29,11 +29,49 @@ INPUT = "input"  # the input's name on `lineage serve`
 BINARY = "binary_tensor_data"  # the extension's name in GET /v2
 HEADER_LENGTH = "Inference-Header-Content-Length"
 API_KEY_ENV = "LINEAGE_API_KEY"
+SLACK = 256  # values and containers of a request besides its data (id, outputs, parameters)
 URL_FORM = "http(s)://host:port[/v2/models/NAME]"
 
 
 class Bad(Exception):
     """A reply that breaks the protocol (the client names the endpoint)."""
+
+
+def header_int(text: str | None, limit: int = 10**15) -> int | None:
+    """A header's non-negative integer, or None. ASCII digits only: str.isdigit() also takes
+    '²' and other Unicode digits, which int() then refuses."""
+    if text is None or not re.fullmatch(r"[0-9]{1,16}", text.strip()):
+        return None
+    v = int(text)
+    return v if v <= limit else None
+
+
+def flat_numbers(data: Any, shape: list[int], integers: bool = False) -> list[Any]:
+    """The values of a tensor's JSON `data`, flat row-major or nested as `shape`, each a
+    JSON number (an integer if `integers`); ValueError says what is wrong. Checked in Python
+    before numpy sees them: np.asarray of a list mixing one long string with numbers
+    allocates the count times that string's length."""
+    n = math.prod(shape)
+    if not isinstance(data, list):
+        raise ValueError("is not a list")
+    leaves = data
+    if not data or not isinstance(data[0], list):
+        if len(data) != n:
+            raise ValueError(f"holds {len(data)} values, shape {shape} needs {n}")
+    else:
+        level: list[Any] = [data]
+        for d in shape:  # one level of nesting per dimension, each list of its length
+            nxt: list[Any] = []
+            for part in level:
+                if not isinstance(part, list) or len(part) != d:
+                    raise ValueError(f"is ragged: not nested as its shape {shape}")
+                nxt.extend(part)
+            level = nxt
+        leaves = level
+    kinds = (int,) if integers else (int, float)
+    if not all(type(v) in kinds for v in leaves):  # bool is not a number here
+        raise ValueError("must hold integers only" if integers else "must hold numbers only")
+    return leaves
 
 
 @dataclass
@@ -224,25 +262,30 @@ def read_reply(reply: Any, w: Wire, n: int) -> np.ndarray:
     if not isinstance(data, list):
         raise bad(f"output {w.output!r} has no data list")
     try:
-        arr = np.asarray(data)
-    except ValueError:
-        raise bad(f"output {w.output!r} holds ragged data") from None
-    if arr.size != math.prod(shape):
-        raise bad(
-            f"output {w.output!r} holds {arr.size} values, its shape {shape} says "
-            f"{math.prod(shape)}"
-        )
+        values = flat_numbers(data, shape, integers=w.kind == "labels")
+    except ValueError as e:
+        why = {"must hold numbers only": "holds non-numbers"}.get(str(e), str(e))
+        why = {"must hold integers only": "holds non-integer labels"}.get(why, why)
+        raise bad(f"output {w.output!r} {why}") from None
     if w.kind == "logits":
-        if arr.dtype.kind not in "fiu":
-            raise bad(f"output {w.output!r} holds non-numbers")
-        z = arr.astype(np.float64).reshape(n, -1)
+        try:
+            z64 = np.array(values, dtype=np.float64).reshape(n, -1)
+        except OverflowError:
+            raise bad(f"output {w.output!r} holds a number beyond float64's range") from None
+        # checked in float32, the dtype the caller and the cache hold: 1e300 is finite as a
+        # double and Inf as a float
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = z64.astype(np.float32)
         if not np.isfinite(z).all():
-            raise bad(f"output {w.output!r} holds NaN or Inf logits")
+            raise bad(
+                f"output {w.output!r} holds NaN or Inf logits (in float32, or beyond its range)"
+            )
         w.num_classes = z.shape[1]
-        return z.astype(np.float32)
-    if arr.dtype.kind not in "iu":
-        raise bad(f"output {w.output!r} holds non-integer labels")
-    labels = arr.astype(np.int64).reshape(n)
+        return z
+    try:
+        labels = np.array(values, dtype=np.int64).reshape(n)
+    except OverflowError:
+        raise bad(f"output {w.output!r} holds a label beyond int64's range") from None
     c = w.num_classes
     if len(labels) and (labels.min() < 0 or (c is not None and labels.max() >= c)):
         bad_label = int(labels.min() if labels.min() < 0 else labels.max())
@@ -285,12 +328,35 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes | N
     """(JSON, binary tensor data or None) of a request body (binary tensor extension)."""
     if header_length is None:
         return body, None
-    if not header_length.isdigit() or int(header_length) > len(body):
+    n = header_int(header_length)
+    if n is None or n > len(body):
         raise RequestError(
-            400, f"Inference-Header-Content-Length {header_length!r} does not fit the body"
+            400, f"Inference-Header-Content-Length {header_length[:40]!r} does not fit the body"
         )
-    n = int(header_length)
     return body[:n], body[n:]
+
+
+def json_bounds(input_shape: tuple[int, ...], max_batch: int) -> tuple[int, int]:
+    """(values, containers) the largest legal request holds: its numbers, and the lists
+    of its data nested as its shape, plus the request's own few (SLACK)."""
+    per_row = sum(math.prod(input_shape[:k]) for k in range(len(input_shape)))
+    return max_batch * math.prod(input_shape) + SLACK, max_batch * (1 + per_row) + SLACK
+
+
+def check_json_size(body: bytes, values: int, containers: int) -> None:
+    """Refuse, before parsing, a JSON body holding more values or lists and objects than
+    the largest legal request: the parse costs ~32 bytes a number and 56-64 an empty list
+    or object, so 64 MiB of `[],` parse to gigabytes. Counted on the raw bytes (a comma or
+    bracket inside a string counts too, which only errs towards refusing): every value
+    after the first in a list or object follows a comma."""
+    n_containers = body.count(b"[") + body.count(b"{")
+    n_values = body.count(b",") + n_containers + 1
+    if n_containers > containers or n_values > values:
+        raise RequestError(
+            413,
+            f"request holds up to {n_values} values in {n_containers} lists or objects; the "
+            f"largest batch this model takes needs {values} and {containers}",
+        )
 
 
 def parse_request(
@@ -303,10 +369,15 @@ def parse_request(
     """Server side: the input batch, the outputs asked for (names in `outputs`, all by
     default) and the request id; RequestError if bad. `binary`: the bytes after the JSON
     header (binary tensor extension), if any."""
+    check_json_size(body, *json_bounds(input_shape, max_batch))
     try:
         req = json.loads(body)
+    except RecursionError:
+        raise RequestError(400, "request body is JSON nested too deep") from None
     except (UnicodeDecodeError, ValueError) as e:
-        raise RequestError(400, f"request body is not JSON ({e})") from None
+        raise RequestError(
+            400, f"request body is not JSON ({snippet(str(e).encode(), 120)})"
+        ) from None
     if not isinstance(req, dict):
         raise RequestError(422, "request must be a JSON object with 'inputs'")
     inputs = req.get("inputs")
@@ -349,25 +420,17 @@ def parse_request(
             )
         arr = np.frombuffer(binary, dtype="<f4")
     else:
-        data = t.get("data")
-        if not isinstance(data, list):
-            raise RequestError(422, "input 'data' must be a list of numbers")
         try:
-            arr = np.asarray(data)
-        except ValueError:
-            raise RequestError(
-                422, "input 'data' is ragged (nested lists of unequal length)"
-            ) from None
-        if arr.dtype.kind not in "fiu":
-            raise RequestError(422, "input 'data' must hold numbers only")
-        if arr.size != math.prod(shape):
-            raise RequestError(
-                422,
-                f"input 'data' holds {arr.size} values, shape {shape} needs {math.prod(shape)}",
-            )
-    x = torch.from_numpy(arr.astype(np.float32).reshape(shape))
+            arr = np.array(flat_numbers(t.get("data"), shape), dtype=np.float64)
+        except ValueError as e:
+            raise RequestError(422, f"input 'data' {e}") from None
+        except OverflowError:
+            raise RequestError(422, "input 'data' holds a number beyond float64's range") from None
+    # checked in float32, the dtype the model reads: 1e300 is finite as a double only
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = torch.from_numpy(arr.astype(np.float32).reshape(shape))
     if not torch.isfinite(x).all():
-        raise RequestError(422, "input 'data' holds NaN or Inf")
+        raise RequestError(422, "input 'data' holds NaN or Inf (in float32)")
     outs = req.get("outputs")
     names = list(outputs)
     if outs is not None:
