@@ -18,7 +18,7 @@ import time
 
 import pytest
 import torch
-from remote_helpers import ENV, ROOT, FaultProxy, Server, free_port
+from remote_helpers import CACHE_KEY, ENV, ROOT, FaultProxy, Server, free_port
 from starlette.testclient import TestClient
 
 from lineage import models
@@ -40,6 +40,12 @@ def cli_closeness(**over) -> list[str]:
 
 
 CLI_CLOSENESS = cli_closeness()
+
+
+@pytest.fixture(autouse=True)
+def cache_key(monkeypatch):
+    """The answer cache's MAC key in a temp folder, not the user's ~/.config."""
+    monkeypatch.setenv("LINEAGE_CACHE_KEY", CACHE_KEY)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@
   deadline), and an idle keep-alive connection is closed after `KEEP_ALIVE` seconds.
   uvicorn's own keep-alive timer stops at the first byte of the next request, so a client
   sending its head a byte a second was kept forever;
-- **connections**: beyond `max_connections` open at once, a new one is closed on arrival.
+- **connections**: beyond `max_connections` open at once, a new one is closed on arrival;
+  one answered before its body ended is closed after the reply.
 """
 
 from __future__ import annotations
@@ -75,6 +76,11 @@ def http_protocol(read_timeout: float, max_connections: int) -> type:
                 self._disarm()
 
         def on_response_complete(self) -> None:
+            if self.conn.their_state is h11.SEND_BODY:
+                # answered before its body ended (413, 408, 503): reading on would wait
+                # on the client's pace, so the connection ends with the reply
+                self.transport.close()
+                return
             self._arm()  # for the next head; a pipelined one already here disarms it
             super().on_response_complete()
 

@@ -30,6 +30,7 @@ BINARY = "binary_tensor_data"  # the extension's name in GET /v2
 HEADER_LENGTH = "Inference-Header-Content-Length"
 API_KEY_ENV = "LINEAGE_API_KEY"
 SLACK = 256  # values and containers of a request besides its data (id, outputs, parameters)
+DEPTH_SLACK = 32  # levels of a request besides its data's (it has 5; brackets in strings count)
 URL_FORM = "http(s)://host:port[/v2/models/NAME]"
 
 
@@ -343,6 +344,21 @@ def json_bounds(input_shape: tuple[int, ...], max_batch: int) -> tuple[int, int]
     return max_batch * math.prod(input_shape) + SLACK, max_batch * (1 + per_row) + SLACK
 
 
+def json_depth(body: bytes, limit: int) -> bool:
+    """Whether the JSON in `body` nests lists and objects deeper than `limit`, read from
+    its raw bytes (a bracket inside a string counts too) in 1 MiB pieces: json.loads would
+    recurse as deep, raising RecursionError at ~1000."""
+    depth, piece = 0, 2**20
+    for a in range(0, len(body), piece):
+        c = np.frombuffer(body, np.uint8, count=min(piece, len(body) - a), offset=a)
+        step = (c == 91).astype(np.int32) + (c == 123) - (c == 93) - (c == 125)
+        run = np.cumsum(step) + depth
+        if run.max() > limit:
+            return True
+        depth = int(run[-1])
+    return False
+
+
 def check_json_size(body: bytes, values: int, containers: int) -> None:
     """Refuse, before parsing, a JSON body holding more values or lists and objects than
     the largest legal request: the parse costs ~32 bytes a number and 56-64 an empty list
@@ -369,6 +385,9 @@ def parse_request(
     """Server side: the input batch, the outputs asked for (names in `outputs`, all by
     default) and the request id; RequestError if bad. `binary`: the bytes after the JSON
     header (binary tensor extension), if any."""
+    depth = len(input_shape) + DEPTH_SLACK  # a request's own levels, its data nested as its shape
+    if json_depth(body, depth):
+        raise RequestError(400, f"request body is JSON nested deeper than {depth} levels")
     check_json_size(body, *json_bounds(input_shape, max_batch))
     try:
         req = json.loads(body)
