@@ -119,7 +119,7 @@ class RemoteModel:
             if not (isinstance(f, (int, float)) and math.isfinite(f) and f >= 0):
                 raise LineageError(f"{key} must be a number >= 0, got {f!r}")
         if not (timeout > 0 and deadline > 0):
-            raise LineageError(f"timeout and deadline must be > 0 seconds, got {timeout!r}")
+            raise LineageError(f"timeout and deadline must be > 0 s, got {timeout!r}, {deadline!r}")
         if api_key is not None and not re.fullmatch(r"[\x21-\x7e]+", api_key):
             # an illegal header value would make the HTTP library quote the key in its error
             raise LineageError("the API key must be printable ASCII without spaces")

@@ -10,7 +10,7 @@
   (or of the previous reply), its body within `read_timeout` of its head (the app's
   deadline), and an idle keep-alive connection is closed after `KEEP_ALIVE` seconds.
   uvicorn's own keep-alive timer stops at the first byte of the next request, so a client
-  sending its head a byte a second was kept forever;
+  sending its head a byte a second was kept forever; a head is at most `MAX_HEAD` bytes;
 - **connections**: beyond `max_connections` open at once, a new one is closed on arrival;
   one answered before its body ended is closed after the reply.
 """
@@ -22,6 +22,7 @@ from typing import Any
 KEEP_ALIVE = 5.0  # seconds an idle keep-alive connection is kept
 READ_TIMEOUT = 30.0  # seconds to send a request's head, and again its body
 MAX_CONNECTIONS = 64
+MAX_HEAD = 2**14  # bytes of a request's head (h11 refuses a longer one with 400)
 PARSERS = 2  # request bodies parsed at once (and held at their largest)
 BYTES_PER_NUMBER = 28  # a float32 written as a JSON double: 24 characters, a separator, brackets
 HEAD_ROOM = 2**16  # the JSON of a request besides its numbers
@@ -60,10 +61,11 @@ def http_protocol(read_timeout: float, max_connections: int) -> type:
         _head: Any = None  # the timer that closes a connection whose head is late
 
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            if len(self.connections) > max_connections:
+            if len(self.connections) >= max_connections:  # never counted, never served
+                self.transport = transport  # what connection_lost closes
                 transport.close()
                 return
+            super().connection_made(transport)
             self._arm()
 
         def connection_lost(self, exc: Exception | None) -> None:

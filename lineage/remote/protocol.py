@@ -360,18 +360,20 @@ def json_depth(body: bytes, limit: int) -> bool:
 
 
 def check_json_size(body: bytes, values: int, containers: int) -> None:
-    """Refuse, before parsing, a JSON body holding more values or lists and objects than
-    the largest legal request: the parse costs ~32 bytes a number and 56-64 an empty list
-    or object, so 64 MiB of `[],` parse to gigabytes. Counted on the raw bytes (a comma or
-    bracket inside a string counts too, which only errs towards refusing): every value
-    after the first in a list or object follows a comma."""
+    """Refuse, before parsing, a JSON body holding more numbers, lists or objects than the
+    largest legal request: the parse costs ~32 bytes a number and 56-64 an empty list or
+    object, so 64 MiB of `[],` parse to gigabytes. Counted on the raw bytes (a comma or
+    bracket inside a string counts too, which only errs towards refusing): each element of
+    a list or object after its first follows a comma, so the elements are at most the
+    commas plus the containers."""
     n_containers = body.count(b"[") + body.count(b"{")
-    n_values = body.count(b",") + n_containers + 1
-    if n_containers > containers or n_values > values:
+    n_commas = body.count(b",")
+    if n_containers > containers or n_commas > values + containers:
         raise RequestError(
             413,
-            f"request holds up to {n_values} values in {n_containers} lists or objects; the "
-            f"largest batch this model takes needs {values} and {containers}",
+            f"request holds up to {n_commas + n_containers + 1} values in {n_containers} lists "
+            f"or objects; the largest batch this model takes holds {values + containers} in "
+            f"{containers}",
         )
 
 

@@ -58,6 +58,7 @@ from starlette.exceptions import HTTPException
 
 from ..errors import LineageError
 from ..evaluate.boundary import run_model
+from ..text import shorten
 from . import limits
 from .protocol import INPUT, RequestError, header_int, parse_request, split_body
 
@@ -159,7 +160,9 @@ def create_app(s: Served) -> FastAPI:
             except RequestError as e:
                 return error(e.status, str(e))
             except Exception as e:  # a bug, not the client's: one line, not a traceback
-                print(f"error: {fn.__name__}: {type(e).__name__}: {e}", file=sys.stderr)
+                print(
+                    f"error: {fn.__name__}: {type(e).__name__}: {shorten(e, 200)}", file=sys.stderr
+                )
                 return error(500, "internal error")
 
         return wrapper
@@ -376,7 +379,9 @@ def serve(
         log_level=log_level,
         http=limits.http_protocol(s.read_timeout, max_connections),
         timeout_keep_alive=int(limits.KEEP_ALIVE),
-        limit_concurrency=max_connections,
+        # uvicorn answers 503 once connections reach this; ours closes those beyond the cap
+        limit_concurrency=max_connections + 1,
+        h11_max_incomplete_event_size=limits.MAX_HEAD,
         backlog=max_connections,
     )
     try:
