@@ -454,8 +454,8 @@ def test_server_killed_mid_audit_and_restarted(pair, digits_dm, tmp_path):
     first = Server(*args, log=tmp_path / "s1.log").wait()
     proxy = FaultProxy(f"127.0.0.1:{port}")
     url, cache = proxy.url("/v2/models/suspect"), tmp_path / "cache"
-    # up to ~10 s of outage: 40 retries, backoff capped at 0.25 s
-    remote = RemoteModel(url, cache=cache, retries=40, backoff=0.05, max_backoff=0.25)
+    # up to ~30 s of outage (a restart on a busy machine): 150 retries, backoff capped at 0.25 s
+    remote = RemoteModel(url, cache=cache, retries=150, backoff=0.05, max_backoff=0.25)
     out: dict = {}
 
     def audit() -> None:

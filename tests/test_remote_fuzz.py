@@ -498,3 +498,20 @@ def test_bench_serve_memory_smallest_case(capsys):
     hostile = next(ln for ln in lines if ln.startswith("| hostile x2 | 2 |"))
     assert legal.split(" | ")[-1] == "200 |"  # the largest legal batch is answered
     assert "200" not in hostile.split(" | ")[-1]  # no hostile body is
+
+
+def test_an_older_cache_without_macs_is_dropped_not_trusted(tmp_path, caplog):
+    with sqlite3.connect(tmp_path / FILE) as db:
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+        db.execute("INSERT INTO meta VALUES ('format', 'lineage-query-cache/1')")
+        db.execute(
+            "CREATE TABLE answers (endpoint TEXT, model TEXT, output TEXT, row BLOB, value BLOB)"
+        )
+        db.execute("INSERT INTO answers VALUES ('e', 'm', 'o', ?, ?)", (b"r" * 32, b"\0" * 8))
+    caplog.set_level(logging.WARNING, "lineage.remote.cache")
+    c = QueryCache(tmp_path)
+    assert c.count() == 0 and c.get(("e", "m", "o"), [b"r" * 32]) == {}
+    assert any("older cache without MACs" in r.getMessage() for r in caplog.records)
+    c.put(("e", "m", "o"), [(b"r" * 32, b"\1" * 8)])
+    assert c.get(("e", "m", "o"), [b"r" * 32]) == {b"r" * 32: b"\1" * 8}
+    c.close()
