@@ -419,6 +419,7 @@ def edit(path, sql: str, *args) -> None:
         "oversized",
         "mac",
         "moved",  # another row's value with its valid MAC
+        "short",  # a valid MAC over a value no answer has (3 bytes)
     ],
 )
 def test_a_tampered_cache_is_refused_and_asked_again(
@@ -445,8 +446,14 @@ def test_a_tampered_cache_is_refused_and_asked_again(
         edit(tmp_path, "UPDATE answers SET value = zeroblob(?)", 2**24)
     elif tamper == "mac":
         edit(tmp_path, "UPDATE answers SET mac = 'x'")
-    else:
+    elif tamper == "moved":
         edit(tmp_path, "UPDATE answers SET value = ?, mac = ?", value, mac)
+    else:
+        with sqlite3.connect(tmp_path / FILE) as db:
+            scope = db.execute("SELECT endpoint, model, output FROM answers").fetchone()
+        c = QueryCache(tmp_path)
+        c.put(scope, [(bytes(r), b"abc") for r, _, _ in rows(tmp_path)])
+        c.close()
     caplog.set_level(logging.WARNING, "lineage.remote.cache")
     again = RemoteModel(labels_server.url, cache=tmp_path)
     assert torch.equal(again(x), want)  # never the tampered answers

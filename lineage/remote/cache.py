@@ -28,9 +28,15 @@ import re
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from ..errors import LineageError
 from ..text import printable
+
+if TYPE_CHECKING:
+    from .protocol import Wire
 
 log = logging.getLogger(__name__)
 
@@ -202,3 +208,29 @@ class QueryCache:
 
     def close(self) -> None:
         self.db.close()
+
+
+def encode_answer(v: np.ndarray, w: Wire) -> bytes:
+    """A row's answer as stored: a label as int64, logits as float32, little-endian."""
+    return np.asarray(v, dtype="<i8" if w.kind == "labels" else "<f4").tobytes()
+
+
+def decode_answer(raw: bytes, w: Wire) -> np.ndarray:
+    """A stored answer, checked like a reply (ValueError says why); the first logits set
+    `w.num_classes` if the metadata did not."""
+    if w.kind == "labels":
+        if len(raw) != 8:
+            raise ValueError(f"a cached label is {len(raw)} bytes, not 8")
+        v = np.frombuffer(raw, dtype="<i8")[0]
+        if v < 0 or (w.num_classes is not None and v >= w.num_classes):
+            raise ValueError(f"a cached label {v} is out of range")
+        return np.asarray(v, dtype=np.int64)
+    c = w.num_classes
+    if len(raw) % 4 or not raw or (c is not None and len(raw) != 4 * c):
+        raise ValueError(f"a cached answer has {len(raw)} bytes, not 4 x {c}")
+    z = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+    if not np.isfinite(z).all():
+        raise ValueError("a cached answer holds NaN or Inf")
+    if c is None:
+        w.num_classes = len(z)
+    return z

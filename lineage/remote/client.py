@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from ..errors import BudgetSpent, LineageError
-from .cache import QueryCache
+from .cache import QueryCache, decode_answer, encode_answer
 from .deadline import DeadlineBackend
 from .deadline import transport as deadline_transport
 from .protocol import (
@@ -342,8 +342,8 @@ class RemoteModel:
             refused = []
             for k, v in self.cache.get(scope, keys).items():
                 try:
-                    answers[k] = self._decode(v)
-                except LineageError as e:  # a MAC that holds over a bad value: asked again
+                    answers[k] = decode_answer(v, w)
+                except ValueError as e:  # a MAC that holds over a bad value: asked again
                     refused.append(str(e))
             if refused:
                 self.cache.refuse(len(refused), refused[0])
@@ -362,7 +362,7 @@ class RemoteModel:
             for key, value in zip(part, got):
                 answers[key] = value
             if self.cache is not None:
-                self.cache.put(scope, [(key, self._encode(v)) for key, v in zip(part, got)])
+                self.cache.put(scope, [(key, encode_answer(v, w)) for key, v in zip(part, got)])
             pos += len(part)
             if left is not None and left == len(part) and pos < len(todo):
                 raise self._budget_spent()
@@ -386,31 +386,6 @@ class RemoteModel:
         self.counters.answered += n
         self.counters.requests += 1
         return list(values)
-
-    def _encode(self, v: np.ndarray) -> bytes:
-        if self.wire.kind == "labels":
-            return np.asarray(v, dtype="<i8").tobytes()
-        return np.asarray(v, dtype="<f4").tobytes()
-
-    def _decode(self, raw: bytes) -> np.ndarray:
-        where = self.cache.path if self.cache is not None else "cache"
-        w = self.wire
-        if w.kind == "labels":
-            if len(raw) != 8:
-                raise LineageError(f"{where}: a cached label is {len(raw)} bytes, not 8")
-            v = np.frombuffer(raw, dtype="<i8")[0]
-            if v < 0 or (w.num_classes is not None and v >= w.num_classes):
-                raise LineageError(f"{where}: a cached label {v} is out of range")
-            return np.asarray(v, dtype=np.int64)
-        c = w.num_classes
-        if len(raw) % 4 or not raw or (c is not None and len(raw) != 4 * c):
-            raise LineageError(f"{where}: a cached answer has {len(raw)} bytes, not 4 x {c}")
-        z = np.frombuffer(raw, dtype="<f4").astype(np.float32)
-        if not np.isfinite(z).all():
-            raise LineageError(f"{where}: a cached answer holds NaN or Inf")
-        if c is None:
-            w.num_classes = len(z)
-        return z
 
     def report(self, points: int) -> dict[str, Any]:
         """The counters, plus the queries per point (rows asked / points drawn)."""

@@ -60,7 +60,8 @@ from ..errors import LineageError
 from ..evaluate.boundary import run_model
 from ..text import shorten
 from . import limits
-from .protocol import INPUT, RequestError, header_int, parse_request, split_body
+from .protocol import INPUT, header_int
+from .request import RequestError, parse_request, split_body
 
 MAX_BATCH = 1024  # rows per request
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
