@@ -25,11 +25,11 @@ version), 408 (body not received in time), 413 (body over --max-body-mb, more va
 the largest batch holds, or more rows than --max-batch), 422 (JSON that is not a valid
 request: wrong input name, datatype or shape, non-numbers, NaN/Inf in float32, or inputs
 that drive the model's logits to Inf) or 503 (busy: retry). The body is bounded before it
-is read and counted before it is parsed (limits.py), and parsed with `json` only: nothing
-from a request is unpickled, evaluated or logged beyond the access line (method, path,
-status). The API key is compared in constant time and never logged; with a key set, every
-endpoint but /v2/health needs it (the health probes stay open for orchestrators, and say
-nothing but live and ready).
+is read and counted before it is parsed (limits.py, request.py), and parsed with `json`
+only: nothing from a request is unpickled, evaluated or logged beyond the access line
+(method, path, status). The API key is compared in constant time and never logged; with a
+key set, every endpoint but /v2/health needs it (the health probes stay open for
+orchestrators, and say nothing but live and ready).
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from ..errors import LineageError
 from ..evaluate.boundary import run_model
@@ -273,6 +274,8 @@ def create_app(s: Served) -> FastAPI:
             raise RequestError(
                 408, f"request body not received within {s.read_timeout:g} s"
             ) from None
+        except ClientDisconnect:  # gone mid-body: nobody to answer, nothing to log
+            raise RequestError(400, "the client disconnected mid-body") from None
         return b"".join(chunks)
 
     @app.post("/v2/models/{name}/infer")
