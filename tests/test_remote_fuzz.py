@@ -375,7 +375,7 @@ def test_deadline_is_in_the_help(capsys):
 # ---------------------------------------------------------------- the cache
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def labels_server(model_file, tmp_path_factory):
     _, f = model_file
     s = Server(f, "--port", "0", "--labels-only", log=tmp_path_factory.mktemp("l") / "l.log")
