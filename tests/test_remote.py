@@ -18,7 +18,7 @@ import time
 
 import pytest
 import torch
-from remote_helpers import ENV, ROOT, FaultProxy, Server, free_port
+from remote_helpers import CACHE_KEY, ENV, ROOT, FaultProxy, Server, free_port
 from starlette.testclient import TestClient
 
 from lineage import models
@@ -40,6 +40,12 @@ def cli_closeness(**over) -> list[str]:
 
 
 CLI_CLOSENESS = cli_closeness()
+
+
+@pytest.fixture(autouse=True)
+def cache_key(monkeypatch):
+    """The answer cache's MAC key in a temp folder, not the user's ~/.config."""
+    monkeypatch.setenv("LINEAGE_CACHE_KEY", CACHE_KEY)
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +218,7 @@ def test_server_speaks_the_protocol_and_refuses_bad_requests(pair):
     hb = json.dumps(head).encode()
     r = infer(hb + raw, headers={**auth, "Inference-Header-Content-Length": str(len(hb))})
     assert r.json()["outputs"][0]["data"] == out["logits"]["data"]
-    assert "binary_tensor_data" in tc.get("/v2").json()["extensions"]
+    assert "binary_tensor_data" in tc.get("/v2", headers=auth).json()["extensions"]
     bad = [
         (infer(req(), headers={}), 401, "missing or wrong API key"),
         (infer(req(), headers={"Authorization": "Bearer nope"}), 401, "missing or wrong"),
@@ -448,8 +454,8 @@ def test_server_killed_mid_audit_and_restarted(pair, digits_dm, tmp_path):
     first = Server(*args, log=tmp_path / "s1.log").wait()
     proxy = FaultProxy(f"127.0.0.1:{port}")
     url, cache = proxy.url("/v2/models/suspect"), tmp_path / "cache"
-    # up to ~10 s of outage: 40 retries, backoff capped at 0.25 s
-    remote = RemoteModel(url, cache=cache, retries=40, backoff=0.05, max_backoff=0.25)
+    # up to ~30 s of outage (a restart on a busy machine): 150 retries, backoff capped at 0.25 s
+    remote = RemoteModel(url, cache=cache, retries=150, backoff=0.05, max_backoff=0.25)
     out: dict = {}
 
     def audit() -> None:
