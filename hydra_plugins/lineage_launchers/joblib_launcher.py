@@ -24,6 +24,6 @@ class JoblibLauncher(_Joblib):
             return super().launch([o for _, o, _ in todo], initial_job_idx)
         except Exception as e:  # noqa: BLE001  (a worker killed: the OOM killer, a signal)
             for _, _, name in todo:
-                sweep.ended.setdefault(name, f"killed: {type(e).__name__}")
+                sweep.ended.setdefault(name, f"killed: its worker died ({type(e).__name__})")
             log.error("the sweep's workers stopped: %s", e)
             return []
