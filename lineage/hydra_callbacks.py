@@ -58,7 +58,11 @@ class SweepSummary(Callback):
     when its launcher knows). The exit status is 1 unless every job has its results."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from . import sweep
+
         self.start = time.time()
+        sweep.planned.clear()  # this sweep's jobs only, should a process run several
+        sweep.ended.clear()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from .sweep import summarize

@@ -167,15 +167,15 @@ def test_an_impossible_request_is_refused_before_submitting(tmp_path):
     assert not (tmp_path / "s" / ".submitit").exists()  # nothing was submitted
 
 
-def _running_task(submitted_after: float, deadline: float) -> str:
+def _running_task(cwd: Path, deadline: float) -> str:
+    """A running task of the sweep started in `cwd` (other tests may have tasks running)."""
     while time.time() < deadline:
         r = subprocess.run(
-            ["squeue", "-h", "-r", "-t", "RUNNING", "-o", "%i|%j|%V"],
-            capture_output=True, text=True,
-        )  # fmt: skip
+            ["squeue", "-h", "-r", "-t", "RUNNING", "-o", "%i|%Z"], capture_output=True, text=True
+        )
         for line in r.stdout.splitlines():
-            task, name, _ = line.split("|", 2)
-            if name == "lineage":
+            task, workdir = line.split("|", 1)
+            if Path(workdir) == cwd:
                 return task
         time.sleep(0.2)
     pytest.fail("no task of the sweep ever ran (squeue)")
@@ -190,7 +190,7 @@ def test_a_cancelled_task_ends_the_sweep_with_its_summary_and_a_rerun_completes_
     p = subprocess.Popen(argv, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        task = _running_task(time.time(), time.time() + 300)
+        task = _running_task(tmp_path, time.time() + 300)
         subprocess.run(["scancel", task], check=True)
         out, err = p.communicate(timeout=600)
     except subprocess.TimeoutExpired:
@@ -214,7 +214,10 @@ def test_a_cancelled_task_ends_the_sweep_with_its_summary_and_a_rerun_completes_
 
 JOB_THREADS = """
 import os, subprocess, sys
+from pathlib import Path
 from lineage import runtime
+runtime.JOBS_DIR = Path(sys.argv[1])  # this test's: other tests' jobs keep their threads
+runtime.JOBS_DIR.mkdir()
 others = [subprocess.Popen(["sleep", "60"]) for _ in range(3)]
 for p in others:  # three other lineage jobs running on this node, on any core
     (runtime.JOBS_DIR / f"{p.pid}.pid").write_text("")
@@ -234,9 +237,9 @@ def test_a_job_under_cpus_per_task_2_gets_two_threads(tmp_path):
     (tmp_path / "job.py").write_text(JOB_THREADS)
     out = tmp_path / "out.txt"
     cmd = ["sbatch", "--wait", "-p", "cpu", "-c", "2", "--mem=1G", "-o", str(out)]
-    cmd += ["--wrap", f"{sys.executable} {tmp_path / 'job.py'}"]
+    cmd += ["--wrap", f"{sys.executable} {tmp_path / 'job.py'} {tmp_path / 'jobs'}"]
     try:
-        r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+        r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
     except subprocess.TimeoutExpired:
         pytest.fail("the sbatch job measuring threads never ended")
     assert r.returncode == 0, r.stderr + out.read_text()

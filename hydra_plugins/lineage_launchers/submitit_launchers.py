@@ -37,11 +37,8 @@ class _Submitit(BaseSubmititLauncher):
             slurm.check_fits(self.params)
         p = dict(self.params)
         ex = self._EXECUTOR
-        executor = submitit.AutoExecutor(
-            folder=p.pop("submitit_folder"),
-            cluster=ex,
-            **{f"{ex}_max_num_timeout": p.pop("max_num_timeout")},
-        )
+        requeues = {f"{ex}_{k}": p.pop(k) for k in ["max_num_timeout"] if k in p}  # SLURM's
+        executor = submitit.AutoExecutor(folder=p.pop("submitit_folder"), cluster=ex, **requeues)
         common = set(OmegaConf.structured(BaseQueueConf).keys())
         executor.update_parameters(**{k if k in common else f"{ex}_{k}": v for k, v in p.items()})
         log.info("Submitit '%s' sweep output dir : %s", ex, self.config.hydra.sweep.dir)
