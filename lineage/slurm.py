@@ -121,11 +121,11 @@ def wait(jobs: Sequence[Any], names: Sequence[str], poll_s: float = 1.0) -> list
             del pending[name]
             try:
                 results.append(job.results()[0])
-            except UncompletedJobError:
-                sweep.ended[name] = f"{sweep.ended_as(job.state)}, job {job.job_id}"
-            except FailedJobError as e:  # the job's own code raised: its last line says why
+            except FailedJobError as e:  # its code raised (an UncompletedJobError too: first)
                 lines = [ln for ln in str(e).splitlines() if ln.strip()]
                 sweep.ended[name] = f"failed: {printable(lines[-1] if lines else e)}"[:300]
+            except UncompletedJobError:
+                sweep.ended[name] = f"{sweep.ended_as(job.state)}, job {job.job_id}"
             if name in sweep.ended:
                 log.error("job %s ended without a result: %s", name, sweep.ended[name])
         if pending:

@@ -107,6 +107,39 @@ def test_the_summary_names_jobs_that_ended_without_a_result(tmp_path, fresh_swee
     )
 
 
+class FakeJob:
+    """A submitted job as submitit gives it: done after `polls` checks, then its outcome."""
+
+    def __init__(self, job_id, outcome, state="COMPLETED", polls=2):
+        self.job_id, self.outcome, self.state, self.polls = job_id, outcome, state, polls
+
+    def done(self):
+        self.polls -= 1
+        return self.polls <= 0
+
+    def results(self):
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return [self.outcome]
+
+
+def test_the_wait_outlives_jobs_that_end_without_a_result(fresh_sweep):
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    jobs = [
+        FakeJob("9_0", UncompletedJobError("no output"), "CANCELLED by 0", polls=3),
+        FakeJob("9_1", "a JobReturn"),
+        FakeJob("9_2", FailedJobError("Traceback ...\nValueError: bad\n"), "FAILED"),
+        FakeJob("9_3", UncompletedJobError("no output"), "OUT_OF_MEMORY", polls=5),
+    ]
+    assert slurm.wait(jobs, ["a", "b", "c", "d"], poll_s=0) == ["a JobReturn"]
+    assert sweep.ended == {
+        "a": "cancelled, job 9_0",
+        "c": "failed: ValueError: bad",
+        "d": "out of memory, job 9_3",
+    }
+
+
 # -- against a real SLURM ---------------------------------------------------------------
 
 
