@@ -10,7 +10,7 @@ import logging
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from submitit.slurm.slurm import SlurmInfoWatcher
@@ -104,30 +104,28 @@ class SqueueWatcher(SlurmInfoWatcher):
         self._last_status_check = time.time()
 
 
-def wait(jobs: Sequence[Any], names: Sequence[str], poll_s: float = 1.0) -> list[Any]:
-    """Each job's Hydra JobReturn once it ended with one; a job that ended without one
-    (cancelled, killed, timed out) is recorded in sweep.ended for the summary instead of
-    raising, so the sweep always reaches its summary."""
+def wait(jobs: Sequence[Any], on_end: Callable[[int, str], Any], poll_s: float = 1.0) -> list[Any]:
+    """Each job's Hydra JobReturn once it ended with one; for a job that ended without one
+    (cancelled, killed, timed out), on_end(its index, what ended it) instead of raising, so
+    the sweep always reaches its summary."""
     from submitit.core.utils import FailedJobError, UncompletedJobError
 
     from .text import printable
 
-    pending = dict(zip(names, jobs))
+    pending = dict(enumerate(jobs))
     results = []
     while pending:
-        for name, job in list(pending.items()):
+        for i, job in list(pending.items()):
             if not job.done():
                 continue
-            del pending[name]
+            del pending[i]
             try:
                 results.append(job.results()[0])
             except FailedJobError as e:  # its code raised (an UncompletedJobError too: first)
                 lines = [ln for ln in str(e).splitlines() if ln.strip()]
-                sweep.ended[name] = f"failed: {printable(lines[-1] if lines else e)}"[:300]
+                on_end(i, f"failed: {printable(lines[-1] if lines else e)}"[:300])
             except UncompletedJobError:
-                sweep.ended[name] = f"{sweep.ended_as(job.state)}, job {job.job_id}"
-            if name in sweep.ended:
-                log.error("job %s ended without a result: %s", name, sweep.ended[name])
+                on_end(i, f"{sweep.ended_as(job.state)}, job {job.job_id}")
         if pending:
             time.sleep(poll_s)
     return results

@@ -25,28 +25,47 @@ ended: dict[str, str] = {}  # job folder name -> what ended it without a result
 
 def plan(
     hydra_context: Any, config: DictConfig, job_overrides: Sequence[Sequence[str]]
-) -> list[tuple[int, list[str], str]]:
-    """(index, overrides, folder name) of the jobs still to run. A job whose folder holds
-    its config's metrics.json is skipped here, before it costs an allocation; `force=true`
-    skips none. A job whose config does not resolve here runs, to record why it fails."""
+) -> list[tuple[int, list[str]]]:
+    """(index, overrides) of the jobs still to run. A job whose folder holds its config's
+    metrics.json is skipped here, before it costs a process or an allocation; `force=true`
+    skips none. A job whose config does not resolve here runs, to record why it fails. In
+    a sweep with no results yet nothing is composed here: it could skip nothing."""
+    jobs = [(i, list(o)) for i, o in enumerate(job_overrides)]
+    if not any(Path(str(config.hydra.sweep.dir)).glob("*/metrics.json")):
+        return jobs
+    todo = []
+    for i, overrides in jobs:
+        name, job = _compose(hydra_context, config, overrides)
+        if done(Path(str(config.hydra.sweep.dir)) / name, job):
+            log.info("\t#%d : %s (done: skipped)", i, name)
+        else:
+            todo.append((i, overrides))
+    return todo
+
+
+def _compose(hydra_context: Any, config: DictConfig, overrides: list[str]) -> tuple[str, Any]:
+    """The job's folder name (hydra.sweep.subdir) and config, as its launcher will make it."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.singleton import Singleton
 
-    state = Singleton.get_state()  # HydraConfig is set per job below; the sweep's comes back
-    todo = []
+    state = Singleton.get_state()  # HydraConfig is set for the job; the sweep's comes back
     try:
-        for i, overrides in enumerate(job_overrides):
-            job = hydra_context.config_loader.load_sweep_config(config, list(overrides))
-            HydraConfig.instance().set_config(job)
-            name = str(OmegaConf.select(job, "hydra.sweep.subdir"))
-            planned.append(name)
-            if done(Path(str(job.hydra.sweep.dir)) / name, job):
-                log.info("\t#%d : %s (done: skipped)", i, name)
-            else:
-                todo.append((i, list(overrides), name))
+        job = hydra_context.config_loader.load_sweep_config(config, overrides)
+        HydraConfig.instance().set_config(job)
+        name = str(OmegaConf.select(job, "hydra.sweep.subdir"))
     finally:
         Singleton.set_state(state)
-    return todo
+    planned.append(name)
+    return name, job
+
+
+def record_end(hydra_context: Any, config: DictConfig, overrides: list[str], what: str) -> str:
+    """Remember for the summary what ended a job without a result; its folder name."""
+    name = _compose(hydra_context, config, overrides)[0]
+    if not (Path(str(config.hydra.sweep.dir)) / name / "metrics.json").is_file():
+        ended.setdefault(name, what)
+        log.error("job %s ended without a result: %s", name, what)
+    return name
 
 
 def done(folder: Path, job: DictConfig) -> bool:

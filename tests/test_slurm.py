@@ -123,7 +123,7 @@ class FakeJob:
         return [self.outcome]
 
 
-def test_the_wait_outlives_jobs_that_end_without_a_result(fresh_sweep):
+def test_the_wait_outlives_jobs_that_end_without_a_result():
     from submitit.core.utils import FailedJobError, UncompletedJobError
 
     jobs = [
@@ -132,11 +132,12 @@ def test_the_wait_outlives_jobs_that_end_without_a_result(fresh_sweep):
         FakeJob("9_2", FailedJobError("Traceback ...\nValueError: bad\n"), "FAILED"),
         FakeJob("9_3", UncompletedJobError("no output"), "OUT_OF_MEMORY", polls=5),
     ]
-    assert slurm.wait(jobs, ["a", "b", "c", "d"], poll_s=0) == ["a JobReturn"]
-    assert sweep.ended == {
-        "a": "cancelled, job 9_0",
-        "c": "failed: ValueError: bad",
-        "d": "out of memory, job 9_3",
+    said: dict[int, str] = {}
+    assert slurm.wait(jobs, said.__setitem__, poll_s=0) == ["a JobReturn"]
+    assert said == {
+        0: "cancelled, job 9_0",
+        2: "failed: ValueError: bad",
+        3: "out of memory, job 9_3",
     }
 
 

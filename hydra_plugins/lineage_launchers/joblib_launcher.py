@@ -21,9 +21,14 @@ class JoblibLauncher(_Joblib):
         if not todo:
             return []
         try:
-            return super().launch([o for _, o, _ in todo], initial_job_idx)
+            return super().launch([o for _, o in todo], initial_job_idx)
         except Exception as e:  # noqa: BLE001  (a worker killed: the OOM killer, a signal)
-            for _, _, name in todo:
-                sweep.ended.setdefault(name, f"killed: its worker died ({type(e).__name__})")
             log.error("the sweep's workers stopped: %s", e)
+            for _, o in todo:  # those that finished have their results: the summary says so
+                sweep.record_end(
+                    self.hydra_context,
+                    self.config,
+                    o,
+                    f"killed: a worker died ({type(e).__name__})",
+                )
             return []

@@ -42,11 +42,11 @@ class _Submitit(BaseSubmititLauncher):
         common = set(OmegaConf.structured(BaseQueueConf).keys())
         executor.update_parameters(**{k if k in common else f"{ex}_{k}": v for k, v in p.items()})
         log.info("Submitit '%s' sweep output dir : %s", ex, self.config.hydra.sweep.dir)
-        for i, overrides, _ in todo:
+        for i, overrides in todo:
             log.info("\t#%d : %s", initial_job_idx + i, " ".join(filter_overrides(overrides)))
         args = [
             (o, "hydra.sweep.dir", initial_job_idx + i, f"job_id_for_{initial_job_idx + i}", state)
-            for i, o, _ in todo
+            for i, o in todo
         ]
         try:
             jobs = executor.map_array(self, *zip(*args))
@@ -58,7 +58,10 @@ class _Submitit(BaseSubmititLauncher):
             watcher = slurm.SqueueWatcher(delay_s=15)
             for job in jobs:
                 job.watcher = watcher
-        return slurm.wait(jobs, [name for _, _, name in todo])
+        return slurm.wait(
+            jobs,
+            lambda k, what: sweep.record_end(self.hydra_context, self.config, todo[k][1], what),
+        )
 
 
 class LocalLauncher(_Submitit):
