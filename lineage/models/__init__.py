@@ -1,4 +1,4 @@
-from . import lenet, mlp, resnet, vgg  # noqa: F401  (registers the architectures)
+from . import hf, lenet, mlp, resnet, vgg  # noqa: F401  (registers the architectures)
 from .io import load, save
 from .registry import (
     MODELS,

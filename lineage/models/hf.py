@@ -14,8 +14,10 @@ from torch import nn
 
 from ..adapters import Logits
 from ..errors import LineageError
+from .registry import register
 
 
+@register("hf_vit")  # a registered name: its files load with no --arch
 def vit(
     num_classes: int,
     in_channels: int,
