@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .text import shorten
+from .text import printable, shorten
 
 
 def atomic_write(path: str | Path, data: bytes | str) -> Path:
@@ -151,6 +151,9 @@ def safe_dirname(name: str, limit: int = 128) -> str:
     """`name` as a directory name no longer than `limit` bytes: unchanged when it fits,
     else its readable start plus a hash of the whole name, so that distinct long names
     stay distinct and the same name always maps to the same folder (resume works)."""
+    # A control or format character in a folder name repaints the terminal that lists it
+    # (a bidi override shows the name reversed): it is spelled as its escape instead.
+    name = printable(name)
     raw = name.encode()
     if len(raw) <= limit and all(len(p.encode()) <= NAME_MAX for p in name.split("/")):
         return name
