@@ -78,6 +78,32 @@ def add_compare(sub: Any) -> None:
     remote.add_remote_options(c)
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("lineage")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def missing_file(args: argparse.Namespace) -> str | None:
+    """The first model file `compare` was given that does not exist (a URL is no file)."""
+    from .remote.protocol import is_url
+    from .text import shorten
+
+    files = [args.parent, *([] if is_url(args.suspect) else [args.suspect]), *args.reference]
+    for f in files:
+        try:
+            Path(f).stat()
+        except FileNotFoundError:
+            return f"model file not found: {shorten(f)}"
+        except OSError:
+            pass  # a name too long, a loop of links: load_model says which, in one line
+    return None
+
+
 @guard("lineage")  # SIGTERM: exit 143 and say what was interrupted (lineage.interrupt)
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -87,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv = [f"{Path(sys.argv[0]).name} run", *argv[1:]]
         run_main()
         return 0
+    # The parser, --help, --version and argument errors import neither torch nor Lightning
+    # (nor Hydra): a refusal costs a fraction of a second (benchmarks/bench_cli_light.py).
     p = argparse.ArgumentParser(prog="lineage", description=__doc__)
+    p.add_argument("--version", action="version", version=f"lineage {version()}")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="one job, or -m a sweep (Hydra overrides; see lineage run --help)")
     add_compare(sub)
@@ -111,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unrecognized arguments: {' '.join(a for a in extra if a not in args.overrides)}")
     if args.references is not None and args.references < 0:
         p.error("--references must be >= 0")
+    missing = missing_file(args)
+    if missing:  # before the heavy imports: a typo in a path is answered at once
+        print(f"error: {missing}", file=sys.stderr)
+        return 2
 
     from .audit import compare, report
     from .errors import LineageError

@@ -15,11 +15,13 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where a request is parsed: the CLI's parser stays light
+    import torch
 
 from ..errors import LineageError
 
@@ -303,6 +305,8 @@ def parse_request(
     """Server side: the input batch, the outputs asked for (names in `outputs`, all by
     default) and the request id; RequestError if bad. `binary`: the bytes after the JSON
     header (binary tensor extension), if any."""
+    import torch
+
     try:
         req = json.loads(body)
     except (UnicodeDecodeError, ValueError) as e:
