@@ -104,10 +104,22 @@ def missing_file(args: argparse.Namespace) -> str | None:
     return None
 
 
+def refused_for_memory(what: str) -> bool:
+    """Refuse, in one line, a command that would fail midway for want of address space."""
+    from .utils import address_space_error
+
+    why = address_space_error(what)
+    if why:
+        print(f"error: {why}", file=sys.stderr)
+    return why is not None
+
+
 @guard("lineage")  # SIGTERM: exit 143 and say what was interrupted (lineage.interrupt)
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["run"]:  # Hydra parses its own command line: hand it the rest
+        if not {"-h", "--help"} & set(argv) and refused_for_memory("lineage run"):
+            return 2
         from .app import main as run_main
 
         sys.argv = [f"{Path(sys.argv[0]).name} run", *argv[1:]]
@@ -134,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         if extra:
             p.error(f"unrecognized arguments: {' '.join(extra)}")
+        if refused_for_memory("lineage serve"):
+            return 2
         return remote.serve(args)
     args.overrides = [a for a in extra if "=" in a and not a.startswith("-")]
     if len(args.overrides) != len(extra):
@@ -143,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     missing = missing_file(args)
     if missing:  # before the heavy imports: a typo in a path is answered at once
         print(f"error: {missing}", file=sys.stderr)
+        return 2
+    if refused_for_memory("lineage compare"):
         return 2
 
     from .audit import compare, report
@@ -155,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         result = compare(args)
     except LineageError as e:
         print(f"error: {printable(e)}", file=sys.stderr)
+        return 2
+    except MemoryError:  # a limit above the floor can still be too small for the task
+        print("error: out of memory (is ulimit -v too small for this task?)", file=sys.stderr)
         return 2
     print(json.dumps(result, default=str) if args.json else report(result))
     return 0

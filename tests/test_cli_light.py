@@ -8,6 +8,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+import torch
 from conftest import ROOT
 
 HEAVY = ("torch", "pytorch_lightning", "lightning", "hydra")
@@ -72,3 +74,60 @@ def test_the_benchmark_smallest_case_runs():
 
     text = table(1, [("--version", ["--version"])])
     assert "| lineage --version | 0 |" in text
+
+
+def limited(args: list[str], limit: int, script: str | None = None, cwd=ROOT):
+    import resource
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))
+
+    cmd = [sys.executable, script] if script else [sys.executable, "-m", "lineage"]
+    return subprocess.run(
+        [*cmd, *args], cwd=cwd, capture_output=True, text=True, timeout=600, preexec_fn=cap
+    )
+
+
+def test_under_1_gib_each_heavy_command_is_one_line_not_a_traceback(tmp_path):
+    """Issue 25, item 16: torch, Lightning and their thread pools reserve about 1.2 GB of
+    address space, so under `ulimit -v 1048576` an import or libgomp's thread creation
+    failed midway with a traceback. The floor (utils.MIN_ADDRESS_SPACE) is checked
+    first."""
+    for name in ("p.safetensors", "s.safetensors"):
+        (tmp_path / name).write_bytes(b"x")
+    cases = [
+        ["compare", str(tmp_path / "p.safetensors"), str(tmp_path / "s.safetensors")],
+        ["serve", str(tmp_path / "p.safetensors")],
+        ["run", "logger=none"],
+    ]
+    for args in [*cases, None]:
+        if args is None:
+            r = limited(["logger=none"], 2**30, str(ROOT / "run.py"), cwd=tmp_path)
+        else:
+            r = limited(args, 2**30, cwd=tmp_path)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-1500:]
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "needs at least 1.5 GiB of address space" in lines[0]
+        assert "the limit here is 1.00 GiB" in lines[0]
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_a_digits_compare_runs_at_the_documented_floor(tmp_path):
+    from lineage import models
+    from lineage.utils import MIN_ADDRESS_SPACE
+
+    files = []
+    for i, name in enumerate(["p", "s", "r0", "r1"]):
+        torch.manual_seed(i)
+        m = models.build("mlp", 10, 1, [8, 8], hidden=[16])
+        path = tmp_path / f"{name}.safetensors"
+        files.append(str(models.save(m, path, {"id": name, "data": {"name": "digits"}})))
+    args = ["compare", files[0], files[1], "--reference", files[2], "--reference", files[3]]
+    r = limited(
+        [*args, "closeness.max_points=120", "closeness.min_points=60", "--json"],
+        MIN_ADDRESS_SPACE,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "determination.barrier" in json.loads(r.stdout)
