@@ -15,6 +15,7 @@ job leaves error.json in its folder, and the others still run); 128 + N when sig
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -93,6 +94,48 @@ def parallel_jobs(hc: Any) -> int:
     return 1
 
 
-main = guard("lineage run")(
-    hydra.main(version_base="1.3", config_path="pkg://lineage.conf", config_name="config")(job)
-)
+_hydra_main = hydra.main(
+    version_base="1.3", config_path="pkg://lineage.conf", config_name="config"
+)(job)
+
+
+@guard("lineage run")
+def main() -> None:
+    """Hydra's own command line, with its composition errors (an unknown group option, a
+    value of the wrong type, a malformed override) as one `error:` line and exit 2, where
+    Hydra would print a block and exit 1. Hydra reports an error itself unless
+    HYDRA_FULL_ERROR is set; set, the exception reaches us."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    before = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        _hydra_main()
+    except (HydraException, OmegaConfBaseException) as e:
+        print(f"error: {hydra_message(e)}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        if before is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = before
+
+
+def hydra_message(e: BaseException) -> str:
+    """One line for a Hydra or OmegaConf error: `unknown data 'mnsit' (choose from: ...)`
+    for a missing group option, else the error's first line and its cause's."""
+    from hydra.errors import MissingConfigException
+
+    from .text import shorten
+
+    missing = getattr(e, "missing_cfg_file", None)
+    options = getattr(e, "options", None)
+    if isinstance(e, MissingConfigException) and missing and options:
+        group, _, option = str(missing).rpartition("/")
+        return shorten(f"unknown {group} {option!r} (choose from: {', '.join(options)})", 400)
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    cause = e.__cause__
+    if cause is not None and str(cause).strip():
+        first += ": " + str(cause).strip().splitlines()[0]
+    return shorten(first, 400)

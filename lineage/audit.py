@@ -92,6 +92,11 @@ def recipe(pmeta: Mapping[str, Any], cfg: dict[str, Any], who: str) -> int:
     if not isinstance(spec, Mapping):
         raise LineageError(f"{who}: the file's training spec is not a mapping")
     data = {k: v for k, v in (spec.get("data") or {}).items() if v is not None and k != "name"}
+    if data.get("_target_") is not None:  # importing what a file names runs its code
+        raise LineageError(
+            f"{who}: the file's training spec names a data factory, which lineage never "
+            "imports on a file's word; pass --data (and --references 0 or --reference FILE)"
+        )
     data.pop("half", None)
     cfg["data"].update(_typed(DataConf, data, f"{who}: spec.data"))
     cfg["train"].update(_typed(TrainConf, spec.get("train") or {}, f"{who}: spec.train"))

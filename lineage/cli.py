@@ -78,16 +78,57 @@ def add_compare(sub: Any) -> None:
     remote.add_remote_options(c)
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("lineage")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def missing_file(args: argparse.Namespace) -> str | None:
+    """The first model file `compare` was given that does not exist (a URL is no file)."""
+    from .remote.protocol import is_url
+    from .text import shorten
+
+    files = [args.parent, *([] if is_url(args.suspect) else [args.suspect]), *args.reference]
+    for f in files:
+        try:
+            Path(f).stat()
+        except FileNotFoundError:
+            return f"model file not found: {shorten(f)}"
+        except OSError:
+            pass  # a name too long, a loop of links: load_model says which, in one line
+    return None
+
+
+def refused_for_memory(what: str) -> bool:
+    """Refuse, in one line, a command that would fail midway for want of address space."""
+    from .utils import address_space_error
+
+    why = address_space_error(what)
+    if why:
+        print(f"error: {why}", file=sys.stderr)
+    return why is not None
+
+
 @guard("lineage")  # SIGTERM: exit 143 and say what was interrupted (lineage.interrupt)
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["run"]:  # Hydra parses its own command line: hand it the rest
+        if not {"-h", "--help"} & set(argv) and refused_for_memory("lineage run"):
+            return 2
         from .app import main as run_main
 
         sys.argv = [f"{Path(sys.argv[0]).name} run", *argv[1:]]
         run_main()
         return 0
+    # The parser, --help, --version and argument errors import neither torch nor Lightning
+    # (nor Hydra): a refusal costs a fraction of a second (benchmarks/bench_cli_light.py).
     p = argparse.ArgumentParser(prog="lineage", description=__doc__)
+    p.add_argument("--version", action="version", version=f"lineage {version()}")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="one job, or -m a sweep (Hydra overrides; see lineage run --help)")
     add_compare(sub)
@@ -105,12 +146,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         if extra:
             p.error(f"unrecognized arguments: {' '.join(extra)}")
+        if refused_for_memory("lineage serve"):
+            return 2
         return remote.serve(args)
     args.overrides = [a for a in extra if "=" in a and not a.startswith("-")]
     if len(args.overrides) != len(extra):
         p.error(f"unrecognized arguments: {' '.join(a for a in extra if a not in args.overrides)}")
     if args.references is not None and args.references < 0:
         p.error("--references must be >= 0")
+    missing = missing_file(args)
+    if missing:  # before the heavy imports: a typo in a path is answered at once
+        print(f"error: {missing}", file=sys.stderr)
+        return 2
+    if refused_for_memory("lineage compare"):
+        return 2
 
     from .audit import compare, report
     from .errors import LineageError
@@ -122,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         result = compare(args)
     except LineageError as e:
         print(f"error: {printable(e)}", file=sys.stderr)
+        return 2
+    except MemoryError:  # a limit above the floor can still be too small for the task
+        print("error: out of memory (is ulimit -v too small for this task?)", file=sys.stderr)
         return 2
     print(json.dumps(result, default=str) if args.json else report(result))
     return 0

@@ -22,6 +22,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from .data.settings import DataConf
+from .errors import LineageError
 from .evaluate.basin.settings import DeterminationConf
 from .evaluate.closeness.settings import ClosenessConf
 from .evaluate.inherited import InheritedConf
@@ -105,12 +106,27 @@ def check_ranges(cfg: Mapping[str, Any]) -> None:
         from_mapping(
             schema, {k: v for k, v in given.items() if k != "name" or v is not None}, group
         )
+    check_root_keys(cfg)
     roots = (
         {f.name for f in fields(RootConf)}
         - set(GROUPS)
         - {"model", "modification", "logger", "paths"}
     )
     from_mapping(RootConf, {k: cfg[k] for k in roots if k in cfg})
+
+
+def check_root_keys(keys: Any) -> None:
+    """A top-level key that RootConf does not know is a typo: `+key=value` passes Hydra's
+    struct check, and the key would be silently ignored."""
+    from .text import shorten
+
+    known = {f.name for f in fields(RootConf)}
+    unknown = sorted(str(k) for k in keys if k not in known and k != "hydra")
+    if unknown:
+        raise LineageError(
+            f"unknown key {shorten(repr(unknown[0]), 80)} (top-level keys: "
+            f"{', '.join(sorted(known))})"
+        )
 
 
 def register_resolvers() -> None:

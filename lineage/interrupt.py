@@ -128,8 +128,7 @@ def guard(what: str) -> Callable[[F], F]:
 
 
 def _is_lightning_sigterm(e: SystemExit) -> bool:
-    try:
-        from pytorch_lightning.utilities.exceptions import SIGTERMException
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(e, SIGTERMException)
+    # Only a loaded Lightning can have raised it: importing it here would make every exit
+    # (`--help`, an argument error) pay for torch and Lightning.
+    exceptions = sys.modules.get("pytorch_lightning.utilities.exceptions")
+    return exceptions is not None and isinstance(e, exceptions.SIGTERMException)

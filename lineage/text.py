@@ -36,6 +36,11 @@ def printable(text: Any, keep: str = "") -> str:
     return _CONTROL.sub(lambda m: m.group() if m.group() in keep else _escape(m.group()), s)
 
 
+def has_control(text: str) -> bool:
+    """Whether `text` holds a control or format character (`printable` would escape it)."""
+    return _CONTROL.search(text) is not None
+
+
 def shorten(text: Any, limit: int = 120) -> str:
     """`printable(text)`, cut in the middle to at most `limit` characters."""
     s = printable(text)

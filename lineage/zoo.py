@@ -80,6 +80,19 @@ def derived_id(parent_id: str, modification: Mapping[str, Any], ratio: float, se
     )
 
 
+def _link_message(p: Path) -> str:
+    return (
+        f"the zoo's {shorten(p)} is a symbolic link; lineage never follows links in its "
+        "zoo (remove it)"
+    )
+
+
+def _not_a_link(p: Path) -> Path:
+    if p.is_symlink():  # a link made after the zoo opened
+        raise LineageError(_link_message(p))
+    return p
+
+
 def reference_seed(seed: int, i: int) -> int:
     """Independent references use seeds far from any parent seed a sweep would use."""
     return 1000 * (i + 1) + seed
@@ -91,18 +104,28 @@ class Zoo:
         try:
             (self.root / "models").mkdir(parents=True, exist_ok=True)
             (self.root / "locks").mkdir(parents=True, exist_ok=True)
+            self._no_links()
         except OSError as e:
             raise LineageError(f"cannot create the zoo at {self.root}: {e.strerror}") from None
+
+    def _no_links(self) -> None:
+        """A symbolic link among the zoo's files is refused now, in one line: a lock that
+        is a link fails to open (ELOOP) only after a training, and a model file that is
+        a link would be read, replaced or set aside where it points."""
+        for folder, pattern in (("locks", "*.lock"), ("models", "*.safetensors")):
+            for p in (self.root / folder).glob(pattern):
+                if p.is_symlink():
+                    raise LineageError(_link_message(p))
 
     @staticmethod
     def model_id(spec: Mapping[str, Any]) -> str:
         return "m-" + stable_hash(spec)
 
     def path(self, model_id: str) -> Path:
-        return self.root / "models" / f"{model_id}.safetensors"
+        return _not_a_link(self.root / "models" / f"{model_id}.safetensors")
 
     def lock(self, name: str) -> FileLock:
-        return FileLock(str(self.root / "locks" / f"{name}.lock"))
+        return FileLock(str(_not_a_link(self.root / "locks" / f"{name}.lock")))
 
     def get_or_train(
         self,

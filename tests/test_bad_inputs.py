@@ -468,7 +468,7 @@ MODEL_FILES = [  # lineage/models/io.py
     (
         "bad_arch_kwargs",  # :175
         lambda p: _save_with_arch(p, kwargs={"hidden": [8], "bogus": 1}),
-        "cannot build recorded architecture (architecture 'mlp': bad arguments",
+        "cannot build recorded architecture (architecture 'mlp' has no option 'bogus')",
     ),
     (
         "tensors_mismatch",  # :180

@@ -195,3 +195,37 @@ def test_bad_data_options(kw, msg):
 def test_unknown_dataset_lists_valid():
     with pytest.raises(LineageError, match="cifar10, digits, mnist"):
         build_datamodule("imagenet")
+
+
+@pytest.mark.parametrize(
+    ("stem", "dims"),
+    [
+        ("train-images-idx3-ubyte", [8192, 256, 256]),  # 2**29 bytes: passed the old cap
+        ("train-images-idx3-ubyte", [60001, 28, 28]),
+        ("t10k-labels-idx1-ubyte", [10001]),
+        ("t10k-images-idx3-ubyte", [10000, 28, 29]),
+    ],
+)
+def test_an_mnist_file_declaring_more_than_mnist_is_refused_unread(tmp_path, stem, dims):
+    """Issue 25, item 8: each MNIST file is bounded by MNIST's real shape, checked on the
+    header, before the body is read or decompressed (here the body is not even there)."""
+    files = write_mnist(tmp_path, gz=True)
+    assert files
+    head = bytes([0, 0, 8, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
+    (tmp_path / "MNIST" / "raw" / f"{stem}.gz").write_bytes(gzip.compress(head))
+    with pytest.raises(LineageError, match=r"not an MNIST file: header declares .* than MNIST's"):
+        build_datamodule("mnist", root=tmp_path)
+
+
+def test_any_other_idx_file_has_a_documented_cap(tmp_path):
+    from lineage.data.mnist import MAX_IDX_BYTES
+
+    p = tmp_path / "other-idx3-ubyte.gz"
+    p.write_bytes(
+        gzip.compress(
+            bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in [8192, 256, 256])
+        )
+    )
+    assert 8192 * 256 * 256 > MAX_IDX_BYTES >= 60000 * 28 * 28
+    with pytest.raises(LineageError, match="more than an IDX file may hold here"):
+        read_idx(p)

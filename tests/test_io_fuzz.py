@@ -188,3 +188,22 @@ def test_metadata_driven_builds_under_a_memory_limit(tmp_path):
     out = stats["outcomes"]
     # the hostile architectures are refused, and every spec case retrained
     assert out.get("arch:refused", 0) > 0.8 * examples and out.get("spec:refused", 0) == 0
+
+
+def test_a_header_of_100k_tensors_is_refused_before_it_is_parsed(tmp_path, good, monkeypatch):
+    """Counted first (issue 25, item 9): parsing and walking 100k entries took 17 s."""
+    from lineage.models import tensorfile
+
+    header, body = split(good)
+    end = len(body)
+    for i in range(100_000):
+        header[f"t{i}"] = {"dtype": "F32", "shape": [0], "data_offsets": [end, end]}
+    path = tmp_path / "many.safetensors"
+    path.write_bytes(join(header, body))
+
+    def parsed(*a, **k):
+        raise AssertionError("the header was parsed before its tensors were counted")
+
+    monkeypatch.setattr(tensorfile, "loads_json", parsed)
+    with pytest.raises(LineageError, match=r"declares 100\d\d\d tensors \(at most 10000\)"):
+        models.load(path)

@@ -3,9 +3,11 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from lineage import models
+from lineage.errors import LineageError
 from lineage.training import accuracy, train_classifier
 from lineage.zoo import Zoo
 
@@ -86,3 +88,24 @@ def test_two_processes_train_once(tmp_path):
     assert sorted(o["trained"] for o in outs) == [False, True]
     assert len(Zoo(tmp_path).trained()) == 1
     assert not list((tmp_path / "models").glob("*.tmp"))
+
+
+@pytest.mark.parametrize("name", ["locks/lineage.lock", "models/m-abc.safetensors"])
+def test_a_symlink_in_the_zoo_is_refused_up_front(tmp_path, name):
+    """A lock that is a link failed with ELOOP only after the training (issue 25, item 10);
+    a model file that is a link would be read or replaced where it points."""
+    Zoo(tmp_path / "zoo")
+    target = tmp_path / "elsewhere"
+    target.write_text("x")
+    (tmp_path / "zoo" / name).symlink_to(target)
+    with pytest.raises(LineageError, match="is a symbolic link"):
+        Zoo(tmp_path / "zoo")
+
+
+def test_a_symlink_made_after_the_zoo_opened_is_refused_before_use(tmp_path):
+    zoo = Zoo(tmp_path / "zoo")
+    (tmp_path / "zoo" / "locks" / "lineage.lock").symlink_to(tmp_path / "loop")
+    model = models.build("mlp", 3, 1, [4], hidden=[4])
+    with pytest.raises(LineageError, match="lineage.lock is a symbolic link"):
+        zoo.save_derived(model, {"id": "m-x"})
+    assert not (tmp_path / "zoo" / "models" / "m-x.safetensors").exists()

@@ -26,20 +26,30 @@ MIRRORS = ["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.
 MAGIC = {1: 2049, 3: 2051}
 
 
-# MNIST's largest file (training images) is 47 MB; a header that declares far more is
-# not an MNIST file, and decompressing toward it is what a gzip bomb wants.
-MAX_IDX_BYTES = 2**29
+# MNIST's real shapes: each of its files is refused before it is read (or decompressed)
+# when its header declares more than these, so a small .gz cannot make us inflate more
+# than the genuine file holds (47 MB for the training images).
+SHAPES = {
+    "train_x": (60000, 28, 28),
+    "train_y": (60000,),
+    "test_x": (10000, 28, 28),
+    "test_y": (10000,),
+}
+# Any other IDX file (read_idx without `shape`): at most 64 MiB, MNIST's largest rounded up.
+MAX_IDX_BYTES = 2**26
 
 
-def read_idx(path: Path) -> np.ndarray:
+def read_idx(path: Path, shape: tuple[int, ...] | None = None) -> np.ndarray:
     """Parse an IDX file, checking its magic number and that its length fits its header.
 
-    Reads at most what the header declares (plus one byte, to see that nothing follows),
-    so a small .gz that inflates to gigabytes costs no more than a genuine file would."""
+    `shape` is the largest the file may declare (a known dataset's real shape), else
+    MAX_IDX_BYTES bounds it. Reads at most what the header declares (plus one byte, to
+    see that nothing follows), so a small .gz that inflates to gigabytes costs no more
+    than a genuine file would."""
     try:
         f: Any = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
         with f:
-            return _read_idx(path, f)
+            return _read_idx(path, f, shape)
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         raise LineageError(f"{path}: cannot read IDX file ({e})") from None
 
@@ -56,7 +66,7 @@ def _read_exactly(f: IO[bytes], n: int) -> bytes:
     return b"".join(parts)
 
 
-def _read_idx(path: Path, f: IO[bytes]) -> np.ndarray:
+def _read_idx(path: Path, f: IO[bytes], shape: tuple[int, ...] | None) -> np.ndarray:
     head = _read_exactly(f, 4)
     if len(head) < 4:
         raise LineageError(f"{path}: corrupt IDX file (only {len(head)} bytes)")
@@ -70,10 +80,14 @@ def _read_idx(path: Path, f: IO[bytes]) -> np.ndarray:
     dims = [int.from_bytes(raw_dims[4 * i : 4 * i + 4], "big") for i in range(ndim)]
     header = 4 + 4 * ndim
     size = math.prod(dims)
+    if shape is not None and (len(dims) != len(shape) or any(map(int.__gt__, dims, shape))):
+        raise LineageError(
+            f"{path}: not an MNIST file: header declares {dims}, more than MNIST's {list(shape)}"
+        )
     if size > MAX_IDX_BYTES:
         raise LineageError(
             f"{path}: corrupt IDX file: header declares {dims} ({size} bytes), more than "
-            f"an MNIST file holds (at most {MAX_IDX_BYTES})"
+            f"an IDX file may hold here (at most {MAX_IDX_BYTES})"
         )
     body = _read_exactly(f, size + 1)
     if len(body) != size:
@@ -107,7 +121,7 @@ def mnist(root: Path, download: bool = False) -> tuple[Split, Split]:
                 "set data.root to the folder holding MNIST/raw/, or data.download=true"
             )
         paths[key] = p
-    arrays = {k: read_idx(p) for k, p in paths.items()}
+    arrays = {k: read_idx(p, SHAPES[k]) for k, p in paths.items()}
     out = []
     for split in ("train", "test"):
         x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]

@@ -18,14 +18,13 @@ from torch import nn
 from ..adapters import Logits
 from ..errors import LineageError
 from ..settings import knob
-from .registry import OPTIONS, ModelConf
+from .registry import ModelConf, register
 
 
 @dataclass
 class ViTConf(ModelConf):
     """The `model=hf_vit` group: its options (defaults and checks, lineage.settings)."""
 
-    _target_: str | None = knob("lineage.models.hf.vit")
     name: str = "hf_vit"
     hidden_size: int = knob(32, lo=1)  # the transformer's width
     layers: int = knob(2, lo=1)  # transformer blocks
@@ -34,10 +33,7 @@ class ViTConf(ModelConf):
     patch: int = knob(2, lo=1)  # the patch side, in pixels (divides the image side)
 
 
-# The YAML's schema only: hf_vit is a `_target_`, not a registered architecture.
-OPTIONS["hf_vit"] = ViTConf
-
-
+@register("hf_vit", ViTConf)  # a registered name: its files load with no --arch
 def vit(
     num_classes: int,
     in_channels: int,

@@ -30,7 +30,7 @@ from torch import nn
 from ..errors import LineageError
 from ..text import shorten
 from ..utils import atomic_write, git_sha, loads_json
-from .registry import MODELS, arch_of, rebuild
+from .registry import MODELS, arch_of, rebuild, refuse_target
 from .tensorfile import (
     MAX_DEPTH,
     MAX_TENSORS,
@@ -249,6 +249,8 @@ def load(
     header = read_header(path)
     meta = _parse_meta(path, header.metadata)
     arch = meta["arch"]
+    if builder is None and arch.get("target") is not None:
+        raise LineageError(f"{shorten(path.name)}: {refuse_target(arch['target'])}")
     _check_arch_bounds(path, arch, header)
     model = _build(path, arch, builder, meta=True)
     _check_shapes(path, arch["name"], model, header)

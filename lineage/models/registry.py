@@ -60,9 +60,6 @@ class ModelConf:
 
 
 DATA_ARGS = ("num_classes", "in_channels", "input_size", "input_shape", "in_features")
-# Factories a model file may name and have imported: this package's own. Any other must be
-# named by the user (--arch, a config), never by the file (importing runs code).
-TRUSTED_PREFIX = "lineage."
 
 
 def image_reading(shape: Sequence[int]) -> tuple[int, list[int]]:
@@ -140,6 +137,10 @@ def build(
     size = [int(input_size)] * 2 if isinstance(input_size, int) else [int(s) for s in input_size]
     if num_classes < 1 or in_channels < 1:
         raise LineageError(f"{name}: num_classes and in_channels must be positive")
+    names, var_kw = _accepts(fn)
+    unknown = sorted(set(kw) - (names - set(DATA_ARGS)))
+    if unknown and not var_kw:  # a file's record reaches here: only the factory's own options
+        raise LineageError(f"architecture {name!r} has no option {unknown[0]!r}")
     try:
         model = fn(num_classes=num_classes, in_channels=in_channels, input_size=tuple(size), **kw)
     except TypeError as e:
@@ -158,11 +159,15 @@ def build(
 
 def build_target(target: str, num_classes: int, input_shape: Sequence[int], **kw: Any) -> nn.Module:
     """Build `target` (an importable factory or nn.Module class) for a task."""
-    model = call_factory(import_factory(target), target, num_classes, input_shape, kw)
+    fn = import_factory(target)
+    model = call_factory(fn, target, num_classes, input_shape, kw)
     c, size = image_reading(input_shape)
+    # A registered factory is recorded by its name, so its file loads with no --arch; any
+    # other keeps its target, which only the user can supply again (`rebuild`).
+    name = next((n for n in MODELS.names() if MODELS.get(n) is fn), None)
     model.arch = {  # type: ignore[assignment]
-        "name": target.replace(":", ".").rsplit(".", 1)[-1],
-        "target": target,
+        "name": name or target.replace(":", ".").rsplit(".", 1)[-1],
+        **({} if name else {"target": target}),
         "num_classes": num_classes,
         "in_channels": c,
         "input_size": size,
@@ -191,17 +196,29 @@ def target_kwargs(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     that a command-line `model._target_=...` replaced, they are that group's options, not
     the factory's. (A factory's own arguments come from its YAML, or `+model.key=value`.)"""
     name = str(model_cfg.get("name"))
-    leftover = set(_accepts(MODELS.get(name))[0]) - set(DATA_ARGS) if name in MODELS else set()
+    target = str(model_cfg.get("_target_"))
+    own = name in MODELS and MODELS.get(name) is _imported_or_none(target)
+    leftover = set() if own or name not in MODELS else set(_accepts(MODELS.get(name))[0])
+    leftover -= set(DATA_ARGS)
     return {k: v for k, v in model_cfg.items() if k not in ("_target_", "name", *leftover)}
 
 
-def rebuild(arch: Mapping[str, Any], trusted: bool = False) -> nn.Module:
-    """The model an arch record describes, before its weights are loaded. A record naming a
-    factory outside this package is refused unless `trusted` (the caller's own config names
-    it): importing a module named by a file would run code from a stranger. A structurally
-    pruned model's record holds its kept widths (`narrow`): the full model is built, then
-    narrowed to them."""
-    model = _rebuild(arch, trusted)
+def _imported_or_none(target: str) -> Any:
+    try:
+        return import_factory(target)
+    except LineageError:
+        return None
+
+
+def rebuild(arch: Mapping[str, Any]) -> nn.Module:
+    """The model an arch record describes, before its weights are loaded: a *registered*
+    architecture, looked up by name. Nothing the record says is imported or called: a
+    record naming a factory (`target`) is refused, since importing a module a file names
+    runs a stranger's code (and a function of this package, called with the file's
+    arguments, does what the file wants); the user builds it with --arch (a builder).
+    A structurally pruned model's record holds its kept widths (`narrow`): the full model
+    is built, then narrowed to them."""
+    model = _rebuild(arch)
     widths = arch.get("narrow")
     if widths:
         from .narrow import to_widths
@@ -212,19 +229,22 @@ def rebuild(arch: Mapping[str, Any], trusted: bool = False) -> nn.Module:
     return model
 
 
-def _rebuild(arch: Mapping[str, Any], trusted: bool) -> nn.Module:
+def _rebuild(arch: Mapping[str, Any]) -> nn.Module:
     kw = dict(arch.get("kwargs") or {})
-    target = arch.get("target")
-    if target:
-        if not (trusted or str(target).startswith(TRUSTED_PREFIX)):
-            raise LineageError(
-                f"the file says it was built by {target!r}; importing that is running its "
-                f"code, so lineage never does it on a file's word: pass --arch {target} "
-                "to build it"
-            )
-        return build_target(str(target), int(arch["num_classes"]), input_shape_of(arch), **kw)
+    if arch.get("target") is not None:
+        raise LineageError(refuse_target(arch["target"]))
     c, size = int(arch["in_channels"]), arch["input_size"]
     return build(str(arch["name"]), int(arch["num_classes"]), c, size, **kw)
+
+
+def refuse_target(target: Any) -> str:
+    from ..text import shorten
+
+    return (
+        f"the file says it was built by {shorten(repr(target), 80)}; lineage builds only "
+        f"registered architectures ({', '.join(MODELS.names())}) from a file's word, and "
+        "never imports or calls what a file names: pass --arch with your own factory"
+    )
 
 
 def arch_of(model: nn.Module) -> dict[str, Any]:

@@ -170,6 +170,11 @@ def read_header(
             blob = f.read(n)
     except OSError as e:
         raise LineageError(f"cannot read model file {shorten(path)}: {e.strerror or e}") from None
+    # Counted before the JSON is parsed and walked, which for 100k entries took seconds:
+    # every tensor entry has this key, and inside a JSON string its quotes are escaped.
+    declared = blob.count(b'"data_offsets"')
+    if declared > max_tensors:
+        raise fail(path, f"declares {declared} tensors (at most {max_tensors})")
     try:
         header = loads_json(blob, MAX_DEPTH)
     except ValueError:  # JSONDecodeError, UnicodeDecodeError, too deep
