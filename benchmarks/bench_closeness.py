@@ -42,7 +42,7 @@ BASE: list[str] = []  # the Hydra overrides of this run (data, model, data.root,
 
 def compose(*overrides: str) -> dict[str, Any]:
     """The config run.py composes with these overrides (Hydra, schemas and all)."""
-    from lineage.cli import compose as lineage_compose
+    from lineage.config import compose as lineage_compose
 
     return lineage_compose([*BASE, "logger=none", *overrides])
 

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from lineage import models
-from lineage.cli import compose
+from lineage.config import compose
 from lineage.data import datamodule_from_config
 from lineage.engine import Verdict, judge
 from lineage.evaluate import evidence

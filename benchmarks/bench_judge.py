@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from lineage.cli import compose
+from lineage.config import compose
 from lineage.data import datamodule_from_config
 from lineage.engine import calibrate, judge
 from lineage.modifications import derive

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from lineage.cli import compose
+from lineage.config import compose
 from lineage.data import datamodule_from_config
 from lineage.modifications import MODIFICATIONS, derive
 from lineage.modifications.registry import OPTIONS

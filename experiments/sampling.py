@@ -40,7 +40,7 @@ from experiments.common import (
 )
 from lineage import models
 from lineage.adapters import find_head
-from lineage.cli import compose
+from lineage.config import compose
 from lineage.data import datamodule_from_config
 from lineage.engine import suspect_view
 from lineage.evaluate.closeness import closeness

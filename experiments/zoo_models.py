@@ -14,7 +14,7 @@ from torch import nn
 
 from experiments.presets import Preset
 from lineage import models
-from lineage.cli import compose
+from lineage.config import compose
 from lineage.data import DataModule, datamodule_from_config
 from lineage.errors import LineageError
 from lineage.modifications import MODIFICATIONS

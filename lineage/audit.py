@@ -119,7 +119,7 @@ def _arch_config(model: nn.Module) -> dict[str, Any]:
 
 def compare(args: argparse.Namespace) -> dict[str, Any]:
     from . import plugins
-    from .cli import compose
+    from .config import compose
     from .data import datamodule_from_config
     from .engine import calibrate, judge
     from .models.files import load_model

@@ -19,30 +19,6 @@ from .interrupt import guard
 log = logging.getLogger("lineage")
 
 
-def compose(overrides: list[str]) -> dict[str, Any]:
-    """The project's config with `overrides`, resolved and range-checked."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    from .config import check_ranges, register_schemas
-    from .errors import LineageError
-
-    register_schemas()
-    try:
-        with initialize_config_module("lineage.conf", version_base="1.3"):
-            cfg = hydra_compose("config", overrides=[f"paths.root={Path.cwd()}", *overrides])
-        out = OmegaConf.to_container(cfg, resolve=True)
-    except (HydraException, OmegaConfBaseException) as e:
-        raise LineageError(f"bad option: {e}") from None
-    assert isinstance(out, dict)
-    composed = {str(k): v for k, v in out.items()}
-    check_ranges(composed)
-    return composed
-
-
 def add_compare(sub: Any) -> None:
     c = sub.add_parser("compare", help="is SUSPECT derived from PARENT, and how closely?")
     c.add_argument("parent", help="model file or Hugging Face folder")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -138,3 +139,26 @@ def register_resolvers() -> None:
 
     if not OmegaConf.has_resolver("safe_dirname"):
         OmegaConf.register_new_resolver("safe_dirname", safe_dirname)
+
+
+def compose(overrides: list[str]) -> dict[str, Any]:
+    """The project's config with `overrides`, resolved and range-checked."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .errors import LineageError
+
+    register_schemas()
+    try:
+        with initialize_config_module("lineage.conf", version_base="1.3"):
+            cfg = hydra_compose("config", overrides=[f"paths.root={Path.cwd()}", *overrides])
+        out = OmegaConf.to_container(cfg, resolve=True)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise LineageError(f"bad option: {e}") from None
+    assert isinstance(out, dict)
+    composed = {str(k): v for k, v in out.items()}
+    check_ranges(composed)
+    return composed

@@ -15,7 +15,7 @@ import pytest
 from experiments import closeness, compare, determination, presets, runtime, sampling, zoo
 from experiments.zoo_models import modification_configs
 from lineage import models, results
-from lineage.cli import compose
+from lineage.config import compose
 from lineage.data import datamodule_from_config
 from lineage.engine import judge
 from lineage.errors import LineageError

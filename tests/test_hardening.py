@@ -211,11 +211,11 @@ def test_near_constant_suspect_makes_the_basin_test_abstain(trained_parent, digi
     for suspect in (constant, pruned):
         r = determine(trained_parent, suspect, x, y, {})
         assert r.loss_suspect < math.log(10) or suspect is pruned
-        assert r.basin_is_lineage is None and not r.is_lineage, r
+        assert r.abstains and r.below_threshold is None, r
         assert "no basin evidence" in r.reason and r.reason
     fine = derive(trained_parent, digits_dm, {"name": "noise"}, 0.05, 0).model
     r = determine(trained_parent, fine, x, y, {})
-    assert r.basin_is_lineage is True and r.reason == ""  # a working model is still judged
+    assert not r.abstains and r.below_threshold is True and r.reason == ""  # a working model is still judged
 
 
 # ------------------------------------------- 6, 7: memory bounded by the file, not the metadata
