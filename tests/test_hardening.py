@@ -215,7 +215,9 @@ def test_near_constant_suspect_makes_the_basin_test_abstain(trained_parent, digi
         assert "no basin evidence" in r.reason and r.reason
     fine = derive(trained_parent, digits_dm, {"name": "noise"}, 0.05, 0).model
     r = determine(trained_parent, fine, x, y, {})
-    assert not r.abstains and r.below_threshold is True and r.reason == ""  # a working model is still judged
+    assert (
+        not r.abstains and r.below_threshold is True and r.reason == ""
+    )  # a working model is still judged
 
 
 # ------------------------------------------- 6, 7: memory bounded by the file, not the metadata
