@@ -562,6 +562,8 @@ def test_wandb_blocks_mirror_the_local_report(built):
     text = "\n".join(b.get("text", "") for b in blocks)
     assert f"{files.summary_data['auc']['closeness']:.6f}" in text
     assert any(b["type"] == "code" and "modification" in b["text"] for b in blocks)
+    # each verdict's explanation, and no link that only resolves beside the local report
+    assert text.count("combined p = ") == 12 and "metrics.json](" not in text
 
 
 def test_to_wandb_maps_blocks_onto_the_workspaces_api(built, monkeypatch):
