@@ -49,6 +49,7 @@ window.addEventListener('load', () => {
       .filter(a => !a.getAttribute('href').startsWith('#'))
       .map(a => ({text: a.textContent, url: a.href})),
     page: document.documentElement.clientWidth,
+    pageScroll: document.documentElement.scrollWidth,
     jobs: (t => ({right: t.getBoundingClientRect().right, scroll: t.parentElement.scrollWidth,
                   box: t.parentElement.clientWidth}))(document.querySelector('#jobs table')),
   });
@@ -96,6 +97,9 @@ def report_html(tmp_path_factory) -> Path:
     run = sweep / job_name("finetune", 0.2, 0) / "wandb" / "offline-run-20260101_000000-abc"
     run.mkdir(parents=True)
     (run / "run-abc.wandb").write_bytes(b"x")
+    # a job named the way Hydra names a sweep over many keys: one long unbroken word
+    long = ",".join(f"closeness.option_{i}=value_{i}" for i in range(8)) + ",seed=1"
+    (sweep / job_name("pruning", 0.8, 1)).rename(sweep / long)
     return write_report(collect([sweep]), sweep / "report", decision_planes=False).html
 
 
@@ -143,6 +147,7 @@ def test_the_reader_sees_why_each_verdict_is_what_it_is(report_html, tmp_path):
     assert "derived.verdict.p_value" in r.stdout
     jobs = found["jobs"]
     assert jobs["right"] <= found["page"] and jobs["scroll"] <= jobs["box"]
+    assert found["pageScroll"] <= found["page"]  # nothing on the page scrolls sideways
 
 
 def test_screenshot(report_html, tmp_path):

@@ -38,7 +38,7 @@ th,td{border:1px solid #ccc;padding:.2em .5em;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 figure{margin:1em 0}figcaption{color:#555;font-size:.9em}
 img{max-width:100%;height:auto}.note{color:#8a5a00}.tw{overflow-x:auto;max-width:100%}
-td{overflow-wrap:anywhere}td.n{white-space:nowrap}td:first-child{max-width:24em}
+td,h3,p,li,figcaption{overflow-wrap:anywhere}td.n{white-space:nowrap}td:first-child{max-width:24em}
 td.text{text-align:left}
 .verdict{border-left:4px solid #999;padding:.1em .8em;margin:1em 0}
 .verdict.lineage{border-color:#2ca02c}.verdict.not-lineage{border-color:#d62728}
