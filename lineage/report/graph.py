@@ -117,11 +117,15 @@ def graph_figure(edges: pd.DataFrame, out_dir: Path) -> Path:
     colours = [COLOURS.get(verdict.get(n, ""), ROOT_COLOUR) for n in g.nodes]
     nx.draw_networkx_edges(g, pos, ax=ax, edge_color="0.6", arrows=True, node_size=120)
     nx.draw_networkx_nodes(g, pos, ax=ax, node_color=colours, node_size=120)
-    for n, (x, y) in pos.items():
-        ax.annotate(n, (x, y), xytext=(7, 0), textcoords="offset points", va="center", fontsize=7)
+    for n, (x, y) in pos.items():  # a parent's label left of it, clear of its edges
+        left = g.out_degree(n) > 0
+        ax.annotate(
+            n, (x, y), xytext=(-7 if left else 7, 0), textcoords="offset points",
+            ha="right" if left else "left", va="center", fontsize=7,
+        )  # fmt: skip
     nx.draw_networkx_edge_labels(
         g, pos, ax=ax, edge_labels=nx.get_edge_attributes(g, "label"), font_size=6,
-        label_pos=0.7, bbox={"alpha": 0},
+        label_pos=0.7, bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5},
     )  # fmt: skip
     for label, c in [("parent / not judged", ROOT_COLOUR), *COLOURS.items()]:
         ax.scatter([], [], color=c, label=label)
