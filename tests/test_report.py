@@ -844,6 +844,7 @@ def test_explanation_says_where_the_value_sits_and_so_why_p_is_what_it_is():
     assert why(0.0001, [0.002, 0.004, 0.5, 0.6]).p == pytest.approx(k.p)
     assert "inside the references' range: 2 of the 4" in why(0.3, [0.1, 0.2, 0.5, 0.6]).why
     assert "more parent-like than every reference" in why(0.05, [0.4, 0.5, 0.6, 0.7]).why
+    assert "less parent-like than every reference" in why(0.9, [0.4, 0.5, 0.6, 0.7]).why
     assert "share one value" in why(0.001, [0.001, 0.002, 0.003, 0.004]).why
 
 

@@ -227,6 +227,11 @@ def _why(e: KindEvidence) -> str:
             "on the verdict's scale it is more parent-like than every reference, so p is "
             "the chance an independent model goes that far beyond them"
         )
+    elif e.stat < min(stats) - TIE:
+        where = (
+            "on the verdict's scale it is less parent-like than every reference, so this "
+            "evidence gives no sign of the parent"
+        )
     elif ties:
         where = (
             f"on the verdict's scale it is level with {ties} of the {n} references and "
