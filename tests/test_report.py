@@ -7,6 +7,7 @@ test runs a tiny real sweep through run.py."""
 from __future__ import annotations
 
 import base64
+import html
 import importlib.util
 import json
 import os
@@ -18,6 +19,7 @@ import types
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from matplotlib.image import imread
@@ -32,6 +34,12 @@ from lineage.report.wandb_report import check_ready, report_blocks, sweep_groups
 from lineage.results import pairs
 
 ROOT = Path(__file__).resolve().parents[1]
+# the fixed-size figures, then the lineage graph and one reference-range plot per kind
+FIGURES = set(FIGURE_SIZES) | {
+    "lineage_graph",
+    "reference_range_basin",
+    "reference_range_closeness",
+}
 MODS = ("finetune", "pruning")
 RATIOS = (0.2, 0.5, 0.8)
 SEEDS = (0, 1)
@@ -54,9 +62,42 @@ def _reference(seed: int, i: int) -> dict:
         "verdict.is_lineage": barrier < 0.3,
         "evidence.basin.barrier": barrier,
         "evidence.basin.threshold": 0.3,
+        "evidence.basin.loss_parent": LOSS_PARENT,
+        "evidence.basin.abstains": False,
         "evidence.closeness.score": score,
         "evidence.closeness.ci_low": score - 0.03,
         "evidence.closeness.ci_high": score + 0.03,
+    }
+
+
+LOSS_PARENT = 0.3  # the basin scale's floor is 2% of it (determination.fallback_rel)
+
+
+def verdict_keys(barrier: float, score: float, seed: int) -> dict:
+    """The verdict's p-values as the engine computes them, against the seed's references."""
+    from lineage.evaluate.verdict import logit, prediction_p
+
+    def basin(b: float) -> float:
+        return -np.log(max(b, 0.02 * LOSS_PARENT))
+
+    refs = [_reference(seed, i) for i in (0, 1)]
+    p = {
+        "basin": prediction_p(basin(barrier), [basin(r["evidence.basin.barrier"]) for r in refs]),
+        "closeness": prediction_p(
+            logit(score), [logit(r["evidence.closeness.score"]) for r in refs]
+        ),
+    }
+    best = min(p, key=lambda k: p[k])
+    says = {f"derived.verdict.says.{k}": 2 * v <= 0.005 for k, v in p.items()}
+    return {
+        **says,
+        "derived.verdict.p_value": min(1.0, 2 * p[best]),
+        "derived.verdict.alpha": 0.005,
+        "derived.verdict.decided_by": best if 2 * p[best] <= 0.005 else "",
+        "derived.verdict.n_references": 2,
+        "derived.verdict.reason": "",
+        "derived.verdict.caveat": "",
+        **{f"derived.verdict.p.{k}": v for k, v in p.items()},
     }
 
 
@@ -81,12 +122,12 @@ def synthetic_metrics(mod: str, ratio: float, seed: int) -> dict:
         "derived.accuracy": 0.95 - 0.2 * ratio * harsh,
         "derived.sparsity": ratio if mod == "pruning" else None,
         "derived.verdict.is_lineage": barrier < 0.3,
-        "derived.verdict.says.basin": barrier < 0.3,
-        "derived.verdict.says.closeness": False,
         "derived.evidence.basin.barrier": barrier,
         "derived.evidence.basin.threshold": 0.3,
         "derived.evidence.basin.route": "basin",
         "derived.evidence.basin.margin": 0.3 - barrier,
+        "derived.evidence.basin.loss_parent": LOSS_PARENT,
+        "derived.evidence.basin.abstains": False,
         "derived.verdict.calibrated": True,
         "derived.evidence.closeness.score": score,
         "derived.evidence.closeness.match_rate": score,
@@ -104,11 +145,13 @@ def synthetic_metrics(mod: str, ratio: float, seed: int) -> dict:
         "time.derive_s": 1.0 + ratio,
         "time.basin_s": 0.4,
         "time.closeness_s": 0.6,
+        "time.inherited_s": 0.3,
         "time.total_s": 5.0 + ratio,
         "versions.torch": "2.x",
     }
     for i in (0, 1):
         m.update({f"independent.{i}.{k}": v for k, v in _reference(seed, i).items()})
+    m.update(verdict_keys(barrier, score, seed))
     return m
 
 
@@ -336,7 +379,7 @@ def test_figures_are_pngs_of_the_expected_size(built):
         img = imread(png)
         assert img.shape[:2] == (h, w), name
         assert img[..., :3].std() > 0.05, f"{name} is blank"
-    assert set(files.summary_data["figures"]) == set(FIGURE_SIZES)
+    assert set(files.summary_data["figures"]) == FIGURES
 
 
 def test_auc_in_report_equals_auc_from_the_files(built):
@@ -381,7 +424,7 @@ def test_timing_table(built):
     t = t.set_index("stage")
     per_mod = per_mod.set_index("modification")
     assert per_mod.loc["pruning", "derive"] == pytest.approx(1.0 + sum(RATIOS) / 3)
-    assert list(t.index) == ["parent", "derive", "determination", "closeness", "total"]
+    assert list(t.index) == ["parent", "derive", "basin", "closeness", "inherited", "total"]
     assert t.loc["total", "sum_s"] == pytest.approx(sum(5.0 + r for r in RATIOS) * 4)
     assert t.loc["derive", "max_s"] == pytest.approx(1.8)
 
@@ -390,13 +433,13 @@ def test_html_is_self_contained_and_markdown_links_exist(built):
     sweep, _, files = built
     page = files.html.read_text()
     srcs = re.findall(r'<img src="([^"]+)"', page)
-    assert len(srcs) == len(FIGURE_SIZES)
+    assert len(srcs) == len(FIGURES)
     for s in srcs:
         assert s.startswith("data:image/png;base64,")
         assert base64.b64decode(s.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     assert "http://" not in page and "https://" not in page
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", files.markdown.read_text())
-    assert len(links) == len(FIGURE_SIZES)
+    assert len(links) == len(FIGURES)
     assert all((sweep / "report" / link).is_file() for link in links)
     assert (sweep / "report" / "metrics.csv").read_text().count("\n") == 13
 
@@ -519,6 +562,8 @@ def test_wandb_blocks_mirror_the_local_report(built):
     text = "\n".join(b.get("text", "") for b in blocks)
     assert f"{files.summary_data['auc']['closeness']:.6f}" in text
     assert any(b["type"] == "code" and "modification" in b["text"] for b in blocks)
+    # each verdict's explanation, and no link that only resolves beside the local report
+    assert text.count("combined p = ") == 12 and "metrics.json](" not in text
 
 
 def test_to_wandb_maps_blocks_onto_the_workspaces_api(built, monkeypatch):
@@ -737,10 +782,238 @@ def test_the_report_shows_each_verdicts_evidence_caveats_and_path(tmp_path):
     ((_, table),) = ev.tables
     assert table["p basin"].tolist() == ["0.0001", "0.0002"]
     assert table["decided by"].tolist() == ["basin", "basin"]
-    assert [p.name for p, _ in ev.figures] == ["loss_path_0.png", "loss_path_1.png"]
-    for png, _ in ev.figures:
+    paths = [p for p, _ in ev.figures if p.name.startswith("loss_path")]
+    assert [p.name for p in paths] == ["loss_path_0.png", "loss_path_1.png"]
+    for png in paths:
         img = imread(png)
         assert img.shape[:2] == (400, 600) and img[..., :3].std() > 0.05
     page = files.html.read_text()
     assert "only the basin test says lineage" in page and "p (Bonferroni)" in page
-    assert page.count("data:image/png;base64,") == len(FIGURE_SIZES) + 2
+    # and the lineage graph, and the basin's and closeness's reference ranges (inherited
+    # recorded a p-value but no value to draw)
+    assert page.count("data:image/png;base64,") == len(FIGURE_SIZES) + 2 + 3
+
+
+# --- why each verdict: explanations, reference ranges, lineage graph, links ----------------
+
+
+def _row(**kv) -> pd.Series:
+
+    return pd.Series({"job": "j", "job_dir": float("nan"), **kv})
+
+
+def _basin_row(suspect: float, refs: list[float]) -> pd.Series:
+    """A job with only basin evidence; barriers below 0.006 sit on the scale's floor (2% of
+    L(0) = 0.3)."""
+    from lineage.evaluate.verdict import prediction_p
+
+    def stat(b: float) -> float:
+        return -np.log(max(b, 0.006))
+
+    kv = {
+        "derived.verdict.is_lineage": False,
+        "derived.verdict.p_value": 0.5,
+        "derived.verdict.alpha": 0.005,
+        "derived.verdict.n_references": len(refs),
+        "derived.verdict.p.basin": prediction_p(stat(suspect), [stat(r) for r in refs]),
+        "derived.evidence.basin.barrier": suspect,
+        "derived.evidence.basin.loss_parent": LOSS_PARENT,
+        "derived.evidence.basin.abstains": False,
+    }
+    for i, r in enumerate(refs):
+        kv[f"independent.{i}.id"] = f"ref{i}"
+        kv[f"independent.{i}.evidence.basin.barrier"] = r
+        kv[f"independent.{i}.evidence.basin.loss_parent"] = LOSS_PARENT
+        kv[f"independent.{i}.evidence.basin.abstains"] = False
+    return _row(**kv)
+
+
+def test_explanation_says_where_the_value_sits_and_so_why_p_is_what_it_is():
+    from lineage.report.explain import explain_row
+
+    def why(suspect, refs):
+        (k,) = explain_row(_basin_row(suspect, refs)).kinds
+        assert k.kind == "basin" and k.refs == [(f"ref{i}", r) for i, r in enumerate(refs)]
+        return k
+
+    # on the floor with two of four references: they share one value of the scale
+    k = why(0.001, [0.002, 0.004, 0.5, 0.6])
+    assert "level with 2 of the 4 references" in k.why and "floor" in k.why
+    assert k.stat == pytest.approx(-np.log(0.006)) and k.p > 0.05
+    # a barrier below the floor gets the same p as one on it: p does not move
+    assert why(0.0001, [0.002, 0.004, 0.5, 0.6]).p == pytest.approx(k.p)
+    assert "inside the references' range: 2 of the 4" in why(0.3, [0.1, 0.2, 0.5, 0.6]).why
+    assert "more parent-like than every reference" in why(0.05, [0.4, 0.5, 0.6, 0.7]).why
+    assert "less parent-like than every reference" in why(0.9, [0.4, 0.5, 0.6, 0.7]).why
+    assert "share one value" in why(0.001, [0.001, 0.002, 0.003, 0.004]).why
+
+
+def test_explanation_answer_p_against_alpha_reason_and_caveat():
+    from lineage.report.explain import explain_row
+
+    e = explain_row(
+        _row(
+            **{
+                "derived.verdict.is_lineage": None,
+                "derived.verdict.p_value": 1.0,
+                "derived.verdict.alpha": 0.005,
+                "derived.verdict.n_references": 2,
+                "derived.verdict.reason": "undetermined: 2 references",
+                "derived.verdict.p.closeness": 0.2,
+                "derived.evidence.closeness.score": 0.4,
+                "independent.0.evidence.closeness.score": 0.1,
+                "independent.1.evidence.closeness.score": 0.5,
+            }
+        )
+    )
+    assert e.answer == "undetermined"
+    assert e.summary() == "undetermined: combined p = 1 > alpha 0.005, against 2 references"
+    assert [k.kind for k in e.kinds] == ["closeness"]  # the others recorded nothing
+    assert e.lines()[-1] == "note: undetermined: 2 references"
+    e2 = explain_row(
+        _row(
+            **{
+                "derived.verdict.is_lineage": True,
+                "derived.verdict.p_value": 1e-4,
+                "derived.verdict.alpha": 0.005,
+                "derived.verdict.decided_by": "basin",
+                "derived.verdict.caveat": "weak basin evidence",
+                "derived.verdict.p.basin": 5e-5,
+            }
+        )
+    )
+    assert e2.summary() == "lineage: combined p = 0.0001 <= alpha 0.005, decided by basin"
+    assert "caution: weak basin evidence" in e2.lines()
+    assert "p n/a" not in e2.lines()[1] and "p 5e-05" in e2.lines()[1]
+
+
+def test_every_verdict_is_explained_in_the_report(built):
+    sweep, c, files = built
+    s = next(s for s in files.sections if s.key == "verdicts")
+    assert len(s.explanations) == 12
+    page, md = files.html.read_text(), files.markdown.read_text()
+    assert page.count('<div class="verdict') == 12
+    m = synthetic_metrics("pruning", 0.8, 1)
+    e = next(e for e in s.explanations if e.job == job_name("pruning", 0.8, 1))
+    want = "lineage" if m["derived.verdict.is_lineage"] else "not lineage"
+    assert e.summary().startswith(f"{want}: combined p = {m['derived.verdict.p_value']:.3g}")
+    assert html.escape(e.summary(), quote=False) in page
+    assert e.summary().replace(">", "&gt;") in md
+    for k in e.kinds:
+        assert k.p == pytest.approx(m[f"derived.verdict.p.{k.kind}"])
+        assert f"p {k.p:.3g}" in k.why
+    # one inline range strip per kind and job, each reference a mark with its id
+    assert page.count('<svg class="range"') == 24
+    assert "<title>reference ind-s1-0:" in page
+
+
+def test_range_strip_escapes_names_and_marks_every_model():
+    from lineage.report.explain import KindEvidence
+    from lineage.report.ranges import range_svg
+
+    k = KindEvidence("basin", "barrier", "", 0.1, [("<b>x</b>", 0.5), ("r2", 0.7)], 0.2, False)
+    svg = range_svg(k)
+    assert "<b>" not in svg and "&lt;b&gt;x&lt;/b&gt;" in svg
+    assert svg.count("<circle") == 2 and svg.count("<polygon") == 1
+    xs = [float(x) for x in re.findall(r'cx="([0-9.]+)"', svg)]
+    assert xs[0] < xs[1]  # 0.5 left of 0.7
+    poly = float(re.search(r'<polygon points="([0-9.]+),', svg).group(1))
+    assert poly < xs[0]  # the suspect's 0.1 is left of both
+
+
+def test_reference_range_figures_one_per_kind(built):
+    sweep, _, files = built
+    for kind in ("basin", "closeness"):
+        img = imread(sweep / "report" / f"reference_range_{kind}.png")
+        assert img.shape[0] > 300 and img[..., :3].std() > 0.05
+
+
+def test_lineage_graph_from_the_zoo_records(tmp_path):
+    from lineage.report.graph import lineage_edges
+
+    sweep = write_sweep(tmp_path, broken=False)
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    lines = [{"parent": "m-root", "child": "p0", "modification": "finetune", "ratio": 0.1}]
+    lines.append({"parent": "m-other", "child": "d-elsewhere", "modification": "x"})
+    for mod in MODS:
+        for r in RATIOS:
+            for seed in SEEDS:
+                m = synthetic_metrics(mod, r, seed)
+                lines.append({"parent": m["parent.id"], "child": m["derived.id"]})
+                lines[-1].update(modification=mod, ratio=r)
+    (zoo / "lineage.jsonl").write_text("\n".join(map(json.dumps, lines)) + "\n")
+    for d in filter(Path.is_dir, sweep.iterdir()):
+        cfg = yaml.safe_load((d / ".hydra" / "config.yaml").read_text())
+        cfg["paths"] = {"zoo": str(zoo)}
+        (d / "config.json").write_text(json.dumps(cfg))
+    edges, source = lineage_edges(collect([sweep]).table)
+    assert "lineage.jsonl" in source
+    # the sweep's 12 edges and the chain above parent p0, not the unrelated edge
+    assert len(edges) == 13 and "d-elsewhere" not in set(edges["child"])
+    assert ("m-root", "p0") in set(zip(edges["parent"], edges["child"]))
+    files = write_report(collect([sweep]), tmp_path / "out", decision_planes=False)
+    assert imread(tmp_path / "out" / "lineage_graph.png")[..., :3].std() > 0.05
+    assert "m-root" in files.html.read_text()
+
+
+def test_lineage_graph_falls_back_to_the_metrics(built):
+    sweep, c, files = built
+    s = next(s for s in files.sections if s.key == "lineage")
+    assert "the jobs' metrics" in s.text
+    ((_, edges),) = s.tables
+    assert len(edges) == 12 and set(edges["parent"]) == {"p0", "p1"}
+
+
+def test_links_to_each_jobs_files_resolve(tmp_path):
+    from urllib.parse import unquote
+
+    sweep = write_sweep(tmp_path, broken=False)
+    job = sweep / job_name("finetune", 0.2, 0)
+    (job / "wandb" / "offline-run-20260101_000000-abc").mkdir(parents=True)
+    (job / "wandb" / "offline-run-20260101_000000-abc" / "run-abc.wandb").write_bytes(b"x")
+    os.symlink("offline-run-20260101_000000-abc", job / "wandb" / "latest-run")
+    files = write_report(collect([sweep]), tmp_path / "elsewhere" / "rep", decision_planes=False)
+    page = files.html.read_text()
+    hrefs = re.findall(r'<a href="([^"#][^"]*)"', page)
+    assert hrefs and all(not h.startswith("/") and "://" not in h for h in hrefs)
+    targets = {(files.out_dir / unquote(h)).resolve() for h in hrefs}
+    assert all(t.exists() for t in targets)
+    jobs = list(filter(Path.is_dir, sweep.iterdir()))
+    assert {d / "metrics.json" for d in jobs} <= targets
+    assert {d / ".hydra" / "config.yaml" for d in jobs} <= targets
+    assert job / "wandb" / "offline-run-20260101_000000-abc" in targets
+    assert ">W&amp;B run</a>" in page
+
+
+def test_jobs_table_is_narrow_and_says_undetermined(built):
+    _, c, files = built
+    jobs = next(s for s in files.sections if s.key == "jobs")
+    (_, table), _ = jobs.tables
+    assert len(table.columns) <= 10 and list(table.columns)[-1] == "files"
+    assert set(table["verdict"]) <= {"lineage", "not lineage", "undetermined"}
+
+
+def test_roc_section_says_why_auc_and_p_differ(built):
+    sweep, c, files = built
+    roc = next(s for s in files.sections if s.key == "roc")
+    assert "ranks every pair" in roc.text and "its own parent's few references" in roc.text
+    usage = dict(roc.tables)["Each evidence's p-values over the sweep's jobs"].set_index("evidence")
+    every = [synthetic_metrics(m, r, s) for m in MODS for r in RATIOS for s in SEEDS]
+    for kind in ("basin", "closeness"):
+        assert usage.loc[kind, "smallest p"] == pytest.approx(
+            min(m[f"derived.verdict.p.{kind}"] for m in every)
+        )
+        assert usage.loc[kind, "decided"] == sum(
+            m["derived.verdict.decided_by"] == kind for m in every
+        )
+
+
+def test_a_value_on_the_scales_floor_is_called_flat():
+    from lineage.report.explain import explain_row
+
+    refs = [0.1, 0.2, 0.3, 0.4]
+    (on,) = explain_row(_basin_row(0.001, refs)).kinds  # below 2% of L(0) = 0.006
+    (off,) = explain_row(_basin_row(0.05, refs)).kinds
+    assert on.flat and "flat stretch" in on.why
+    assert not off.flat and "flat stretch" not in off.why

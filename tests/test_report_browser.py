@@ -12,9 +12,12 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import pytest
-from test_report import write_sweep
+from matplotlib.image import imread
+from test_report import FIGURES, job_name, write_sweep
 
 from lineage.report.collect import collect  # noqa: E402
 from lineage.report.figures import FIGURE_SIZES  # noqa: E402
@@ -35,15 +38,26 @@ window.addEventListener('load', () => {
     complete: imgs.every(i => i.complete),
     tables: document.querySelectorAll('table').length,
     rows: Array.from(document.querySelectorAll('table')).map(t => t.rows.length),
+    alts: imgs.filter(i => i.naturalWidth > 0).map(i => i.alt),
+    verdicts: Array.from(document.querySelectorAll('#verdicts .verdict')).map(v => ({
+      job: v.querySelector('h3').textContent,
+      answer: v.querySelector('.answer').textContent,
+      kinds: v.querySelectorAll('table.why tbody tr').length,
+      strips: Array.from(v.querySelectorAll('svg.range')).map(s => s.getBBox().width),
+    })),
+    links: Array.from(document.querySelectorAll('a[href]'))
+      .filter(a => !a.getAttribute('href').startsWith('#'))
+      .map(a => ({text: a.textContent, url: a.href})),
+    page: document.documentElement.clientWidth,
+    pageScroll: document.documentElement.scrollWidth,
+    jobs: (t => ({right: t.getBoundingClientRect().right, scroll: t.parentElement.scrollWidth,
+                  box: t.parentElement.clientWidth}))(document.querySelector('#jobs table')),
   });
 });
 </script>"""
 
 
-def probe(page: Path, tmp: Path) -> dict:
-    """Load a copy of `page` (with the probe script) in headless Chromium; return findings."""
-    copy = tmp / f"probe_{page.name}"
-    copy.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
+def chromium(tmp: Path, *args: str) -> subprocess.CompletedProcess:
     cmd = [
         CHROMIUM,
         "--headless",
@@ -56,11 +70,22 @@ def probe(page: Path, tmp: Path) -> dict:
         "--no-first-run",
         "--no-default-browser-check",
         f"--user-data-dir={tmp / 'profile'}",
-        "--virtual-time-budget=5000",
-        "--dump-dom",
-        copy.resolve().as_uri(),
+        *args,
     ]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"headless chromium hung on {args[-1]}")
+
+
+def probe(page: Path, tmp: Path) -> dict:
+    """Load a copy of `page` (with the probe script) in headless Chromium; return findings.
+    The copy sits beside the page, so its relative links resolve as the page's do."""
+    copy = page.with_name(f"probe_{page.name}")
+    copy.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
+    r = chromium(
+        tmp, "--virtual-time-budget=5000", "--window-size=1280,900", "--dump-dom", copy.as_uri()
+    )
     m = re.search(r"<title>PROBE:(.*?)</title>", r.stdout, re.S)
     assert m, f"no probe result (rc={r.returncode}): {r.stderr[-2000:]}"
     return json.loads(html.unescape(m.group(1)))
@@ -69,14 +94,21 @@ def probe(page: Path, tmp: Path) -> dict:
 @pytest.fixture(scope="module")
 def report_html(tmp_path_factory) -> Path:
     sweep = write_sweep(tmp_path_factory.mktemp("browser"))
+    run = sweep / job_name("finetune", 0.2, 0) / "wandb" / "offline-run-20260101_000000-abc"
+    run.mkdir(parents=True)
+    (run / "run-abc.wandb").write_bytes(b"x")
+    # a job named the way Hydra names a sweep over many keys: one long unbroken word
+    long = ",".join(f"closeness.option_{i}=value_{i}" for i in range(8)) + ",seed=1"
+    (sweep / job_name("pruning", 0.8, 1)).rename(sweep / long)
     return write_report(collect([sweep]), sweep / "report", decision_planes=False).html
 
 
 def test_every_image_loads_and_tables_are_present(report_html, tmp_path):
     found = probe(report_html, tmp_path)
-    assert len(found["widths"]) == len(FIGURE_SIZES)
-    assert found["complete"]
-    assert sorted(found["widths"]) == sorted(w for w, _ in FIGURE_SIZES.values())
+    assert len(found["widths"]) == len(FIGURES)
+    assert found["complete"] and 0 not in found["widths"]
+    fixed = sorted(w for w, _ in FIGURE_SIZES.values())
+    assert sorted(w for w in found["widths"] if w in fixed)[: len(fixed)] == fixed
     # jobs + issues, determination x2, AUC, timing; each with a header row and data rows
     assert found["tables"] >= 6
     assert all(n >= 2 for n in found["rows"])
@@ -90,3 +122,37 @@ def test_a_broken_image_is_caught(report_html, tmp_path):
     broken.write_text(re.sub(r'(src="data:image/png;base64,)[^"]+"', r'\1iVBORw0K"', text, count=1))
     found = probe(broken, tmp_path)
     assert found["widths"].count(0) == 1
+
+
+def test_the_reader_sees_why_each_verdict_is_what_it_is(report_html, tmp_path):
+    """Acceptance 5 of issue 29: each verdict's explanation, a reference-range plot, the
+    lineage graph and working links, in the browser; the jobs table fits the page."""
+    found = probe(report_html, tmp_path)
+    verdicts = found["verdicts"]
+    assert len(verdicts) == 12
+    for v in verdicts:
+        assert re.match(
+            r"(lineage|not lineage|undetermined): combined p = \S+ [<>]=? alpha", v["answer"]
+        )
+        assert v["kinds"] == 2 and len(v["strips"]) == 2 and min(v["strips"]) > 0
+    assert any(a.startswith("basin: each suspect's value against") for a in found["alts"])
+    assert "The sweep's models and their lineage" in found["alts"]
+    # every link, as the browser resolved it, names a file or folder that exists
+    paths = {Path(url2pathname(urlparse(link["url"]).path)) for link in found["links"]}
+    assert len(paths) >= 12 * 2 + 1 and all(p.exists() for p in paths)
+    assert {"metrics.json", "config", "W&B run"} <= {link["text"] for link in found["links"]}
+    # follow one: the browser opens the job's metrics.json
+    metrics = next(link["url"] for link in found["links"] if link["text"] == "metrics.json")
+    r = chromium(tmp_path, "--dump-dom", metrics)
+    assert "derived.verdict.p_value" in r.stdout
+    jobs = found["jobs"]
+    assert jobs["right"] <= found["page"] and jobs["scroll"] <= jobs["box"]
+    assert found["pageScroll"] <= found["page"]  # nothing on the page scrolls sideways
+
+
+def test_screenshot(report_html, tmp_path):
+    """A picture of the page as a reader sees it (the PNG a note can show)."""
+    shot = tmp_path / "report.png"
+    chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,2400", report_html.as_uri())
+    img = imread(shot)
+    assert img.shape[:2] == (2400, 1280) and img[..., :3].std() > 0.05

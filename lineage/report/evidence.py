@@ -13,7 +13,9 @@ import pandas as pd
 
 from ..results import isna
 from ..text import printable
-from .figures import loss_path_figure
+from .explain import Explanation, kind_names
+from .figures import Skip, loss_path_figure
+from .ranges import range_figures
 
 MAX_PATH_FIGURES = 24  # a larger sweep gets its first 24 paths drawn, and a note
 
@@ -86,8 +88,9 @@ def evidence_table(t: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def evidence_section(t: pd.DataFrame, out_dir: Path, section: Any) -> None:
-    """Fill `section` (a report Section) with the evidence table, caveats and path figures."""
+def evidence_section(t: pd.DataFrame, out_dir: Path, section: Any, exps: list[Explanation]) -> None:
+    """Fill `section` (a report Section) with the evidence table, caveats, each kind's
+    reference ranges and the path figures."""
     if "derived.verdict.p_value" in t.columns and t["derived.verdict.p_value"].notna().any():
         section.tables.append(
             ("Evidence per job (p-values against the references)", evidence_table(t))
@@ -98,6 +101,18 @@ def evidence_section(t: pd.DataFrame, out_dir: Path, section: Any) -> None:
         caveat = row.get("derived.verdict.caveat")
         if isinstance(caveat, str) and caveat:
             section.notes.append(printable(f"{row['job']}: caveat: {caveat}"))
+    for name in kind_names(t.columns):
+        try:
+            for png in range_figures(exps, name, out_dir):
+                section.figures.append(
+                    (
+                        png,
+                        f"{name}: each suspect's value against its references' range; the "
+                        "right panel is the verdict's scale, which the p-value is computed on",
+                    )
+                )
+        except Skip:
+            continue
     drawn = 0
     for _, row in t.iterrows():
         curve = _curve(row.get("derived.evidence.basin.curve"))

@@ -1,11 +1,15 @@
-"""Write the report: report.html (self-contained: images inlined as base64 data URIs, so it
-can be mailed as one file), report.md (references the PNGs beside it), report.json (the
-numbers a script or test wants: job count, AUCs, issues), and the metrics table."""
+"""Write the report: report.html (self-contained: images inlined as base64 data URIs and
+the reference-range strips as inline SVG, so it can be mailed as one file; only the links
+to each job's files point outside it), report.md (references the PNGs beside it),
+report.json (the numbers a script or test wants: job count, AUCs, issues), and the
+metrics table.
+
+The page is a Jinja2 template with autoescaping, so no value reaches the HTML unescaped;
+the Markdown is built line by line, as Markdown has no escaping a template could apply."""
 
 from __future__ import annotations
 
 import base64
-import html
 import json
 import math
 from dataclasses import dataclass
@@ -15,10 +19,14 @@ from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
+from jinja2 import Environment, StrictUndefined
+from markupsafe import Markup
 
 from ..text import md_fence, md_text, printable
 from ..utils import atomic_write
 from .collect import Collection, save_table
+from .links import Links
+from .ranges import range_svg
 from .sections import Section, make_sections
 
 CSS = """
@@ -29,7 +37,12 @@ table{border-collapse:collapse;margin:.5em 0 1em;font-size:.85em}
 th,td{border:1px solid #ccc;padding:.2em .5em;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 figure{margin:1em 0}figcaption{color:#555;font-size:.9em}
-img{max-width:100%;height:auto}.note{color:#8a5a00}.tw{overflow-x:auto}
+img{max-width:100%;height:auto}.note{color:#8a5a00}.tw{overflow-x:auto;max-width:100%}
+td,h3,p,li,figcaption{overflow-wrap:anywhere}td.n{white-space:nowrap}td:first-child{max-width:24em}
+td.text{text-align:left}
+.verdict{border-left:4px solid #999;padding:.1em .8em;margin:1em 0}
+.verdict.lineage{border-color:#2ca02c}.verdict.not-lineage{border-color:#d62728}
+.answer{font-weight:600}table.why td:nth-child(3){text-align:center}
 pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.8em}
 """
 
@@ -57,11 +70,6 @@ def fmt(v: Any) -> str:
 
 
 MULTILINE = "\n\t"  # what a code block keeps of the control characters
-
-
-def _h(v: Any, keep: str = "") -> str:
-    """HTML text: control characters escaped, then HTML-escaped."""
-    return html.escape(printable(v, keep))
 
 
 def write_report(
@@ -109,58 +117,86 @@ def _headline(summary: dict[str, Any]) -> str:
 
 # --- HTML ----------------------------------------------------------------------------------
 
-
-def _html_table(df: pd.DataFrame, caption: str) -> str:
-    head = "".join(f"<th>{_h(c)}</th>" for c in df.columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{_h(fmt(v))}</td>" for v in row) + "</tr>"
-        for row in df.itertuples(index=False)
-    )
-    return (
-        f'<div class="tw"><table><caption>{_h(caption)}</caption>'
-        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
-    )
+PAGE = """<!DOCTYPE html><html lang=en><head><meta charset=utf-8>
+<meta name=viewport content="width=device-width, initial-scale=1">
+<title>{{ title }}</title><style>{{ css }}</style></head><body>
+<h1>{{ title }}</h1><p>{{ headline }}</p>
+<ul>{% for s in sections %}<li><a href="#{{ s.key }}">{{ s.title|p }}</a></li>{% endfor %}</ul>
+{% for s in sections %}<section id="{{ s.key }}"><h2>{{ s.title|p }}</h2>
+{% if s.text %}<p>{{ s.text|p }}</p>{% endif %}
+{% for e in s.explanations %}<div class="verdict {{ e.answer|replace(' ', '-') }}">
+<h3>{{ e.job|p }}</h3><p class="answer">{{ e.summary()|p }}</p>
+{% if e.links %}<p class="files">files: {{ links(e.links) }}</p>{% endif %}
+<table class="why"><thead><tr><th>evidence</th><th>p</th><th>suspect among its references</th>
+<th>why</th></tr></thead><tbody>{% for k in e.kinds %}<tr><td>{{ k.kind|p }}</td>
+<td class="n">{{ "n/a" if k.p is none else "%.3g"|format(k.p) }}</td><td>{{ svg(k) }}</td>
+<td class="text">{{ k.why|p }}</td></tr>{% endfor %}</tbody></table>
+{% if e.reason %}<p class="note">note: {{ e.reason|p }}</p>{% endif %}
+{% if e.caveat %}<p class="note">caution: {{ e.caveat|p }}</p>{% endif %}
+</div>{% endfor %}
+{% for png, caption in s.figures %}<figure><img src="{{ data_uri(png) }}" alt="{{ caption|p }}">
+<figcaption>{{ caption|p }} ({{ png.name|p }})</figcaption></figure>{% endfor %}
+{% for caption, df in s.tables %}<div class="tw"><table><caption>{{ caption|p }}</caption>
+<thead><tr>{% for c in df.columns %}<th>{{ c|p }}</th>{% endfor %}</tr></thead><tbody>
+{% for row in df.itertuples(index=False) %}<tr>
+{% for v in row %}<td{{ number(v) }}>{{ cell(v) }}</td>{% endfor %}</tr>{% endfor %}
+</tbody></table></div>{% endfor %}
+{% for caption, text in s.code %}<h3>{{ caption|p }}</h3>
+<pre><code>{{ text|p(multiline) }}</code></pre>{% endfor %}
+{% for note in s.notes %}<p class="note">{{ note|p }}</p>{% endfor %}
+</section>
+{% endfor %}</body></html>
+"""
 
 
 def _data_uri(png: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
 
 
+def _links(links: Links | tuple[tuple[str, str], ...]) -> Markup:
+    return Markup(" ").join(
+        Markup('<a href="{}">{}</a>').format(href, printable(label)) for label, href in links
+    )
+
+
+def _cell(v: Any) -> Markup | str:
+    return _links(v) if isinstance(v, Links) else fmt(v)
+
+
+def _number(v: Any) -> Markup:
+    """Numbers never break across lines (text cells may, anywhere, to fit the page)."""
+    num = isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_))
+    return Markup(' class="n"') if num else Markup("")
+
+
+def _environment() -> Environment:
+    env = Environment(autoescape=True, undefined=StrictUndefined)
+    env.filters["p"] = printable
+    env.globals.update(
+        data_uri=_data_uri,
+        links=_links,
+        cell=_cell,
+        number=_number,
+        svg=lambda k: Markup(range_svg(k)),  # built from escaped text (lineage.report.ranges)
+        multiline=MULTILINE,
+        css=CSS,
+    )
+    return env
+
+
 def render_html(title: str, sections: list[Section], summary: dict[str, Any]) -> str:
-    toc = "".join(f'<li><a href="#{s.key}">{_h(s.title)}</a></li>' for s in sections)
-    parts = [
-        f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
-        f"<title>{_h(title)}</title><style>{CSS}</style></head><body>",
-        f"<h1>{_h(title)}</h1><p>{_h(_headline(summary))}</p>",
-        f"<ul>{toc}</ul>",
-    ]
-    for s in sections:
-        parts.append(f'<section id="{s.key}"><h2>{_h(s.title)}</h2>')
-        if s.text:
-            parts.append(f"<p>{_h(s.text)}</p>")
-        for png, caption in s.figures:
-            parts.append(
-                f'<figure><img src="{_data_uri(png)}" alt="{_h(caption)}">'
-                f"<figcaption>{_h(caption)} ({_h(png.name)})</figcaption>"
-                "</figure>"
-            )
-        for caption, df in s.tables:
-            parts.append(_html_table(df, caption))
-        for caption, text in s.code:
-            parts.append(
-                f"<h3>{_h(caption)}</h3><pre><code>{_h(text, keep=MULTILINE)}</code></pre>"
-            )
-        for note in s.notes:
-            parts.append(f'<p class="note">{_h(note)}</p>')
-        parts.append("</section>")
-    parts.append("</body></html>\n")
-    return "\n".join(parts)
+    """The page from PAGE (Jinja2, autoescaped: every value is text, and `p` shows its
+    control characters as escapes first)."""
+    page = _environment().from_string(PAGE)
+    return page.render(title=printable(title), headline=_headline(summary), sections=sections)
 
 
 # --- Markdown ------------------------------------------------------------------------------
 
 
 def _md_cell(v: Any) -> str:
+    if isinstance(v, Links):  # hrefs are percent-quoted (lineage.report.links)
+        return " ".join(f"[{md_text(label)}]({href})" for label, href in v)
     return md_text(fmt(v))
 
 
@@ -179,6 +215,9 @@ def render_markdown(title: str, sections: list[Section], summary: dict[str, Any]
         lines += [f"## {md_text(s.title)}", ""]
         if s.text:
             lines += [md_text(s.text, block=True), ""]
+        for e in s.explanations:
+            lines += [f"### {md_text(e.job)}", ""]
+            lines += [f"- {md_text(line)}" for line in e.lines()] + [""]
         for png, caption in s.figures:
             lines += [f"![{md_text(caption)}]({quote(png.name)})", ""]
         for caption, df in s.tables:

@@ -15,10 +15,11 @@ from typing import Any
 import pandas as pd
 
 from ..evaluate.evidence import names
-from ..results import confusion, detection_auc, determination_table, pairs
+from ..results import confusion, detection_auc, determination_table, isna, pairs
 from ..text import plain_figure_text, printable
 from .collect import Collection, SweepInfo, job_config, sweep_info
 from .evidence import evidence_section
+from .explain import Explanation, explanations, kind_names
 from .figures import (
     Skip,
     _need,
@@ -32,6 +33,8 @@ from .figures import (
     timing_by_modification,
     timing_table,
 )
+from .graph import graph_figure, lineage_edges
+from .links import job_links
 
 log = logging.getLogger("lineage")
 
@@ -45,6 +48,7 @@ class Section:
     tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)  # (caption, table)
     code: list[tuple[str, str]] = field(default_factory=list)  # (caption, text)
     notes: list[str] = field(default_factory=list)  # why something is absent
+    explanations: list[Explanation] = field(default_factory=list)  # one per judged job
 
 
 # --- decision planes -----------------------------------------------------------------------
@@ -148,15 +152,25 @@ JOB_COLUMNS = {
     "ratio": "ratio",
     "seed": "seed",
     "derived.accuracy": "accuracy",
-    "derived.verdict.is_lineage": "lineage?",
-    "derived.evidence.basin.barrier": "barrier",
-    "derived.evidence.basin.threshold": "τ",
+    "derived.verdict.is_lineage": "verdict",
     "derived.verdict.p_value": "p",
-    "derived.evidence.closeness.score": "closeness",
-    "derived.evidence.closeness.ci_low": "CI low",
-    "derived.evidence.closeness.ci_high": "CI high",
+    "derived.verdict.decided_by": "decided by",
     "time.total_s": "total s",
 }
+
+
+def jobs_table(t: pd.DataFrame, out_dir: Path) -> pd.DataFrame:
+    """A row per job, narrow enough for the page (each kind's values are in the evidence
+    section), with links to the job's files."""
+    cols = [k for k in JOB_COLUMNS if k in t.columns and t[k].notna().any()]
+    table = t[cols].rename(columns=JOB_COLUMNS)
+    if "verdict" in table:  # undetermined is its own answer, never "no"
+        table["verdict"] = [
+            "undetermined" if isna(v) else "lineage" if v else "not lineage"
+            for v in table["verdict"]
+        ]
+    table["files"] = pd.Series([job_links(Path(d), out_dir) for d in t["job_dir"]], dtype=object)
+    return table
 
 
 def make_sections(c: Collection, out_dir: Path, decision_planes: bool = True) -> list[Section]:
@@ -178,16 +192,16 @@ def _add_figure(s: Section, make: Callable[[], Path], caption: str) -> None:
 def _make_sections(c: Collection, out_dir: Path, decision_planes: bool) -> list[Section]:
     out_dir.mkdir(parents=True, exist_ok=True)
     t, p = c.table, pairs(c.table)
-    cols = [k for k in JOB_COLUMNS if k in t.columns and t[k].notna().any()]
     jobs = Section(
         "jobs",
         "Jobs",
         f"{len(t)} job(s) with results; the full table is metrics.csv.",
-        tables=[("One row per job", t[cols].rename(columns=JOB_COLUMNS))],
+        tables=[("One row per job", jobs_table(t, out_dir))],
     )
     if c.issues:
         jobs.tables.append(("Missing, failed, malformed or partial runs", _issues_table(c)))
-    sections = [jobs]
+    exps = explanations(t)
+    sections = [jobs, verdicts_section(t, exps, out_dir), lineage_section(t, out_dir)]
 
     def figure(key: str, title: str, text: str, fn: Callable[[], Path], caption: str) -> None:
         s = Section(key, title, text)
@@ -238,16 +252,10 @@ def _make_sections(c: Collection, out_dir: Path, decision_planes: bool) -> list[
         "Below, the loss along each suspect's interpolation path (red) and the references' "
         "(grey).",
     )
-    evidence_section(t, out_dir, evidence)
+    evidence_section(t, out_dir, evidence, exps)
     sections.append(evidence)
 
-    roc = Section(
-        "roc",
-        "ROC and AUC",
-        "Closeness score and -barrier as lineage detectors over every pair: each "
-        "job's derived model (positive) and each independent reference (negative, "
-        "counted once per parent).",
-    )
+    roc = Section("roc", "ROC and AUC", ROC_TEXT)
     aucs, curves = detection_auc(p)
     roc.tables.append(
         (
@@ -256,6 +264,8 @@ def _make_sections(c: Collection, out_dir: Path, decision_planes: bool) -> list[
         )
     )
     _add_figure(roc, lambda: roc_figure(aucs, curves, out_dir), "ROC curves")
+    if len(usage := evidence_usage(t)):
+        roc.tables.append(("Each evidence's p-values over the sweep's jobs", usage))
     sections.append(roc)
 
     figure(
@@ -295,6 +305,78 @@ def _make_sections(c: Collection, out_dir: Path, decision_planes: bool) -> list[
     sections.append(planes)
     sections.append(provenance_section(sweep_info(c)))
     return sections
+
+
+ROC_TEXT = (
+    "Closeness score and -barrier as lineage detectors over every pair: each job's derived "
+    "model (positive) and each independent reference (negative, counted once per parent). "
+    "An AUC and a p-value answer different questions. The AUC ranks every pair of the "
+    "sweep against every other, across jobs and parents: it is 1.0 when every derived "
+    "model scores above every reference, however small the gap. The p-value measures one "
+    "suspect against its own parent's few references only (the prediction interval of "
+    "lineage.evaluate.verdict): when a suspect's value sits inside those references' "
+    "range, or level with references that share one value (a floor of the evidence's "
+    "scale), its p cannot fall below alpha whatever the ranking says, so that evidence "
+    "never decides. The table below shows how small each evidence's p got, and the "
+    "evidence section draws each suspect against its references."
+)
+
+
+def evidence_usage(t: pd.DataFrame) -> pd.DataFrame:
+    """Per kind of evidence: over the jobs, how small its p got and how often it decided."""
+    rows = []
+    decided = t.get("derived.verdict.decided_by", pd.Series(dtype=object))
+    for name in kind_names(t.columns):
+        if f"derived.verdict.p.{name}" not in t.columns:
+            continue
+        ps = pd.to_numeric(t[f"derived.verdict.p.{name}"], errors="coerce").dropna()
+        says = t.get(f"derived.verdict.says.{name}", pd.Series(dtype=object))
+        if ps.empty:
+            continue
+        rows.append(
+            {
+                "evidence": name,
+                "jobs with a p": len(ps),
+                "smallest p": ps.min(),
+                "median p": ps.median(),
+                "alone says lineage": int(sum(v is True or v == 1 for v in says.dropna())),
+                "decided": int((decided == name).sum()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def verdicts_section(t: pd.DataFrame, exps: list[Explanation], out_dir: Path) -> Section:
+    s = Section(
+        "verdicts",
+        "Why each verdict",
+        "Each job's verdict with the evidence behind it, from its metrics.json: the combined "
+        "(Bonferroni) p against alpha, which evidence decided, and each kind's p-value with "
+        "the suspect's value among its references'. In each strip the grey bar is the "
+        "references' range (dots: each reference), the red diamond the suspect; point at a "
+        "mark for its model and value.",
+    )
+    dirs = dict(zip(t["job"].map(printable), t["job_dir"]))
+    for e in exps:
+        if e.job in dirs:
+            e.links = job_links(Path(dirs[e.job]), out_dir)
+    s.explanations = exps
+    if not exps:
+        s.notes.append("skipped: no job recorded a verdict's p-value (older metrics.json)")
+    return s
+
+
+def lineage_section(t: pd.DataFrame, out_dir: Path) -> Section:
+    s = Section("lineage", "Lineage records")
+    try:
+        edges, source = lineage_edges(t)
+    except Skip as e:
+        s.notes.append(f"skipped: {e}")
+        return s
+    s.text = f"{len(edges)} parent -> derived edge(s), from {source}."
+    _add_figure(s, lambda: graph_figure(edges, out_dir), "The sweep's models and their lineage")
+    s.tables.append(("Lineage edges", edges))
+    return s
 
 
 def provenance_section(info: SweepInfo) -> Section:

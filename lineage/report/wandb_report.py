@@ -179,7 +179,9 @@ def report_blocks(
 ) -> list[dict[str, Any]]:
     """The W&B report as plain data: for each local section, its text, its tables as
     Markdown, and a panel grid over the sweep's runs where panels exist."""
+    from ..text import md_text
     from .html import md_table
+    from .links import Links
 
     rs = runset(project, entity, groups)
     blocks: list[dict[str, Any]] = [
@@ -199,8 +201,14 @@ def report_blocks(
             blocks.append(
                 {"type": "panel_grid", "section": s.key, "runset": rs, "panels": PANELS[s.key]}
             )
+        for e in s.explanations:
+            lines = "\n".join(f"- {md_text(line)}" for line in e.lines())
+            blocks.append({"type": "markdown", "text": f"**{md_text(e.job)}**\n\n{lines}"})
         for caption, df in s.tables:
-            blocks.append({"type": "markdown", "text": f"**{caption}**\n\n{md_table(df)}"})
+            # links to the jobs' files are relative to the local report: not in W&B
+            local = [c for c in df.columns if df[c].map(lambda v: isinstance(v, Links)).any()]
+            table = md_table(df.drop(columns=local))
+            blocks.append({"type": "markdown", "text": f"**{caption}**\n\n{table}"})
         if s.figures and s.key not in PANELS:
             names = ", ".join(p.name for p, _ in s.figures)
             blocks.append({"type": "p", "text": f"Pictures in the local report: {names}."})
