@@ -1017,3 +1017,16 @@ def test_a_value_on_the_scales_floor_is_called_flat():
     (off,) = explain_row(_basin_row(0.05, refs)).kinds
     assert on.flat and "flat stretch" in on.why
     assert not off.flat and "flat stretch" not in off.why
+
+
+def test_a_results_folders_data_target_is_never_imported(sweep_with_models, tmp_path):
+    """A sweep folder may come from anyone: the decision planes skip a job whose config
+    names a data `_target_` instead of importing it."""
+    pytest.importorskip("lineage.plots")
+    for cfg in sweep_with_models.glob("*/.hydra/config.yaml"):
+        text = cfg.read_text().replace("name: digits", "_target_: this.x\n  name: digits")
+        cfg.write_text(text)
+    secs = make_sections(collect([sweep_with_models]), tmp_path / "out")
+    planes = next(s for s in secs if s.key == "decision_plane")
+    assert planes.figures == [] and "never imports" in planes.notes[0]
+    assert "this" not in sys.modules

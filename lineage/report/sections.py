@@ -83,6 +83,9 @@ def decision_plane_section(t: pd.DataFrame, out_dir: Path, section: Section) -> 
     cfg = job_config(Path(first["job_dir"])) or {}
     if "data" not in cfg:
         raise Skip(f"{first['job']}: no readable config for its data")
+    if not isinstance(cfg["data"], dict) or cfg["data"].get("_target_"):
+        # A results folder may come from anyone: what its config names is never imported.
+        raise Skip(f"{first['job']}: its data is a `_target_`, which a report never imports")
     from .. import models
     from ..data import datamodule_from_config
     from ..errors import LineageError
