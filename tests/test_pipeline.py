@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import N_REFERENCES, ROOT, run_py
+from conftest import HANG_S, N_REFERENCES, ROOT, run_py
 from wandb_offline import summary_and_history
 
 pytestmark = pytest.mark.slow
@@ -146,7 +146,7 @@ def test_compare_gives_the_same_numbers(single):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_S,
     )
     assert r.returncode == 0, r.stderr[-2000:]
     c = json.loads(r.stdout.strip().splitlines()[-1])
@@ -207,7 +207,7 @@ def test_multirun_launchers(tmp_path, launcher):
             tmp_path, "logger=none", f"hydra/launcher={launcher}", "modification=finetune,noise"
         ),
     ]
-    r = run_py(*args, cwd=tmp_path, timeout=600)
+    r = run_py(*args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Traceback" not in r.stderr and "Warning" not in r.stderr, r.stderr[-3000:]
     files = metrics_files(sweep)
@@ -223,7 +223,7 @@ def test_multirun_launchers(tmp_path, launcher):
     assert sum(e["role"] == "parent" for e in record) == 1
     assert len({e["id"] for e in record}) == len(record) == 1 + N_REFERENCES
     mtimes = [f.stat().st_mtime_ns for f in files]
-    r = run_py(*args, cwd=tmp_path, timeout=600)
+    r = run_py(*args, cwd=tmp_path)
     assert r.returncode == 0
     assert [f.stat().st_mtime_ns for f in metrics_files(sweep)] == mtimes
     assert "2 jobs, 0 ok, 2 skipped, 0 failed" in r.stdout
@@ -247,15 +247,15 @@ def test_sweep_killed_then_resumed(tmp_path):
     p = subprocess.Popen(
         args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.time() + 300
+    deadline = time.time() + HANG_S
     while not metrics_files(sweep) and time.time() < deadline and p.poll() is None:
         time.sleep(0.2)
     assert metrics_files(sweep), "first job never finished"
     p.send_signal(signal.SIGTERM)
-    p.wait(timeout=60)
+    p.wait(timeout=HANG_S)
     done_before = {f: f.read_text() for f in metrics_files(sweep)}
     assert 1 <= len(done_before) < 3
-    r = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=HANG_S)
     assert r.returncode == 0, r.stderr[-3000:]
     files = metrics_files(sweep)
     assert len(files) == 3
@@ -349,7 +349,7 @@ def test_compare_shows_progress_when_not_a_terminal(single, tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_S,
     )
     assert r.returncode == 0, r.stderr[-2000:]
     err = r.stderr
@@ -369,7 +369,7 @@ def test_compare_bad_inputs(single, tmp_path):
             cwd=ROOT,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=HANG_S,
         )
 
     r = compare(str(tmp_path / "missing.safetensors"), m["derived.path"])
@@ -403,7 +403,7 @@ def test_compare_different_tasks_needs_data(single, tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=HANG_S,
     )
     assert r.returncode == 2 and "different tasks" in r.stderr and "--data" in r.stderr
     assert "Traceback" not in r.stderr

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import HANG_S
 from test_report import write_sweep
 
 from lineage.report.collect import collect  # noqa: E402
@@ -60,7 +61,7 @@ def probe(page: Path, tmp: Path) -> dict:
         "--dump-dom",
         copy.resolve().as_uri(),
     ]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=HANG_S)
     m = re.search(r"<title>PROBE:(.*?)</title>", r.stdout, re.S)
     assert m, f"no probe result (rc={r.returncode}): {r.stderr[-2000:]}"
     return json.loads(html.unescape(m.group(1)))
