@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 from conftest import HANG_S, N_REFERENCES, ROOT, run_py
-from wandb_offline import summary_and_history
+from wandb_offline import logged_table, summary_and_history
+
+from lineage.evaluate import evidence
 
 pytestmark = pytest.mark.slow
 
@@ -120,10 +122,31 @@ def test_wandb_offline_run_holds_summary(single):
     )
     assert summary["parent.accuracy"] == pytest.approx(m["parent.accuracy"])
     assert summary["derived.verdict.is_lineage"] is True
-    # Lightning's training curves went to the same run, under each stage's prefix
-    assert {"parent-train/loss", "independent-val/acc"} <= history
-    # the interpolation paths: a table of every pair's path and a line plot of its loss
-    assert {"determination/curves/nrows", "determination/loss_path_table/nrows"} <= history
+    assert not [k for k in summary if k.endswith(".path")]  # no machine's absolute paths
+    # each model's training is its own series, on its own step, under its model's prefix
+    for who in ("parent", *(f"independent/{i}" for i in range(N_REFERENCES))):
+        assert {f"{who}/train/loss", f"{who}/val/acc", f"{who}/step"} <= history, who
+    assert not [
+        k for k in history if k.startswith(("independent-", "parent-", "independent/train"))
+    ]
+    # the interpolation paths: one line plot of the loss (its table logged once, with it)
+    assert "determination/loss_path_table/nrows" in history
+    assert not [k for k in history if k.startswith("determination/curves")]
+    plot = config["_wandb/visualize/determination/loss_path"]["panel_config"]
+    assert plot["fieldSettings"] == {"x": "alpha", "y": "loss", "stroke": "pair"}
+    pairs = {row[0] for row in logged_table(tmp / "run", "determination/loss_path_table")["data"]}
+    assert "derived.basin" in pairs and "independent.0.basin" in pairs
+    # the verdict table: a row per pair, each kind's p-value and headline value
+    t = logged_table(tmp / "run", "determination/verdicts")
+    rows = {row[0]: dict(zip(t["columns"], row)) for row in t["data"]}
+    assert list(rows) == ["derived", *(f"independent.{i}" for i in range(N_REFERENCES))]
+    d = rows["derived"]
+    assert d["answer"] == "lineage" and d["p_value"] == pytest.approx(m["derived.verdict.p_value"])
+    for k in evidence.kinds():
+        assert d[f"{k.name}.p"] == m.get(f"derived.verdict.p.{k.name}"), k.name
+        assert d[f"{k.name}.{k.headline}"] == m.get(f"derived.evidence.{k.name}.{k.headline}")
+    assert all(r["answer"] == "not lineage" for p, r in rows.items() if p != "derived")
+    assert config["_tags"] == ["pruning", "digits", "mlp"]
     assert config["_run_name"] == "modification=pruning,ratio=0.5"
     assert config["ratio"] == 0.5 and config["modification"]["name"] == "pruning"
 
