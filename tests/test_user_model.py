@@ -45,6 +45,8 @@ def test_a_target_model_from_run_py_into_compare_with_arch_alone(tmp_path):
         "experiment=smoke",
         "model._target_=my_nets.TinyNet",
         "+model.width=24",
+        "data.limit=500",
+        "data.epochs=3",
         "modification=finetune",
         "ratio=0.5",
         "logger=none",
