@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         # would see it (a console script does not); a model file never names code.
         cwd = str(Path.cwd())
         if cwd not in sys.path:
-            sys.path.insert(0, cwd)
+            sys.path.append(cwd)  # last: it never shadows an installed module
     # Progress goes to stderr, one line per stage; stdout holds only the result.
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     # httpx logs every request at INFO: hundreds of lines in one remote audit
