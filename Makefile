@@ -29,9 +29,9 @@ test-all: .venv/.installed
 	$(PY) -m pytest -q -n $(JOBS) --dist loadfile $(ARGS)
 
 lint: .venv/.installed
-	$(PY) -m ruff check lineage tests scripts benchmarks experiments run.py
-	$(PY) -m ruff format --check lineage tests scripts benchmarks experiments run.py
-	$(PY) -m mypy lineage
+	$(PY) -m ruff check lineage hydra_plugins tests scripts benchmarks experiments run.py
+	$(PY) -m ruff format --check lineage hydra_plugins tests scripts benchmarks experiments run.py
+	$(PY) -m mypy lineage hydra_plugins
 
 report: .venv/.installed
 	$(PY) scripts/report.py $$(ls -dt outputs/sweeps/*/ | head -1) $(ARGS)

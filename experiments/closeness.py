@@ -44,10 +44,10 @@ def by_ratio(pairs: pd.DataFrame) -> pd.DataFrame:
     return g.agg(
         n=("closeness", "size"),
         closeness=("closeness", "mean"),
-        ci_low=("closeness_ci_low", "mean"),
-        ci_high=("closeness_ci_high", "mean"),
-        match_rate=("match_rate", "mean"),
-        mean_distance=("mean_distance", "mean"),
+        ci_low=("closeness.ci_low", "mean"),
+        ci_high=("closeness.ci_high", "mean"),
+        match_rate=("closeness.match_rate", "mean"),
+        mean_distance=("closeness.mean_distance", "mean"),
         accuracy=("model_accuracy", "mean"),
     ).reset_index()
 
@@ -66,7 +66,7 @@ def spearman_table(pairs: pd.DataFrame) -> pd.DataFrame:
                 "modification": mod,
                 "n": len(g),
                 "rho closeness": rho,
-                "rho match_rate": spearman(g["ratio"], g["match_rate"]),
+                "rho match_rate": spearman(g["ratio"], g["closeness.match_rate"]),
                 "rho within parents": sum(per_parent) / len(per_parent) if per_parent else math.nan,
                 "target": target if target is not None else math.nan,
                 "pass": (rho <= target) if target is not None and math.isfinite(rho) else None,

@@ -27,10 +27,18 @@ OUTPUTS = ROOT / "outputs" / "experiments"
 # each evidence alone is its raw statistic.
 PROJECT_SCORES = {  # the verdict and the paper's measures, as the tables name them
     "verdict": "verdict_score",
-    "-barrier": "neg_barrier",
+    "-barrier": "barrier",  # negated by project_score: a low barrier is lineage
     "closeness": "closeness",
     "inherited": "inherited.score",
 }
+
+
+def project_score(pairs: pd.DataFrame, label: str) -> pd.Series:
+    """PROJECT_SCORES[label]'s column of `pairs`, signed so that higher = lineage."""
+    col = pairs[PROJECT_SCORES[label]].astype(float)
+    return -col if label.startswith("-") else col
+
+
 BASELINE_NAMES = tuple(BASELINES.names())
 
 

@@ -37,6 +37,7 @@ from experiments.common import (
     BASELINE_NAMES,
     PROJECT_SCORES,
     new_figure,
+    project_score,
     save_figure,
     table_main,
     write_table,
@@ -50,8 +51,7 @@ def methods(pairs: pd.DataFrame) -> dict[str, tuple[pd.Series, pd.Series]]:
     """method -> (score per pair, seconds per pair)."""
     each = {k: pairs[f"{k}_s"] for k in evidence.names() if f"{k}_s" in pairs}
     secs = {"verdict": sum(each.values()), "-barrier": each["basin"], **each}
-    pairs = pairs.assign(neg_barrier=-pairs["barrier"])
-    out = {label: (pairs[col], secs[label]) for label, col in PROJECT_SCORES.items()}
+    out = {label: (project_score(pairs, label), secs[label]) for label in PROJECT_SCORES}
     for b in BASELINE_NAMES:
         out[b] = (pairs[b], pairs[f"{b}_s"])
     return out

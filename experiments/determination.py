@@ -33,6 +33,7 @@ import pandas as pd
 from experiments.common import (
     PROJECT_SCORES,
     new_figure,
+    project_score,
     save_figure,
     table_main,
     write_table,
@@ -66,8 +67,8 @@ def summary(pairs: pd.DataFrame) -> pd.DataFrame:
             "fpr": r.fpr,
             "balanced_accuracy": r.balanced_accuracy,
         }
-        for label, col in PROJECT_SCORES.items():
-            row[f"auc {label}"] = roc_auc(p["truth"], p[col])
+        for label in PROJECT_SCORES:
+            row[f"auc {label}"] = roc_auc(p["truth"], project_score(p, label))
         row["tpr@1%fpr verdict"] = tpr_at_fpr(p["truth"], p["verdict_score"])
         rows.append(row)
     return pd.DataFrame(rows)
@@ -214,7 +215,7 @@ def barrier_figure(pairs: pd.DataFrame, out: Path) -> Path:
     kinds = sorted(p["kind"].unique())
     for i, k in enumerate(kinds):
         g = p[p["kind"] == k]
-        rel = g["barrier"] / g["threshold"]
+        rel = g["barrier"] / g["basin.threshold"]
         jitter = np.linspace(-0.25, 0.25, len(g)) if len(g) > 1 else np.zeros(1)
         ax.scatter(
             i + jitter,

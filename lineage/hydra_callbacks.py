@@ -7,7 +7,6 @@ Hydra creates the output folder itself, before our job code runs, so an unwritab
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -55,56 +54,19 @@ class Preflight(Callback):
 
 class SweepSummary(Callback):
     """After a sweep, one table of its jobs: ok (ran now), skipped (its results were already
-    there), failed (error.json says why) or missing (killed before it finished)."""
+    there), failed (error.json says why) or missing (ended without a result: what ended it,
+    when its launcher knows). The exit status is 1 unless every job has its results."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from . import sweep
+
         self.start = time.time()
+        sweep.planned.clear()  # this sweep's jobs only, should a process run several
+        sweep.ended.clear()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep = Path(_resolve(config, "sweep.dir"))
-        rows = [job_row(d, getattr(self, "start", 0.0)) for d in job_dirs(sweep)]
-        print(format_rows(rows, sweep), flush=True)
-        failed = [r["job"] for r in rows if r["status"] == "failed"]
-        if failed:  # the sweep's exit status says so (each job's error.json says why)
-            print(f"error: {len(failed)} of {len(rows)} jobs failed: {', '.join(failed)}",
-                  file=sys.stderr)  # fmt: skip
-            sys.exit(1)
+        from .sweep import summarize
 
-
-def job_dirs(sweep: Path) -> list[Path]:
-    """Every job folder of a sweep: the ones Hydra wrote its config into."""
-    return sorted(p.parent.parent for p in sweep.glob("*/.hydra/config.yaml"))
-
-
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        out = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError):
-        return None
-    return out if isinstance(out, dict) else None
-
-
-def job_row(d: Path, started: float) -> dict[str, Any]:
-    metrics, error = _read(d / "metrics.json"), _read(d / "error.json")
-    if metrics is not None:
-        fresh = (d / "metrics.json").stat().st_mtime >= started
-        verdict = metrics.get("derived.verdict.is_lineage")
-        return {
-            "job": d.name,
-            "status": "ok" if fresh else "skipped",
-            "verdict": "-" if verdict is None else "lineage" if verdict else "not lineage",
-            "closeness": metrics.get("derived.evidence.closeness.score"),
-            "seconds": metrics.get("time.total_s"),
-        }
-    if error is not None:
-        return {"job": d.name, "status": "failed", "verdict": str(error.get("error", ""))}
-    return {"job": d.name, "status": "missing", "verdict": "no result"}
-
-
-def format_rows(rows: list[dict[str, Any]], sweep: Path) -> str:
-    from .report.console import text_table
-
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "skipped", "failed")}
-    head = f"sweep {sweep}: {len(rows)} jobs, " + ", ".join(f"{n} {s}" for s, n in counts.items())
-    cols = ("job", "status", "verdict", "closeness", "seconds")
-    return head + "\n" + text_table(cols, [[r.get(c) for c in cols] for r in rows])
+        status = summarize(Path(_resolve(config, "sweep.dir")), getattr(self, "start", 0.0))
+        if status:
+            sys.exit(status)

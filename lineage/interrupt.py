@@ -4,7 +4,9 @@ A scheduler stops a job with SIGTERM (then SIGKILL). Lightning catches SIGTERM i
 ends the fit with `SIGTERMException`, a `SystemExit` without a code: left alone, a killed
 `lineage compare` or `run.py` job exits 0, as if it had completed. So entry points run
 under `guard`, which turns SIGTERM (and SIGHUP) into `Interrupted` and exits with
-128 + the signal number (143 for SIGTERM), naming what was interrupted (`stage`).
+128 + the signal number (143 for SIGTERM), naming what was interrupted (`stage`) and what
+that leaves (by default, results not written; a stage may say otherwise: a server has no
+results, it just stopped).
 
 Nothing half-written is left behind: every file is written by `utils.atomic_write`
 (the temp file is removed when the exception passes through it), records are single
@@ -24,7 +26,8 @@ from .text import printable
 
 F = TypeVar("F", bound=Callable[..., Any])
 SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s)
-_stages: list[str] = []
+LOST = "its results were not written (rerun to finish it)"
+_stages: list[tuple[str, str]] = []  # (the work, what an interruption of it leaves)
 
 
 class Interrupted(BaseException):
@@ -32,10 +35,11 @@ class Interrupted(BaseException):
     `except Exception` on the way (Hydra's job runner, a report's best-effort section)
     swallows it and carries on."""
 
-    def __init__(self, signum: int, during: str = ""):
+    def __init__(self, signum: int, during: str = "", leaves: str = LOST):
         super().__init__(signum, during)
         self.signum = signum
         self.during = during
+        self.leaves = leaves
 
     @property
     def exit_code(self) -> int:
@@ -51,13 +55,18 @@ class Interrupted(BaseException):
 
 
 def current() -> str:
-    return " > ".join(_stages)
+    return " > ".join(w for w, _ in _stages)
+
+
+def _leaves() -> str:
+    return next((t for _, t in reversed(_stages) if t), LOST)
 
 
 @contextmanager
-def stage(what: str) -> Iterator[None]:
-    """Name the work in progress, for the message an interruption prints."""
-    _stages.append(printable(what))
+def stage(what: str, leaves: str = "") -> Iterator[None]:
+    """Name the work in progress, for the message an interruption prints; `leaves`: what
+    an interruption of it leaves, if not LOST."""
+    _stages.append((printable(what), leaves))
     try:
         yield
     finally:
@@ -65,12 +74,12 @@ def stage(what: str) -> Iterator[None]:
 
 
 def _raise(signum: int, frame: Any) -> None:
-    raise Interrupted(signum, current())
+    raise Interrupted(signum, current(), _leaves())
 
 
 def from_lightning(exc: BaseException) -> Interrupted:
     """Lightning's SIGTERMException (a SystemExit with no code) as what it is."""
-    return Interrupted(signal.SIGTERM, current())
+    return Interrupted(signal.SIGTERM, current(), _leaves())
 
 
 @contextmanager
@@ -94,7 +103,8 @@ def handle_signals() -> Iterator[None]:
 
 def guard(what: str) -> Callable[[F], F]:
     """Run an entry point so that an interruption exits non-zero and says so:
-    `error: <what> interrupted by SIGTERM while <stage>; ...` on stderr, exit 128 + signum.
+    `error: <what> interrupted by SIGTERM while <stage>; <what that leaves>` on stderr,
+    exit 128 + signum.
     A SystemExit without a code raised by Lightning for SIGTERM counts as one too."""
 
     def deco(fn: F) -> F:
@@ -109,11 +119,7 @@ def guard(what: str) -> Callable[[F], F]:
                             raise from_lightning(e) from None
                         raise
             except Interrupted as e:
-                print(
-                    f"error: {what} {e}; its results were not written (rerun to finish it)",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                print(f"error: {what} {e}; {e.leaves}", file=sys.stderr, flush=True)
                 raise SystemExit(e.exit_code) from None
 
         return wrapper  # type: ignore[return-value]

@@ -70,19 +70,41 @@ def ieee_fp32(device: torch.device) -> Iterator[None]:
 
 def cores() -> int:
     """The cores this process may run on (the scheduler's affinity, not the machine's)."""
+    return len(_affinity())
+
+
+def _affinity() -> set[int]:
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        return set(os.sched_getaffinity(0)) or {0}
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        return set(range(max(1, os.cpu_count() or 1)))
+
+
+def slurm_cpus() -> int | None:
+    """The CPUs SLURM allocated to this job's task (`--cpus-per-task`), None outside SLURM.
+    SLURM's scheduler gives them to no other job, bound to them (task/affinity, cgroup) or
+    not (task/none), so they are this job's own to use."""
+    if not os.environ.get("SLURM_JOB_ID"):
+        return None
+    try:
+        n = int(os.environ.get("SLURM_CPUS_PER_TASK", ""))
+    except ValueError:
+        return None
+    return n if n > 0 else None
 
 
 def threads_for(requested: int | None, parallel_jobs: int) -> int:
-    """Torch threads for one job: as asked, else the cores shared among the jobs that run
-    side by side: those of its launcher, or the lineage jobs running on this machine if they
-    are more (torch's default, every core in every process, makes two jobs on two cores
-    fight over them: two default runs started together took 5.9x one alone)."""
+    """Torch threads for one job: as asked; in a SLURM job, its allocation; else the cores
+    shared among the jobs that run side by side on them: those of its launcher, or the
+    lineage jobs running on these cores if they are more (torch's default, every core in
+    every process, makes two jobs on two cores fight over them: two default runs started
+    together took 5.9x one alone). Jobs bound to other cores (taskset, SLURM's task
+    binding) share none of this job's and do not count."""
     if requested:
         return int(requested)
+    allocated = slurm_cpus()
+    if allocated:
+        return max(1, min(allocated, cores()))
     return max(1, cores() // max(1, parallel_jobs, running_jobs()))
 
 
@@ -94,24 +116,35 @@ _job: dict[str, Any] = {}  # this process's running job: requested threads, laun
 
 
 def running_jobs() -> int:
-    """Live lineage jobs on this machine (their pid files; stale ones are removed)."""
-    n = 0
+    """Live lineage jobs on this process's cores (their pid files hold the cores each may
+    run on; an empty one, any core). Stale files are removed."""
+    mine, n = _affinity(), 0
     for f in JOBS_DIR.glob("*.pid"):
         try:
             os.kill(int(f.stem), 0)
-            n += 1
         except ProcessLookupError:
             f.unlink(missing_ok=True)
+            continue
         except (ValueError, OSError):  # not ours to signal: still a running job
-            n += 1
+            pass
+        n += f.stem == str(os.getpid()) or _shares(f, mine)
     return n
+
+
+def _shares(pid_file: Path, mine: set[int]) -> bool:
+    try:
+        theirs = {int(c) for c in pid_file.read_text().split()}
+    except (OSError, ValueError):
+        return True
+    return not theirs or bool(theirs & mine)
 
 
 def start_job(requested: int | None, parallel_jobs: int = 1) -> int:
     """Register this process as a running job and take its share of the cores."""
     try:
         JOBS_DIR.mkdir(exist_ok=True)
-        (JOBS_DIR / f"{os.getpid()}.pid").touch()
+        cpus = " ".join(map(str, sorted(_affinity())))
+        (JOBS_DIR / f"{os.getpid()}.pid").write_text(cpus + "\n")
     except OSError:  # no shared temp folder: the launcher's share alone
         pass
     _job.update(requested=requested, parallel=parallel_jobs)

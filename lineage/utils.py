@@ -148,14 +148,19 @@ NAME_MAX = 255
 
 
 def safe_dirname(name: str, limit: int = 128) -> str:
-    """`name` as a directory name no longer than `limit` bytes: unchanged when it fits,
-    else its readable start plus a hash of the whole name, so that distinct long names
-    stay distinct and the same name always maps to the same folder (resume works)."""
+    """`name` as one directory name no longer than `limit` bytes. A `/` (an absolute path
+    in an override: `data.root=/x`) is written %2F and a `%` %25, so a job's folder stays
+    one level under its sweep and distinct names stay distinct; a name past `limit` keeps
+    its readable start plus a hash of the whole name, so the same name always maps to the
+    same folder (resume works)."""
+    name = name.replace("%", "%25").replace("/", "%2F")
+    if name in (".", ".."):  # not a folder of its own
+        name = name.replace(".", "%2E")
     raw = name.encode()
-    if len(raw) <= limit and all(len(p.encode()) <= NAME_MAX for p in name.split("/")):
+    if len(raw) <= limit:
         return name
     digest = hashlib.sha256(raw).hexdigest()[:16]
-    head = raw[: limit - len(digest) - 1].decode("utf-8", errors="ignore").replace("/", "_")
+    head = raw[: limit - len(digest) - 1].decode("utf-8", errors="ignore")
     return f"{head}~{digest}"
 
 

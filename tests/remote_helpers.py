@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -24,7 +25,15 @@ from conftest import HANG_S
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = "inference-header-content-length"
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0"}
+# the answer cache's MAC key, kept out of the user's ~/.config (tests set it in-process too)
+CACHE_KEY = str(Path(tempfile.mkdtemp(prefix="lineage-test-key-")) / "cache.key")
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "WANDB_MODE": "disabled",
+    "HYDRA_FULL_ERROR": "0",
+    "LINEAGE_CACHE_KEY": CACHE_KEY,
+}
 
 
 def free_port() -> int:
@@ -102,9 +111,10 @@ class FaultProxy:
     """An HTTP proxy to `upstream` (host:port). Each inference request takes the next fault
     from `faults` (or `always`, if set): "500", "slow" (sleeps `delay` s first), "drop"
     (closes the connection unanswered), "html", "truncate", "shape", "nan", "datatype",
-    "label99"; None forwards untouched. `answered` logs (epoch, row hashes) of every
-    inference request the upstream answered and the proxy delivered; `epoch` is the
-    test's to bump (e.g. when it restarts the upstream)."""
+    "label99", "huge" (a logit of 1e300: finite as a double only); None forwards
+    untouched. `answered` logs (epoch, row hashes) of every inference request the upstream
+    answered and the proxy delivered; `epoch` is the test's to bump (e.g. when it restarts
+    the upstream)."""
 
     def __init__(self, upstream: str, delay: float = 2.0):
         self.upstream, self.delay = upstream, delay
@@ -179,6 +189,8 @@ class FaultProxy:
                     out["datatype"] = "BYTES"
                 elif fault == "label99":
                     out["data"][0] = 99
+                elif fault == "huge":
+                    out["data"][0] = 1e300
                 return json.dumps(obj).encode()  # NaN is written as the NaN token
 
             def reply(self, status, raw, ctype="application/json"):

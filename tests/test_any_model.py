@@ -94,19 +94,21 @@ def test_the_permuted_copy_shares_the_basin_only_with_alignment(family):
     parent, derived, _, cal, xt, yt, references = family
     perm = derived["permute"].model
     assert derived["permute"].effect["max_output_diff"] < 1e-4  # the same function
-    aligned = lineage.judge(parent, perm, xt, yt, calibration=cal).determination
+    aligned = lineage.judge(parent, perm, xt, yt, calibration=cal)
     raw_cal = lineage.calibrate(
         parent, references, xt, yt, determination={"align": False}, closeness=FAST
     )
-    raw = lineage.judge(parent, perm, xt, yt, calibration=raw_cal).determination
-    assert aligned.aligned and not raw.aligned
-    assert aligned.barrier == 0 < raw.barrier and aligned.p_basin < raw.p_basin
-    assert raw.basin_is_lineage is False, raw
+    raw = lineage.judge(parent, perm, xt, yt, calibration=raw_cal)
+    a, r = aligned.evidence["basin"], raw.evidence["basin"]
+    assert a.aligned and not r.aligned
+    assert a.barrier == 0 < r.barrier
+    assert aligned.decision.p["basin"] < raw.decision.p["basin"]
+    assert raw.decision.says["basin"] is False, raw
     if isinstance(family[0], ResCNN):
         # On breast cancer independent MLPs are nearly linearly connected too (barriers of
         # a few % of the loss, at the barrier's floor), so a 0 is no significant outlier
         # by itself there and closeness carries the verdict; on the CNN it is.
-        assert aligned.basin_is_lineage is True, aligned
+        assert aligned.decision.says["basin"] is True, aligned
 
 
 def test_structured_pruning_removed_units_and_judging_maps_them_back(family):

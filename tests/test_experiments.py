@@ -19,6 +19,7 @@ from lineage.cli import compose
 from lineage.data import datamodule_from_config
 from lineage.engine import judge
 from lineage.errors import LineageError
+from lineage.evaluate import evidence
 from lineage.zoo import Zoo, reference_seed
 
 pytestmark = pytest.mark.slow
@@ -53,16 +54,20 @@ PAIR_COLUMNS = [
     "modification",
     "ratio",
     "model_accuracy",
-    *zoo.EVIDENCE,
-    "neg_barrier",
-    "match_rate",
-    "mean_distance",
-    "closeness_ci_low",
-    "closeness_ci_high",
-    "closeness_points",
-    "determination_s",
-    "closeness_s",
-    "inherited_s",
+    "decided_by",
+    "caveat",
+    "n_references",
+    "alpha",
+    # every kind of evidence: its p-value, its say, its result's fields, its seconds
+    *(f"{c}{k}" for k, c in product(evidence.names(), ("p_", "says_"))),
+    "basin.chord_barrier",
+    "basin.threshold",
+    "closeness.match_rate",
+    "closeness.threshold",
+    "closeness.ci_low",
+    "closeness.n_points",
+    "inherited.score",
+    *(f"{k}_s" for k in evidence.names()),
     *(f"{b}{s}" for b, s in product(zoo.BASELINE_NAMES, ("", "_s", "_note"))),
 ]
 
@@ -128,7 +133,7 @@ def test_verdicts_on_tiny_zoo(built):
     assert not pairs[pairs["kind"] == "other_parent"]["is_lineage"].any()
     cross = pairs[pairs["kind"] == "independent_arch"]
     assert cross["barrier"].isna().all() and cross["weights"].isna().all()
-    assert (cross["method"] == "function").all()
+    assert (cross["basin.route"] == "function").all()
     # the verdict is its p-value against alpha, and the score is -log10 p
     p = pairs["p_value"]
     assert ((p <= pairs["alpha"]) == pairs["is_lineage"].astype(bool)).all()
@@ -171,10 +176,10 @@ def test_calibrating_once_judges_as_calibrating_per_suspect(built):
     }
     want = judge(parent, suspect, x, y, references=refs, record=meta.get("record"), **options)
     assert r["barrier"] == pytest.approx(want.evidence["basin"].barrier)
-    assert r["threshold"] == pytest.approx(want.evidence["basin"].threshold)
+    assert r["basin.threshold"] == pytest.approx(want.evidence["basin"].threshold)
     assert r["closeness"] == pytest.approx(want.evidence["closeness"].score)
-    assert r["function_threshold"] == pytest.approx(want.evidence["closeness"].threshold)
-    assert r["inherited_score"] == pytest.approx(want.evidence["inherited"].score)
+    assert r["closeness.threshold"] == pytest.approx(want.evidence["closeness"].threshold)
+    assert r["inherited.score"] == pytest.approx(want.evidence["inherited"].score)
     assert r["p_value"] == pytest.approx(want.decision.p_value)
     assert bool(r["is_lineage"]) == want.decision.is_lineage
 

@@ -323,3 +323,26 @@ def test_four_parallel_jobs_share_one_zoo_and_record(tmp_path):
     for m in results:  # the file each job reports is the one in the zoo, and it verifies
         _, meta = models.load(m["derived.path"])
         assert meta["id"] == m["derived.id"] and meta["ratio"] == m["ratio"]
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_absolute_paths_in_overrides_keep_each_job_one_level_under_the_sweep(tmp_path, launcher):
+    # issue 26: `/` in an override value made nested job folders, which the summary missed
+    # (it said "0 jobs" and exit 0 although both jobs failed)
+    sweep = tmp_path / "sweep"
+    roots = [str(tmp_path / "x" / "nodata"), "/y/nodata"]
+    r = run_py(
+        "-m",
+        *job(tmp_path, f"hydra/launcher={launcher}", "data=mnist", f"data.root={','.join(roots)}"),
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "2 jobs, 0 ok, 0 skipped, 2 failed" in r.stdout, r.stdout[-3000:]
+    errors = sorted(sweep.rglob("error.json"))
+    assert [e.parent.parent for e in errors] == [sweep, sweep]
+    assert sorted(json.loads(e.read_text())["overrides"][-1] for e in errors) == sorted(
+        f"data.root={root}" for root in roots
+    )
+    assert all("%2F" in e.parent.name and "MNIST" in e.read_text() for e in errors)
+    (line,) = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+    assert line.startswith("error: 2 of 2 jobs failed: ")

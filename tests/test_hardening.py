@@ -484,7 +484,7 @@ def test_long_overrides_get_a_short_run_dir(tmp_path):
     assert "ratio=1.5 is outside its range" in one_error_line(r.stderr), r.stderr[-2000:]
     (run_dir,) = (tmp_path / "outputs" / "runs" / "smoke").iterdir()
     assert len(run_dir.name.encode()) <= 128 and "~" in run_dir.name
-    assert run_dir.name.startswith("data.root=_tmp_xxx")
+    assert run_dir.name.startswith("data.root=%2Ftmp%2Fxxx")  # one folder: `/` escaped
 
 
 def test_compare_with_a_300_character_file_name(tmp_path):

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -88,6 +89,8 @@ PROGRAMS = [b for b in PYTHON if not b.startswith("# ")]
 
 
 def skipped(cmd: str) -> str | None:
+    if "hydra/launcher=submitit_slurm" in cmd and not shutil.which("sbatch"):
+        return "no SLURM here (sbatch missing); CI starts one (scripts/slurm_up.sh)"
     return next((why for pre, why in NOT_HERE.items() if cmd.startswith(pre)), None)
 
 
@@ -157,7 +160,7 @@ def readme_env(workdir: Path) -> dict[str, str]:
     # PYTHONPATH: the README's own modules (my_nets.py), as it says to do
     env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0"}
     env["LINEAGE_DATA"] = str(SHARED_DATA)
-    env["PYTHONPATH"] = str(workdir)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(workdir), os.environ.get("PYTHONPATH")]))
     return env
 
 
@@ -190,7 +193,8 @@ def test_readme_command_runs(cmd, workdir):
     assert "Traceback" not in out, out[-3000:]
     assert "Warning" not in out, out[-3000:]  # no warning from our own configs
     if "-m" in argv and "run.py" in cmd:
-        sweep = workdir / "outputs" / "sweeps" / "default"
+        name = next((a[5:] for a in argv if a.startswith("name=")), "default")
+        sweep = workdir / "outputs" / "sweeps" / name
         n = len(list(sweep.glob("*/metrics.json")))
         jobs = 1
         for arg in cmd.split():

@@ -19,7 +19,7 @@ import time
 import pytest
 import torch
 from conftest import HANG_S
-from remote_helpers import ENV, ROOT, FaultProxy, Server, free_port
+from remote_helpers import CACHE_KEY, ENV, ROOT, FaultProxy, Server, free_port
 from starlette.testclient import TestClient
 
 from lineage import models
@@ -41,6 +41,12 @@ def cli_closeness(**over) -> list[str]:
 
 
 CLI_CLOSENESS = cli_closeness()
+
+
+@pytest.fixture(autouse=True)
+def cache_key(monkeypatch):
+    """The answer cache's MAC key in a temp folder, not the user's ~/.config."""
+    monkeypatch.setenv("LINEAGE_CACHE_KEY", CACHE_KEY)
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +220,7 @@ def test_server_speaks_the_protocol_and_refuses_bad_requests(pair):
     hb = json.dumps(head).encode()
     r = infer(hb + raw, headers={**auth, "Inference-Header-Content-Length": str(len(hb))})
     assert r.json()["outputs"][0]["data"] == out["logits"]["data"]
-    assert "binary_tensor_data" in tc.get("/v2").json()["extensions"]
+    assert "binary_tensor_data" in tc.get("/v2", headers=auth).json()["extensions"]
     bad = [
         (infer(req(), headers={}), 401, "missing or wrong API key"),
         (infer(req(), headers={"Authorization": "Bearer nope"}), 401, "missing or wrong"),

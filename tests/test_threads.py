@@ -45,3 +45,67 @@ def test_jobs_of_other_processes_share_the_cores_and_dead_ones_do_not(four_cores
         assert runtime.rebalance() == 4  # the other job ended: its cores come back
     finally:
         other.kill()
+
+
+# A SLURM job bound to its cores (task/affinity, task/cgroup), as SLURM starts it: the
+# affinity set to the allocation and SLURM_CPUS_PER_TASK in the environment.
+SLURM_JOB = """
+import os, sys
+from pathlib import Path
+from lineage import runtime
+os.sched_setaffinity(0, {0, 1})
+runtime.JOBS_DIR = Path(sys.argv[1])
+print(runtime.start_job(None, parallel_jobs=int(sys.argv[2])))
+"""
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2, reason="needs 2 cores"
+)
+@pytest.mark.parametrize("others", [0, 3])
+def test_a_slurm_job_takes_its_allocation_whatever_other_jobs_run(tmp_path, others):
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    sleepers = [
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        for _ in range(others)
+    ]
+    try:
+        for p in sleepers:  # other lineage jobs on any core, this job's included
+            (jobs / f"{p.pid}.pid").write_text("0 1\n")
+        env = {**os.environ, "SLURM_JOB_ID": "7", "SLURM_CPUS_PER_TASK": "2"}
+        r = subprocess.run(
+            [sys.executable, "-c", SLURM_JOB, str(jobs), "8"],
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert r.stdout.split()[-1] == "2"
+        # the same job outside SLURM shares these cores with the other jobs (and its
+        # launcher's 8): one thread
+        env.pop("SLURM_JOB_ID")
+        r = subprocess.run(
+            [sys.executable, "-c", SLURM_JOB, str(jobs), "8"],
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+        assert r.stdout.split()[-1] == "1"
+    finally:
+        for p in sleepers:
+            p.kill()
+            p.wait()
+
+
+def test_jobs_bound_to_other_cores_share_none_of_ours(four_cores, monkeypatch):
+    four_cores.mkdir()
+    monkeypatch.setattr(runtime, "_affinity", lambda: {0, 1, 2, 3})
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (four_cores / f"{other.pid}.pid").write_text("4 5\n")  # taskset to cores 4-5
+        assert runtime.start_job(None) == 4
+        (four_cores / f"{other.pid}.pid").write_text("3 4\n")  # one core in common
+        assert runtime.rebalance() == 2
+    finally:
+        other.kill()
+        other.wait()
+    runtime.end_job()
+    assert runtime.start_job(None) == 4
+    assert (four_cores / f"{os.getpid()}.pid").read_text().split() == ["0", "1", "2", "3"]

@@ -69,7 +69,22 @@ def add_serve_parser(sub: Any) -> argparse.ArgumentParser:
     )
     s.add_argument("--max-batch", type=_positive(int), default=1024, help="rows per request")
     s.add_argument(
-        "--max-body-mb", type=_positive(float), default=64.0, help="request body limit (MiB)"
+        "--max-body-mb",
+        type=_positive(float),
+        help="request body limit (MiB); default: what --max-batch rows of the model's input "
+        "take as JSON numbers",
+    )
+    s.add_argument(
+        "--read-timeout",
+        type=_positive(float),
+        default=30.0,
+        help="seconds a client has to send a request's head, and again its body (default 30)",
+    )
+    s.add_argument(
+        "--max-connections",
+        type=_positive(int),
+        default=64,
+        help="connections open at once; more are closed on arrival (default 64)",
     )
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return s
@@ -88,7 +103,19 @@ def add_remote_options(c: argparse.ArgumentParser) -> None:
     g.add_argument("--no-cache", action="store_true", help="keep no answer cache")
     g.add_argument("--api-key", help=f"the endpoint's key (default: ${API_KEY_ENV})")
     g.add_argument("--batch", type=_positive(int), default=256, help="rows per request")
-    g.add_argument("--timeout", type=_positive(float), default=30.0, help="seconds per request")
+    g.add_argument(
+        "--timeout",
+        type=_positive(float),
+        default=30.0,
+        help="seconds to wait for each connect, send or read of a reply (default 30)",
+    )
+    g.add_argument(
+        "--deadline",
+        type=_positive(float),
+        default=120.0,
+        help="seconds one request may take in all, retries and their waits included: a "
+        "server that drips its reply is cut off there (default 120)",
+    )
     g.add_argument("--retries", type=_count, default=4, help="retries per request")
 
 
@@ -98,6 +125,7 @@ def api_key(args: argparse.Namespace) -> str | None:
 
 def serve(args: argparse.Namespace) -> int:
     from ..errors import LineageError
+    from ..interrupt import stage
     from .server import serve as run
     from .server import served_from_file
 
@@ -109,8 +137,10 @@ def serve(args: argparse.Namespace) -> int:
             args.max_batch,
             args.max_body_mb,
             api_key(args),
+            args.read_timeout,
         )
-        run(s, args.host, args.port, args.log_level)
+        with stage(f"serving {s.name}", leaves="the server stopped (it has no results)"):
+            run(s, args.host, args.port, args.log_level, args.max_connections)
     except LineageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -131,6 +161,7 @@ def remote_suspect(args: argparse.Namespace, dm: Any) -> Any:
         labels_only=args.labels_only,
         batch_rows=args.batch,
         timeout=args.timeout,
+        deadline=args.deadline,
         retries=args.retries,
         cache=None if args.no_cache else Path(args.cache),
         budget=args.query_budget,

@@ -11,6 +11,9 @@ int64 out.
   audit's time), else as JSON numbers written as doubles, exact either way.
 - **Cache** (`QueryCache`): answered rows are looked up before anything is sent and
   stored after each reply, keyed by endpoint, model, versions, output and the row's hash.
+- **Deadline**: one request, its retries and their waits included, takes at most
+  `deadline` seconds (deadline.py: every socket wait is cut there); `timeout` bounds each
+  connect, send or read on its own.
 - **Retries**: connection errors, timeouts, 5xx and 429 are retried up to `retries` times
   with exponential backoff and jitter (delay ~ backoff * 2^attempt, half of it random,
   capped; a Retry-After header is honoured up to the cap). Any other 4xx is the caller's
@@ -18,8 +21,9 @@ int64 out.
   retried either: a server that answers garbage once will again.
 - **Validation** of every reply and every cached answer before use: JSON, the output
   asked for, its datatype, shape [rows, classes] or [rows], one class count throughout,
-  labels integers in range, logits finite, the reply's size bounded. Each failure is one
-  LineageError naming the endpoint.
+  labels integers in range, logits finite in float32 (what is stored), the reply's size
+  bounded. Each failure is one LineageError naming the endpoint. A cached answer that fails
+  its MAC or these checks is refused and asked again (cache.py).
 - **Budget**: `budget` rows may be sent over the network (retries count, cached rows do
   not); the request that would cross it is cut to what is left, and `BudgetSpent` raised
   after its answers are cached. Sampling stops there (lineage.evaluate.sampling).
@@ -44,7 +48,9 @@ import numpy as np
 import torch
 
 from ..errors import BudgetSpent, LineageError
-from .cache import QueryCache
+from .cache import QueryCache, decode_answer, encode_answer
+from .deadline import DeadlineBackend
+from .deadline import transport as deadline_transport
 from .protocol import (
     API_KEY_ENV,
     BINARY,
@@ -53,6 +59,7 @@ from .protocol import (
     decode_json,
     encode_request,
     error_message,
+    header_int,
     parse_url,
     read_metadata,
     read_reply,
@@ -90,6 +97,7 @@ class RemoteModel:
         labels_only: bool = False,
         batch_rows: int = 256,
         timeout: float = 30.0,
+        deadline: float = 120.0,
         retries: int = 4,
         backoff: float = 0.5,
         max_backoff: float = 8.0,
@@ -106,17 +114,20 @@ class RemoteModel:
                 raise LineageError(f"{key} must be an integer >= {low}, got {v!r}")
         if budget is not None and (not isinstance(budget, int) or budget < 1):
             raise LineageError(f"the query budget must be a positive integer, got {budget!r}")
-        for key, f in (("timeout", timeout), ("backoff", backoff), ("max_backoff", max_backoff)):
+        numbers = (("timeout", timeout), ("deadline", deadline), ("backoff", backoff))
+        for key, f in (*numbers, ("max_backoff", max_backoff)):
             if not (isinstance(f, (int, float)) and math.isfinite(f) and f >= 0):
                 raise LineageError(f"{key} must be a number >= 0, got {f!r}")
-        if not timeout > 0:
-            raise LineageError(f"timeout must be > 0 seconds, got {timeout!r}")
+        if not (timeout > 0 and deadline > 0):
+            raise LineageError(f"timeout and deadline must be > 0 s, got {timeout!r}, {deadline!r}")
         if api_key is not None and not re.fullmatch(r"[\x21-\x7e]+", api_key):
             # an illegal header value would make the HTTP library quote the key in its error
             raise LineageError("the API key must be printable ASCII without spaces")
         self._key = api_key
         self.base, self.name = parse_url(url)
         self.batch_rows, self.timeout, self.retries = batch_rows, float(timeout), retries
+        self.deadline = float(deadline)
+        self._clock = DeadlineBackend()
         self.backoff, self.max_backoff = float(backoff), float(max_backoff)
         self.budget = budget
         self.labels_only = labels_only
@@ -127,7 +138,7 @@ class RemoteModel:
         self._http = httpx.Client(
             timeout=httpx.Timeout(self.timeout),
             headers=headers,
-            transport=transport,
+            transport=transport or deadline_transport(self._clock),
             follow_redirects=False,
         )
         self.binary = binary  # None: if the server lists the binary_tensor_data extension
@@ -172,8 +183,9 @@ class RemoteModel:
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         d = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
         d = d / 2 + self._random.uniform(0, d / 2)
-        if retry_after and retry_after.strip().isdigit():
-            d = max(d, min(self.max_backoff, float(retry_after)))
+        after = header_int(retry_after)
+        if after is not None:
+            d = max(d, min(self.max_backoff, float(after)))
         return d
 
     def _send(
@@ -192,10 +204,15 @@ class RemoteModel:
         last, retry_after = "", None
         if headers is None:
             headers = {"Content-Type": "application/json"} if body is not None else {}
+        end = time.monotonic() + self.deadline
+        self._clock.end = end
         for attempt in range(self.retries + 1):
             if attempt:
+                wait = self._delay(attempt, retry_after)
+                if time.monotonic() + wait >= end:
+                    raise self._late(last)
                 self.counters.retried += 1
-                time.sleep(self._delay(attempt, retry_after))
+                time.sleep(wait)
             if rows and self.budget is not None and self.counters.sent + rows > self.budget:
                 raise self._budget_spent()
             self.counters.sent += rows
@@ -208,6 +225,8 @@ class RemoteModel:
                 finally:
                     resp.close()
             except httpx.TimeoutException:
+                if time.monotonic() >= end:
+                    raise self._late(last) from None
                 last = f"no reply within the {self.timeout:g} s timeout"
                 continue
             except httpx.TransportError as e:
@@ -230,9 +249,16 @@ class RemoteModel:
             return raw
         raise self._fail(f"no valid reply after {self.retries + 1} attempts; last: {last}")
 
+    def _late(self, last: str) -> LineageError:
+        tail = f"; before that: {last}" if last else ""
+        return self._fail(
+            f"no complete reply within the {self.deadline:g} s deadline per request "
+            f"(--deadline){tail}"
+        )
+
     def _read(self, resp: Any, cap: int) -> bytes:
-        declared = resp.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > cap:
+        declared = header_int(resp.headers.get("content-length"))
+        if declared is not None and declared > cap:
             raise self._fail(f"the reply declares {declared} bytes, over the {cap} expected")
         chunks, n = [], 0
         for chunk in resp.iter_bytes():
@@ -313,8 +339,14 @@ class RemoteModel:
         scope = (self.base, f"{self.name}@{w.versions}", f"{w.kind}:{w.output}")
         answers: dict[bytes, np.ndarray] = {}
         if self.cache is not None and keys:
+            refused = []
             for k, v in self.cache.get(scope, keys).items():
-                answers[k] = self._decode(v)
+                try:
+                    answers[k] = decode_answer(v, w)
+                except ValueError as e:  # a MAC that holds over a bad value: asked again
+                    refused.append(str(e))
+            if refused:
+                self.cache.refuse(len(refused), refused[0])
             self.counters.cached += sum(k in answers for k in keys)
         todo = list(dict.fromkeys(k for k in keys if k not in answers))
         first = {k: i for i, k in reversed(list(enumerate(keys)))}
@@ -330,7 +362,7 @@ class RemoteModel:
             for key, value in zip(part, got):
                 answers[key] = value
             if self.cache is not None:
-                self.cache.put(scope, [(key, self._encode(v)) for key, v in zip(part, got)])
+                self.cache.put(scope, [(key, encode_answer(v, w)) for key, v in zip(part, got)])
             pos += len(part)
             if left is not None and left == len(part) and pos < len(todo):
                 raise self._budget_spent()
@@ -354,31 +386,6 @@ class RemoteModel:
         self.counters.answered += n
         self.counters.requests += 1
         return list(values)
-
-    def _encode(self, v: np.ndarray) -> bytes:
-        if self.wire.kind == "labels":
-            return np.asarray(v, dtype="<i8").tobytes()
-        return np.asarray(v, dtype="<f4").tobytes()
-
-    def _decode(self, raw: bytes) -> np.ndarray:
-        where = self.cache.path if self.cache is not None else "cache"
-        w = self.wire
-        if w.kind == "labels":
-            if len(raw) != 8:
-                raise LineageError(f"{where}: a cached label is {len(raw)} bytes, not 8")
-            v = np.frombuffer(raw, dtype="<i8")[0]
-            if v < 0 or (w.num_classes is not None and v >= w.num_classes):
-                raise LineageError(f"{where}: a cached label {v} is out of range")
-            return np.asarray(v, dtype=np.int64)
-        c = w.num_classes
-        if len(raw) % 4 or not raw or (c is not None and len(raw) != 4 * c):
-            raise LineageError(f"{where}: a cached answer has {len(raw)} bytes, not 4 x {c}")
-        z = np.frombuffer(raw, dtype="<f4").astype(np.float32)
-        if not np.isfinite(z).all():
-            raise LineageError(f"{where}: a cached answer holds NaN or Inf")
-        if c is None:
-            w.num_classes = len(z)
-        return z
 
     def report(self, points: int) -> dict[str, Any]:
         """The counters, plus the queries per point (rows asked / points drawn)."""

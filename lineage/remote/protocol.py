@@ -1,7 +1,7 @@
 """The Open Inference Protocol (KServe v2 REST) as `lineage.remote` speaks it: the URL
 form, the inference request (JSON numbers, or raw float32 bytes after a JSON header: the
-binary tensor extension), and the checks of both sides. Pure functions of bytes and
-dicts; `Bad` (client) and `RequestError` (server, with its HTTP status) carry the reason.
+binary tensor extension), and the client's checks of replies (the server's of requests are
+in request.py). Pure functions of bytes and dicts; `Bad` carries the reason.
 
 Client-side checks of every reply: JSON (an HTML page or truncated JSON named as such), the
 output asked for, its datatype (FP* for logits, INT*/UINT* for labels), its shape [rows,
@@ -19,7 +19,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
-import torch
 
 from ..errors import LineageError
 
@@ -34,6 +33,43 @@ URL_FORM = "http(s)://host:port[/v2/models/NAME]"
 
 class Bad(Exception):
     """A reply that breaks the protocol (the client names the endpoint)."""
+
+
+def header_int(text: str | None, limit: int = 10**15) -> int | None:
+    """A header's non-negative integer, or None. ASCII digits only: str.isdigit() also takes
+    '²' and other Unicode digits, which int() then refuses."""
+    if text is None or not re.fullmatch(r"[0-9]{1,16}", text.strip()):
+        return None
+    v = int(text)
+    return v if v <= limit else None
+
+
+def flat_numbers(data: Any, shape: list[int], integers: bool = False) -> list[Any]:
+    """The values of a tensor's JSON `data`, flat row-major or nested as `shape`, each a
+    JSON number (an integer if `integers`); ValueError says what is wrong. Checked in Python
+    before numpy sees them: np.asarray of a list mixing one long string with numbers
+    allocates the count times that string's length."""
+    n = math.prod(shape)
+    if not isinstance(data, list):
+        raise ValueError("is not a list")
+    leaves = data
+    if not data or not isinstance(data[0], list):
+        if len(data) != n:
+            raise ValueError(f"holds {len(data)} values, shape {shape} needs {n}")
+    else:
+        level: list[Any] = [data]
+        for d in shape:  # one level of nesting per dimension, each list of its length
+            nxt: list[Any] = []
+            for part in level:
+                if not isinstance(part, list) or len(part) != d:
+                    raise ValueError(f"is ragged: not nested as its shape {shape}")
+                nxt.extend(part)
+            level = nxt
+        leaves = level
+    kinds = (int,) if integers else (int, float)
+    if not all(type(v) in kinds for v in leaves):  # bool is not a number here
+        raise ValueError("must hold integers only" if integers else "must hold numbers only")
+    return leaves
 
 
 @dataclass
@@ -224,25 +260,30 @@ def read_reply(reply: Any, w: Wire, n: int) -> np.ndarray:
     if not isinstance(data, list):
         raise bad(f"output {w.output!r} has no data list")
     try:
-        arr = np.asarray(data)
-    except ValueError:
-        raise bad(f"output {w.output!r} holds ragged data") from None
-    if arr.size != math.prod(shape):
-        raise bad(
-            f"output {w.output!r} holds {arr.size} values, its shape {shape} says "
-            f"{math.prod(shape)}"
-        )
+        values = flat_numbers(data, shape, integers=w.kind == "labels")
+    except ValueError as e:
+        why = {"must hold numbers only": "holds non-numbers"}.get(str(e), str(e))
+        why = {"must hold integers only": "holds non-integer labels"}.get(why, why)
+        raise bad(f"output {w.output!r} {why}") from None
     if w.kind == "logits":
-        if arr.dtype.kind not in "fiu":
-            raise bad(f"output {w.output!r} holds non-numbers")
-        z = arr.astype(np.float64).reshape(n, -1)
+        try:
+            z64 = np.array(values, dtype=np.float64).reshape(n, -1)
+        except OverflowError:
+            raise bad(f"output {w.output!r} holds a number beyond float64's range") from None
+        # checked in float32, the dtype the caller and the cache hold: 1e300 is finite as a
+        # double and Inf as a float
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = z64.astype(np.float32)
         if not np.isfinite(z).all():
-            raise bad(f"output {w.output!r} holds NaN or Inf logits")
+            raise bad(
+                f"output {w.output!r} holds NaN or Inf logits (in float32, or beyond its range)"
+            )
         w.num_classes = z.shape[1]
-        return z.astype(np.float32)
-    if arr.dtype.kind not in "iu":
-        raise bad(f"output {w.output!r} holds non-integer labels")
-    labels = arr.astype(np.int64).reshape(n)
+        return z
+    try:
+        labels = np.array(values, dtype=np.int64).reshape(n)
+    except OverflowError:
+        raise bad(f"output {w.output!r} holds a label beyond int64's range") from None
     c = w.num_classes
     if len(labels) and (labels.min() < 0 or (c is not None and labels.max() >= c)):
         bad_label = int(labels.min() if labels.min() < 0 else labels.max())
@@ -268,116 +309,3 @@ def encode_request(flat: np.ndarray, w: Wire, binary: bool, rid: str) -> tuple[b
         return body, {"Content-Type": "application/json"}
     headers = {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(body))}
     return body + raw, headers
-
-
-# ---------------------------------------------------------------- server side
-
-
-class RequestError(Exception):
-    """A request the server refuses: HTTP status and message."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-
-
-def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes | None]:
-    """(JSON, binary tensor data or None) of a request body (binary tensor extension)."""
-    if header_length is None:
-        return body, None
-    if not header_length.isdigit() or int(header_length) > len(body):
-        raise RequestError(
-            400, f"Inference-Header-Content-Length {header_length!r} does not fit the body"
-        )
-    n = int(header_length)
-    return body[:n], body[n:]
-
-
-def parse_request(
-    body: bytes,
-    binary: bytes | None,
-    input_shape: tuple[int, ...],
-    max_batch: int,
-    outputs: list[str],
-) -> tuple[torch.Tensor, list[str], str | None]:
-    """Server side: the input batch, the outputs asked for (names in `outputs`, all by
-    default) and the request id; RequestError if bad. `binary`: the bytes after the JSON
-    header (binary tensor extension), if any."""
-    try:
-        req = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise RequestError(400, f"request body is not JSON ({e})") from None
-    if not isinstance(req, dict):
-        raise RequestError(422, "request must be a JSON object with 'inputs'")
-    inputs = req.get("inputs")
-    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
-        raise RequestError(422, f"'inputs' must be a list of one tensor ({INPUT!r})")
-    t = inputs[0]
-    if t.get("name") != INPUT:
-        raise RequestError(422, f"unknown input {t.get('name')!r}; this model's input is {INPUT!r}")
-    if t.get("datatype") != "FP32":
-        raise RequestError(422, f"input datatype must be FP32, got {t.get('datatype')!r}")
-    shape = t.get("shape")
-    want = [-1, *input_shape]
-    if (
-        not isinstance(shape, list)
-        or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
-        or len(shape) != len(want)
-        or list(shape[1:]) != want[1:]
-        or shape[0] < 1
-    ):
-        raise RequestError(422, f"input shape {shape} does not match the model's {want}")
-    if shape[0] > max_batch:
-        raise RequestError(
-            413, f"batch of {shape[0]} rows exceeds this server's limit of {max_batch}"
-        )
-    params = t.get("parameters")
-    if not isinstance(params, dict):
-        params = {}
-    size = params.get("binary_data_size")
-    if size is not None:
-        if binary is None or "data" in t:
-            raise RequestError(
-                422,
-                "binary_data_size needs the Inference-Header-Content-Length header and no 'data'",
-            )
-        if not isinstance(size, int) or size != len(binary) or size != 4 * math.prod(shape):
-            raise RequestError(
-                422,
-                f"binary_data_size {size!r} must be the {len(binary)} bytes sent, "
-                f"4 x {math.prod(shape)} FP32 values",
-            )
-        arr = np.frombuffer(binary, dtype="<f4")
-    else:
-        data = t.get("data")
-        if not isinstance(data, list):
-            raise RequestError(422, "input 'data' must be a list of numbers")
-        try:
-            arr = np.asarray(data)
-        except ValueError:
-            raise RequestError(
-                422, "input 'data' is ragged (nested lists of unequal length)"
-            ) from None
-        if arr.dtype.kind not in "fiu":
-            raise RequestError(422, "input 'data' must hold numbers only")
-        if arr.size != math.prod(shape):
-            raise RequestError(
-                422,
-                f"input 'data' holds {arr.size} values, shape {shape} needs {math.prod(shape)}",
-            )
-    x = torch.from_numpy(arr.astype(np.float32).reshape(shape))
-    if not torch.isfinite(x).all():
-        raise RequestError(422, "input 'data' holds NaN or Inf")
-    outs = req.get("outputs")
-    names = list(outputs)
-    if outs is not None:
-        if not isinstance(outs, list) or not all(isinstance(o, dict) for o in outs):
-            raise RequestError(422, "'outputs' must be a list of {'name': ...}")
-        names = [o.get("name") for o in outs]
-        for n in names:
-            if n == "logits" and "logits" not in outputs:
-                raise RequestError(422, "this server answers labels only: no 'logits' output")
-            if n not in outputs:
-                raise RequestError(422, f"unknown output {n!r}; outputs: {outputs}")
-    rid = req.get("id")
-    return x, [str(n) for n in names], rid if isinstance(rid, str) else None

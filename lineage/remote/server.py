@@ -5,7 +5,7 @@ auditor query a model without handing over its weights.
 Endpoints (https://kserve.github.io/website/docs/concepts/architecture/data-plane/v2-protocol):
 
     GET  /v2/health/live, /v2/health/ready      liveness, readiness (no key needed)
-    GET  /v2                                    server metadata
+    GET  /v2                                    server metadata (key needed, if set)
     GET  /v2/models/{name}[/versions/{v}]       model metadata: input, outputs, parameters
     GET  /v2/models/{name}[/versions/{v}]/ready model readiness
     POST /v2/models/{name}[/versions/{v}]/infer inference
@@ -20,16 +20,21 @@ header gives: 16x smaller and ~10x faster to parse than JSON numbers) and option
 outputs wanted:
 `logits` (FP32 [N, classes]) and `label` (INT64 [N], the argmax); with `--labels-only` only
 `label` exists and logits never leave the process. Errors are `{"error": "..."}` with 400
-(body not JSON), 401 (missing or wrong API key), 404 (unknown model or version), 413 (body
-over --max-body-mb, or more rows than --max-batch) or 422 (JSON that is not a valid
-request: wrong input name, datatype or shape, non-numbers, NaN/Inf). The body is bounded
-before it is read, and parsed with `json` only: nothing from a request is unpickled,
-evaluated or logged beyond the access line (method, path, status). The API key is compared
-in constant time and never logged; /v2/health stays open for orchestrators' probes.
+(body not JSON, or nested too deep), 401 (missing or wrong API key), 404 (unknown model or
+version), 408 (body not received in time), 413 (body over --max-body-mb, more values than
+the largest batch holds, or more rows than --max-batch), 422 (JSON that is not a valid
+request: wrong input name, datatype or shape, non-numbers, NaN/Inf in float32, or inputs
+that drive the model's logits to Inf) or 503 (busy: retry). The body is bounded before it
+is read and counted before it is parsed (limits.py, request.py), and parsed with `json`
+only: nothing from a request is unpickled, evaluated or logged beyond the access line
+(method, path, status). The API key is compared in constant time and never logged; with a
+key set, every endpoint but /v2/health needs it (the health probes stay open for
+orchestrators, and say nothing but live and ready).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -50,13 +55,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from ..errors import LineageError
 from ..evaluate.boundary import run_model
-from .protocol import INPUT, RequestError, parse_request, split_body
+from ..text import shorten
+from . import limits
+from .protocol import INPUT, header_int
+from .request import RequestError, parse_request, split_body
 
 MAX_BATCH = 1024  # rows per request
-MAX_BODY_MB = 64.0
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -71,8 +79,13 @@ class Served:
     num_classes: int
     labels_only: bool = False
     max_batch: int = MAX_BATCH
-    max_body: int = int(MAX_BODY_MB * 2**20)
+    max_body: int = 0  # bytes; 0: what the largest batch takes as JSON numbers
     api_key: str | None = None
+    read_timeout: float = limits.READ_TIMEOUT  # seconds to receive a body after its head
+
+    def __post_init__(self) -> None:
+        if not self.max_body:
+            self.max_body = limits.default_max_body(self.input_shape, self.max_batch)
 
     @property
     def outputs(self) -> list[str]:
@@ -109,6 +122,8 @@ def create_app(s: Served) -> FastAPI:
     app = FastAPI(title="lineage serve", docs_url=None, redoc_url=None, openapi_url=None)
     lock = threading.Lock()  # one forward pass at a time: the model's threads are its own
     stats = {"inference_count": 0, "execution_count": 0, "failure_count": 0}
+    budget = limits.Budget(limits.PARSERS * s.max_body)
+    parsing = asyncio.Semaphore(limits.PARSERS)
 
     def error(status: int, message: str) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
@@ -146,6 +161,11 @@ def create_app(s: Served) -> FastAPI:
                 return await fn(*args, **kwargs)
             except RequestError as e:
                 return error(e.status, str(e))
+            except Exception as e:  # a bug, not the client's: one line, not a traceback
+                print(
+                    f"error: {fn.__name__}: {type(e).__name__}: {shorten(e, 200)}", file=sys.stderr
+                )
+                return error(500, "internal error")
 
         return wrapper
 
@@ -158,9 +178,11 @@ def create_app(s: Served) -> FastAPI:
         return {"ready": True}
 
     @app.get("/v2")
-    async def server_metadata() -> dict[str, Any]:
+    @guarded
+    async def server_metadata(request: Request) -> Any:
         from importlib.metadata import version
 
+        check(request, s.name)
         return {
             "name": "lineage",
             "version": version("lineage"),
@@ -201,8 +223,8 @@ def create_app(s: Served) -> FastAPI:
             z = run_model(s.model, x)  # channels-last convolutions on CPU: same values
         if not (isinstance(z, torch.Tensor) and z.shape == (len(x), s.num_classes)):
             raise RequestError(500, "the model returned an output of the wrong shape")
-        if not torch.isfinite(z).all():
-            raise RequestError(500, "the model produced NaN or Inf logits")
+        if not torch.isfinite(z).all():  # finite weights (models.load) and finite inputs
+            raise RequestError(422, "these inputs drive the model's logits to NaN or Inf")
         tensors = {
             "logits": lambda: {
                 "name": "logits",
@@ -228,19 +250,32 @@ def create_app(s: Served) -> FastAPI:
             stats["execution_count"] += 1
         return json.dumps(reply, separators=(",", ":")).encode()
 
-    async def read_body(request: Request) -> bytes:
-        declared = request.headers.get("content-length")
+    async def read_body(request: Request, held: list[int]) -> bytes:
+        """The body, within the size limit, the byte budget and the read timeout; the bytes
+        taken from the budget are added to `held` (the caller gives them back)."""
+        declared = header_int(request.headers.get("content-length"))
         too_big = RequestError(
             413, f"request body exceeds this server's limit of {s.max_body} bytes"
         )
-        if declared is not None and declared.isdigit() and int(declared) > s.max_body:
+        if declared is not None and declared > s.max_body:
             raise too_big
         chunks, n = [], 0
-        async for chunk in request.stream():
-            n += len(chunk)
-            if n > s.max_body:
-                raise too_big
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(s.read_timeout):
+                async for chunk in request.stream():
+                    n += len(chunk)
+                    if n > s.max_body:
+                        raise too_big
+                    if not budget.take(len(chunk)):
+                        raise RequestError(503, "busy: too many request bodies at once; retry")
+                    held[0] += len(chunk)
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise RequestError(
+                408, f"request body not received within {s.read_timeout:g} s"
+            ) from None
+        except ClientDisconnect:  # gone mid-body: nobody to answer, nothing to log
+            raise RequestError(400, "the client disconnected mid-body") from None
         return b"".join(chunks)
 
     @app.post("/v2/models/{name}/infer")
@@ -248,15 +283,19 @@ def create_app(s: Served) -> FastAPI:
     @guarded
     async def infer(request: Request, name: str, version: str | None = None) -> Any:
         check(request, name, version)
-        body = await read_body(request)
+        held = [0]
         try:
-            content = await run_in_threadpool(
-                run, body, request.headers.get("inference-header-content-length")
-            )
+            body = await read_body(request, held)
+            async with parsing:
+                content = await run_in_threadpool(
+                    run, body, request.headers.get("inference-header-content-length")
+                )
         except RequestError:
             with lock:
                 stats["failure_count"] += 1
             raise
+        finally:
+            budget.give(held[0])
         return Response(content, media_type="application/json")
 
     return app
@@ -267,8 +306,9 @@ def served_from_file(
     name: str | None = None,
     labels_only: bool = False,
     max_batch: int = MAX_BATCH,
-    max_body_mb: float = MAX_BODY_MB,
+    max_body_mb: float | None = None,
     api_key: str | None = None,
+    read_timeout: float = limits.READ_TIMEOUT,
 ) -> Served:
     """A model file (lineage.models.load: safetensors, checked) ready to serve."""
     from .. import models
@@ -283,8 +323,10 @@ def served_from_file(
         raise LineageError(f"--name {name!r} must match {NAME.pattern}")
     if max_batch < 1:
         raise LineageError(f"--max-batch must be >= 1, got {max_batch}")
-    if not (max_body_mb > 0 and math.isfinite(max_body_mb)):
+    if max_body_mb is not None and not (max_body_mb > 0 and math.isfinite(max_body_mb)):
         raise LineageError(f"--max-body-mb must be > 0, got {max_body_mb}")
+    if not (read_timeout > 0 and math.isfinite(read_timeout)):
+        raise LineageError(f"--read-timeout must be > 0, got {read_timeout}")
     if api_key == "":
         raise LineageError("the API key is empty")
     # the version names the weights: a client's cache never mixes answers of two models
@@ -297,8 +339,9 @@ def served_from_file(
         num_classes=int(arch["num_classes"]),
         labels_only=labels_only,
         max_batch=max_batch,
-        max_body=int(max_body_mb * 2**20),
+        max_body=int(max_body_mb * 2**20) if max_body_mb else 0,
         api_key=api_key,
+        read_timeout=read_timeout,
     )
 
 
@@ -311,9 +354,15 @@ def log_config() -> dict[str, Any]:
     return cfg
 
 
-def serve(s: Served, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+def serve(
+    s: Served,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "info",
+    max_connections: int = limits.MAX_CONNECTIONS,
+) -> None:
     """Serve until interrupted. Binds first (port 0: a free port) and prints the URL on
-    stdout, so a caller can read where to connect."""
+    stdout, so a caller can read where to connect. Bounded as limits.py says."""
     import uvicorn
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -329,7 +378,15 @@ def serve(s: Served, host: str = "127.0.0.1", port: int = 8000, log_level: str =
     what = "labels only" if s.labels_only else "logits and labels"
     print(f"serving {s.name} ({what}) at http://{shown}:{bound}/v2/models/{s.name}", flush=True)
     config = uvicorn.Config(
-        create_app(s), log_config=log_config(), log_level=log_level, timeout_keep_alive=30
+        create_app(s),
+        log_config=log_config(),
+        log_level=log_level,
+        http=limits.http_protocol(s.read_timeout, max_connections),
+        timeout_keep_alive=int(limits.KEEP_ALIVE),
+        # uvicorn answers 503 once connections reach this; ours closes those beyond the cap
+        limit_concurrency=max_connections + 1,
+        h11_max_incomplete_event_size=limits.MAX_HEAD,
+        backlog=max_connections,
     )
     try:
         uvicorn.Server(config).run(sockets=[sock])
