@@ -5,7 +5,7 @@ export WANDB_SILENT := true
 # test workers: each gets its share of the cores (tests/conftest.py)
 JOBS ?= auto
 
-.PHONY: run test test-all lint report bench clean
+.PHONY: run test test-loaded test-all lint report bench clean
 
 .venv/.installed: pyproject.toml constraints.txt
 	python3 -m venv .venv
@@ -18,6 +18,11 @@ run: .venv/.installed
 
 test: .venv/.installed
 	$(PY) -m pytest -q -n $(JOBS) --dist loadfile -m 'not heavy' --cov=lineage --cov-report=term --cov-fail-under=85 $(ARGS)
+
+# the same suite with two busy loops beside it (tests/conftest.py): no test may depend on a
+# quiet machine
+test-loaded: .venv/.installed
+	LINEAGE_TEST_BURN=2 $(MAKE) test
 
 # every test, the heavy ones too (about 10 min on 2 cores)
 test-all: .venv/.installed

@@ -117,6 +117,30 @@ def _arch_config(model: nn.Module) -> dict[str, Any]:
     return {"name": arch["name"], **kw}
 
 
+def _reference_model(pmeta: Mapping[str, Any], parent: nn.Module) -> dict[str, Any]:
+    """The references' model config. For a `_target_` parent the file's recorded one, so the
+    zoo finds the references its run trained, if it names the factory the parent was built
+    with (the user's --arch: a file never picks the code) and holds plain values only."""
+    mine = _arch_config(parent)
+    spec = pmeta.get("spec")
+    model = spec.get("model") if isinstance(spec, Mapping) else None
+    target = mine.get("_target_")
+
+    def same(t: Any) -> bool:
+        return isinstance(t, str) and t.replace(":", ".") == str(target).replace(":", ".")
+
+    def plain(v: Any) -> bool:
+        scalar = (int, float, str, bool, type(None))
+        return isinstance(v, scalar) or (
+            isinstance(v, list) and all(isinstance(i, scalar) for i in v)
+        )
+
+    if target and isinstance(model, Mapping) and same(model.get("_target_")):
+        if all(isinstance(k, str) and plain(v) for k, v in model.items()):
+            return dict(model)  # its own spelling of the same factory: the zoo keys on it
+    return mine
+
+
 def compare(args: argparse.Namespace) -> dict[str, Any]:
     from . import plugins
     from .config import compose
@@ -188,7 +212,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             "like it: pass independent models with --reference FILE"
         )
     if n:
-        cfg["model"] = _arch_config(parent)
+        cfg["model"] = _reference_model(pmeta, parent)
         zoo = Zoo(cfg["paths"]["zoo"])
         for i in range(n):
             s = reference_seed(seed, i)

@@ -141,8 +141,17 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import LineageError
     from .text import printable
 
+    if args.arch or args.suspect_arch:
+        # The user's own --arch names a module of the folder they run in, as `python -m`
+        # would see it (a console script does not); a model file never names code.
+        cwd = str(Path.cwd())
+        if cwd not in sys.path:
+            sys.path.append(cwd)  # last: it never shadows an installed module
     # Progress goes to stderr, one line per stage; stdout holds only the result.
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    # httpx logs every request at INFO: hundreds of lines in one remote audit
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         result = compare(args)
     except LineageError as e:

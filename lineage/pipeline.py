@@ -64,9 +64,11 @@ def trained_model(
     role: str,
     tracker: Tracker,
     half: int | None = None,
+    series: str | None = None,
 ) -> tuple[nn.Module, dict[str, Any], bool]:
     """A parent or an independent reference: same data and architecture, its own seed
-    (`half`: trained on one half of the training split only, an independent model)."""
+    (`half`: trained on one half of the training split only, an independent model;
+    `series`: the tracker's name for its training curves, by default the role)."""
     extra = {} if half is None else {"half": half}
     data = dm if half is None else dm.half(half)
     key = Zoo.model_id(spec(cfg, seed, **extra))
@@ -80,7 +82,7 @@ def trained_model(
                 data,
                 cfg["train"],
                 seed,
-                tracker.lightning_logger(role),
+                tracker.lightning_logger(series or role),
             )
         return model, {
             "accuracy": acc,
@@ -181,7 +183,9 @@ def references_for(
     n = int(cfg["n_independent"])
     out = []
     for i in range(n):
-        r = trained_model(cfg, dm, zoo, reference_seed(seed, i), "independent", tracker)
+        r = trained_model(
+            cfg, dm, zoo, reference_seed(seed, i), "independent", tracker, series=f"independent/{i}"
+        )
         log.info("reference %d/%d: %s (%s)", i + 1, n, r[1]["id"], "trained" if r[2] else "cached")
         out.append(r)
     return out
@@ -276,6 +280,9 @@ def _run(cfg: dict[str, Any], out_dir: Path, run_name: str, group: str | None) -
         }
         m["independent"] = independent_summary(refs, cal.references, zoo)
         tracker.log_curves(path_curves(verdict, cal.references))
+        tracker.log_verdicts(
+            [("derived", verdict), *((f"independent.{i}", r) for i, r in enumerate(cal.references))]
+        )
         m["time"]["total_s"] = time.time() - t_start
         flat = flatten(m)
         write_json(metrics_path, flat)

@@ -10,10 +10,13 @@ import csv
 import io
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import LineageError
 from .utils import atomic_write
+
+if TYPE_CHECKING:
+    from .engine import Verdict
 
 
 class Tracker:
@@ -31,6 +34,10 @@ class Tracker:
     def log_curves(self, curves: dict[str, list[dict[str, float]]]) -> None:
         """The interpolation paths (pair name -> [{alpha, loss, error}]) of the job."""
 
+    def log_verdicts(self, pairs: list[tuple[str, Verdict]]) -> None:
+        """The verdict of each pair (the derived model, each reference left out), with the
+        evidence behind it: one row each (`verdict_table`)."""
+
     def finish(self) -> None:
         pass
 
@@ -40,6 +47,26 @@ CURVE_COLUMNS = ["pair", "alpha", "loss", "error"]
 
 def curve_rows(curves: dict[str, list[dict[str, float]]]) -> list[list[Any]]:
     return [[name, c["alpha"], c["loss"], c["error"]] for name, cs in curves.items() for c in cs]
+
+
+def verdict_table(pairs: list[tuple[str, Verdict]]) -> tuple[list[str], list[list[Any]]]:
+    """Columns and rows: the pair, its answer and combined p-value, and per kind of evidence
+    its p-value and headline value (None where it did not apply)."""
+    from .evaluate import evidence
+
+    kinds = evidence.kinds()
+    columns = ["pair", "answer", "p_value", "decided_by"]
+    for k in kinds:
+        columns += [f"{k.name}.p", f"{k.name}.{k.headline}"]
+    rows = []
+    for name, v in pairs:
+        d = v.decision
+        row: list[Any] = [name, d.answer, d.p_value, d.decided_by]
+        for k in kinds:
+            value = getattr(v.evidence.get(k.name), k.headline, None)
+            row += [d.p.get(k.name), value if isinstance(value, int | float | str) else None]
+        rows.append(row)
+    return columns, rows
 
 
 class CSVTracker(Tracker):
@@ -63,6 +90,12 @@ class CSVTracker(Tracker):
         w = csv.writer(buf)
         w.writerows([CURVE_COLUMNS, *curve_rows(curves)])
         atomic_write(self.out_dir / "curves.csv", buf.getvalue())
+
+    def log_verdicts(self, pairs: list[tuple[str, Verdict]]) -> None:
+        columns, rows = verdict_table(pairs)
+        buf = io.StringIO()
+        csv.writer(buf).writerows([columns, *rows])
+        atomic_write(self.out_dir / "verdicts.csv", buf.getvalue())
 
 
 class WandbTracker(Tracker):
@@ -98,13 +131,15 @@ class WandbTracker(Tracker):
         )
 
     def lightning_logger(self, stage: str) -> Any:
-        from pytorch_lightning.loggers import WandbLogger
-
-        # One W&B run for the whole job: each training stage logs under its own prefix.
-        return WandbLogger(experiment=self.run, prefix=stage)
+        # One W&B run for the whole job: each model's training is its own series
+        # (`parent/train/loss`, `independent/0/train/loss`, ...) on its own step axis.
+        self.run.define_metric(f"{stage}/step", hidden=True)
+        self.run.define_metric(f"{stage}/*", step_metric=f"{stage}/step")
+        return _stage_logger(self.run, stage)
 
     def log_summary(self, metrics: dict[str, Any]) -> None:
-        self.run.summary.update(metrics)
+        # the model files' absolute paths name this machine only (metrics.json keeps them)
+        self.run.summary.update({k: v for k, v in metrics.items() if not k.endswith(".path")})
 
     def log_artifact(self, path: Path, name: str) -> None:
         if self.online:  # offline artifacts would only duplicate the zoo on disk
@@ -115,15 +150,46 @@ class WandbTracker(Tracker):
             self.run.log_artifact(art)
 
     def log_curves(self, curves: dict[str, list[dict[str, float]]]) -> None:
-        """One table of every pair's path, and a plot of the loss along it per pair."""
+        """A plot of the loss along each pair's path (its table, logged with it, holds the
+        error too)."""
         import wandb
 
         table = wandb.Table(columns=list[str | int](CURVE_COLUMNS), data=curve_rows(curves))
         plot = wandb.plot.line(table, "alpha", "loss", stroke="pair", title="loss on the path")
-        self.run.log({"determination/curves": table, "determination/loss_path": plot})
+        self.run.log({"determination/loss_path": plot})
+
+    def log_verdicts(self, pairs: list[tuple[str, Verdict]]) -> None:
+        import wandb
+
+        columns, rows = verdict_table(pairs)
+        self.run.log(
+            {"determination/verdicts": wandb.Table(columns=list[str | int](columns), data=rows)}
+        )
 
     def finish(self) -> None:
         self.run.finish()
+
+
+def _stage_logger(run: Any, stage: str) -> Any:
+    from pytorch_lightning.loggers import WandbLogger
+
+    class StageLogger(WandbLogger):
+        """Lightning's metrics under `<stage>/`, with the stage's own step."""
+
+        def log_metrics(self, metrics: Any, step: int | None = None) -> None:
+            out = {f"{stage}/{k}": v for k, v in metrics.items()}
+            if step is not None:
+                out[f"{stage}/step"] = step
+            self.experiment.log(out)
+
+    return StageLogger(experiment=run)
+
+
+def run_tags(cfg: dict[str, Any]) -> list[str]:
+    """What a W&B user filters runs by: the modification, the data and the model."""
+    m = cfg["model"]
+    model = str(m.get("name") or str(m.get("_target_", "")).rsplit(".", 1)[-1])
+    return [str(cfg["modification"]["name"]), str(cfg["data"]["name"]), model]
 
 
 def make_tracker(cfg: dict[str, Any], out_dir: Path, run_name: str, group: str | None) -> Tracker:
@@ -142,6 +208,6 @@ def make_tracker(cfg: dict[str, Any], out_dir: Path, run_name: str, group: str |
             run_name,
             group,
             mode,
-            list(lg.get("tags") or []),
+            [*dict.fromkeys([*(lg.get("tags") or []), *run_tags(cfg)])],
         )
     raise LineageError(f"logger={kind!r}: valid are wandb, csv, none")

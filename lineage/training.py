@@ -8,6 +8,7 @@ need another loss (distillation, extraction, adversarial) subclass it and overri
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Iterable, Mapping
@@ -137,6 +138,16 @@ class EpochLog(pl.Callback):
             log.info("  %s: epoch %d/%d%s", self.what, k, n, tail)
 
 
+def _cluster() -> list[Any]:
+    """One device per job: outside an `srun` step Lightning's SLURM probe only warns, at
+    each Trainer, that `srun` exists but is unused; the plain environment is the answer."""
+    if os.environ.get("SLURM_NTASKS"):
+        return []
+    from pytorch_lightning.plugins.environments import LightningEnvironment
+
+    return [LightningEnvironment()]
+
+
 def make_trainer(
     cfg: TrainCfg,
     logger: Any = None,
@@ -146,6 +157,7 @@ def make_trainer(
     """One device per job (no DDP inside a multirun), quiet bar when not on a terminal."""
     bar = bool(cfg.get("progress", True)) and sys.stderr.isatty()
     return pl.Trainer(
+        plugins=_cluster(),
         max_epochs=int(cfg["epochs"] if epochs is None else epochs),
         accelerator=cfg.get("accelerator", "auto"),
         devices=1,

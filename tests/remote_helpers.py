@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
+from conftest import HANG_S
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = "inference-header-content-length"
@@ -56,7 +57,7 @@ class Server:
         )
         self.url = ""
 
-    def wait(self, timeout: float = 90) -> Server:
+    def wait(self, timeout: float = HANG_S) -> Server:
         """Until the URL line is printed and the server answers its health check."""
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import HANG_S
 from nets import ResCNN, TabMLP, fit
 from sklearn.datasets import load_breast_cancer, load_digits
 
@@ -154,7 +155,7 @@ def test_a_target_model_on_the_tabular_task_runs_and_sweeps_and_reports(tmp_path
             cwd=tmp_path,
             capture_output=True,
             text=True,
-            timeout=600,
+            timeout=HANG_S,
             env=run_py_env(),
         )
 
@@ -174,7 +175,7 @@ def test_a_target_model_on_the_tabular_task_runs_and_sweeps_and_reports(tmp_path
         [sys.executable, str(ROOT / "scripts" / "report.py"), str(sweep)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_S,
         cwd=tmp_path,
     )
     assert rep.returncode == 0, rep.stderr[-3000:]
@@ -207,7 +208,7 @@ def test_a_target_dataset_composes_like_a_registered_one(tmp_path):
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=HANG_S,
         env=run_py_env(),
     )
     assert r.returncode == 0, r.stderr[-3000:]
@@ -240,7 +241,7 @@ def test_a_hugging_face_vit_runs_every_weight_modification(tmp_path):
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=HANG_S,
         env=run_py_env(),
     )
     assert r.returncode == 0, r.stderr[-3000:]

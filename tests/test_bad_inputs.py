@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import HANG_S
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -753,7 +754,7 @@ def test_compare_cli_refuses(model_files, args, fragment):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=HANG_S,
         env={**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0"},
     )
     assert r.returncode == 2, r.stderr[-2000:]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import HANG_S, ROOT
 from nets import ResCNN, fit
 from safetensors.torch import save_file
 
@@ -58,7 +58,7 @@ def cli(*args: str, pythonpath: Path | None = None) -> subprocess.CompletedProce
         [sys.executable, "-m", "lineage", "compare", *args],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_S,
         env=env,
         cwd=ROOT,
     )

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import HANG_S, ROOT
 from torch import nn
 
 import lineage
@@ -68,7 +68,7 @@ def _env():
 
 def _cli(*args, cwd):
     return subprocess.run(
-        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=900, env=_env()
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=HANG_S, env=_env()
     )
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import N_REFERENCES, ROOT, run_py
+from conftest import HANG_S, N_REFERENCES, ROOT, run_py
 from test_pipeline import KEYS, metrics_files, smoke
 
 from lineage import models
@@ -153,7 +153,7 @@ def fresh_runs(tmp_path_factory):
     code = source_digest()
     roots = [tmp_path_factory.mktemp(f"fresh{i}") for i in range(2)]
     procs = [popen(job(r, "ratio=0.1", f"hydra.run.dir={r / 'run'}")) for r in roots]
-    assert [p.wait(timeout=600) for p in procs] == [0, 0]
+    assert [p.wait(timeout=HANG_S) for p in procs] == [0, 0]
     return code, [(r, json.loads((r / "run" / "metrics.json").read_text())) for r in roots]
 
 
@@ -208,7 +208,7 @@ def test_sigkill_at_random_points_then_resume(tmp_path, fresh_runs):
     for kind, (lo, hi) in plan:
         t0 = time.time()
         p = popen(args)
-        deadline = t0 + 300
+        deadline = t0 + HANG_S
         while p.poll() is None and not anchor(kind, t0) and time.time() < deadline:
             time.sleep(0.01)
         assert time.time() < deadline, f"never reached {kind!r}"
@@ -223,7 +223,7 @@ def test_sigkill_at_random_points_then_resume(tmp_path, fresh_runs):
     print("kills (anchor, rc, models in zoo):", outcomes)
     assert sum(rc == -signal.SIGKILL for _, rc, _ in outcomes) >= 3, outcomes
 
-    r = run_py(*args, timeout=300)
+    r = run_py(*args, timeout=HANG_S)
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((run_dir / "metrics.json").read_text())
     assert [k for k in KEYS if k not in m] == []
@@ -304,7 +304,7 @@ def test_four_parallel_jobs_share_one_zoo_and_record(tmp_path):
             "ratio=0.1,0.2,0.3,0.4",
             f"hydra.sweep.dir={sweep}",
         ),
-        timeout=600,
+        timeout=HANG_S,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert_outputs_valid(tmp_path)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, run_py
+from conftest import HANG_S, ROOT, run_py
 
 from lineage import models
 from lineage.errors import LineageError
@@ -41,7 +41,7 @@ def child(
     *args: str,
     fsize: int | None = None,
     address_space: int | None = None,
-    timeout: int = 120,
+    timeout: int = HANG_S,
 ) -> subprocess.CompletedProcess:
     """Run `code` in a fresh Python under the given resource limits."""
 
@@ -62,7 +62,7 @@ def child(
     )
 
 
-def cli(*args: str, timeout: int = 120, **kw) -> subprocess.CompletedProcess:
+def cli(*args: str, timeout: int = HANG_S, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "lineage", *args],
         cwd=ROOT,
@@ -223,7 +223,7 @@ def test_near_constant_suspect_makes_the_basin_test_abstain(trained_parent, digi
 # ------------------------------------------- 6, 7: memory bounded by the file, not the metadata
 
 MEASURE = """
-import json, sys, time
+import json, sys
 import torch
 from lineage import models
 from lineage.errors import LineageError
@@ -236,14 +236,13 @@ def status(field):
 out = []
 for path in sys.argv[1:]:
     open("/proc/self/clear_refs", "w").write("5")
-    base, t0 = status("VmRSS:"), time.perf_counter()
+    base = status("VmRSS:")
     try:
         models.load(path)
         result = "loaded"
     except LineageError as e:
         result = "refused: " + str(e)
-    out.append({"result": result, "seconds": time.perf_counter() - t0,
-                "peak": status("VmHWM:") - base})
+    out.append({"result": result, "peak": status("VmHWM:") - base})
 print(json.dumps(out))
 """
 
@@ -263,7 +262,7 @@ def test_hostile_arch_kwargs_allocate_nothing(tmp_path):
     assert all(f.stat().st_size < 110_000 for f in files)
     for r in measured(*files, address_space=2**30):
         assert r["result"].startswith("refused: ") and "architecture" in r["result"], r
-        assert r["seconds"] < 2.0 and r["peak"] < 30 * 2**20, r
+        assert r["peak"] < 30 * 2**20, r
 
 
 @pytest.mark.slow
@@ -303,14 +302,12 @@ def test_gzip_bomb_is_refused_within_the_size_its_header_declares(tmp_path):
     assert all(p.stat().st_size < 2**20 for p, _ in cases)
     for path, fragment in cases:
         tracemalloc.start()
-        t0 = time.perf_counter()
         try:
             with pytest.raises(LineageError, match=fragment):
                 read_idx(path)
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
-        assert time.perf_counter() - t0 < 2.0
         assert peak < 20 * 2**20, f"{peak / 2**20:.0f} MB to refuse a {path.stat().st_size} B file"
 
 
@@ -410,7 +407,6 @@ def test_damaged_metrics_json_is_rerun_and_reported(tmp_path, kind, caplog):
 def test_a_full_disk_is_one_line_before_any_training(tmp_path):
     # 200 KB per file: Hydra's files, configs and records fit; a 340 KB model does not.
     zoo = tmp_path / "zoo"
-    t0 = time.monotonic()
     r = subprocess.run(
         [
             sys.executable,
@@ -424,14 +420,13 @@ def test_a_full_disk_is_one_line_before_any_training(tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_S,
         env=ENV,
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000)),
     )
     line = one_error_line(r.stderr)
     assert r.returncode == 2 and "cannot write to the zoo" in line and "disk full" in line
     assert not (zoo / "record.jsonl").exists()  # nothing was trained
-    assert time.monotonic() - t0 < 60
     assert not list(zoo.rglob("*.tmp"))
 
 
@@ -618,7 +613,7 @@ def test_control_characters_never_reach_the_terminal(tmp_path):
 # --------------------------------------------- 18: interrupted work does not look finished
 
 
-def _wait_for_training(zoo: Path, p: subprocess.Popen, timeout: float = 120) -> None:
+def _wait_for_training(zoo: Path, p: subprocess.Popen, timeout: float = HANG_S) -> None:
     """Until a model's lock exists (the zoo takes it right before training the model)."""
     deadline = time.monotonic() + timeout
     while not list((zoo / "locks").glob("m-*.lock")):
@@ -635,7 +630,7 @@ def _terminate_while_training(cmd: list[str], zoo: Path, seed: int) -> subproces
         _wait_for_training(zoo, p)
         time.sleep(random.Random(seed).uniform(0.2, 1.5))  # somewhere inside the training
         p.send_signal(signal.SIGTERM)
-        out, err = p.communicate(timeout=120)
+        out, err = p.communicate(timeout=HANG_S)
     finally:
         p.kill()
     return subprocess.CompletedProcess(cmd, p.returncode, out, err)

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import HANG_S, ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,7 @@ FAST = ["logger=none", "data.limit=300", "data.epochs=3", "n_independent=4"]
 SMALL = ["determination.probe_points=200", "closeness.max_points=100", "closeness.min_points=50"]
 
 
-def sh(argv: list[str], cwd: Path, env: dict[str, str], timeout: int = 600):
+def sh(argv: list[str], cwd: Path, env: dict[str, str], timeout: int = HANG_S):
     r = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, f"{argv}\n{(r.stdout + r.stderr)[-3000:]}"
     return r

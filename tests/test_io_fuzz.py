@@ -4,11 +4,11 @@ import io
 import json
 import pickle
 import struct
-import time
 import zipfile
 
 import pytest
 import torch
+from conftest import HANG_S
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,10 +31,8 @@ def good(tmp_path_factory):
 def load_bytes(tmp_path, blob: bytes, name: str = "fuzz.safetensors"):
     p = tmp_path / name
     p.write_bytes(blob)
-    t0 = time.perf_counter()
     with pytest.raises(LineageError, match=name):
         models.load(p)
-    assert time.perf_counter() - t0 < 2.0
 
 
 def split(path):
@@ -175,7 +173,7 @@ def test_metadata_driven_builds_under_a_memory_limit(tmp_path):
         cwd=root,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=HANG_S,
         env=env,
         preexec_fn=limit,
     )
@@ -183,7 +181,6 @@ def test_metadata_driven_builds_under_a_memory_limit(tmp_path):
     stats = json.loads(r.stdout.strip().splitlines()[-1])
     print(f"seed {rng_seed}:", stats)
     assert stats["crashes"] == [], f"seed {rng_seed}"
-    assert stats["max_s"] < 2.0, f"seed {rng_seed}: a case took {stats['max_s']:.2f} s"
     assert stats["cases"] >= 5 * examples
     out = stats["outcomes"]
     # the hostile architectures are refused, and every spec case retrained

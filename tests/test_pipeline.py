@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import N_REFERENCES, ROOT, run_py
-from wandb_offline import summary_and_history
+from conftest import HANG_S, N_REFERENCES, ROOT, run_py
+from wandb_offline import logged_table, summary_and_history
+
+from lineage.evaluate import evidence
 
 pytestmark = pytest.mark.slow
 
@@ -120,10 +122,31 @@ def test_wandb_offline_run_holds_summary(single):
     )
     assert summary["parent.accuracy"] == pytest.approx(m["parent.accuracy"])
     assert summary["derived.verdict.is_lineage"] is True
-    # Lightning's training curves went to the same run, under each stage's prefix
-    assert {"parent-train/loss", "independent-val/acc"} <= history
-    # the interpolation paths: a table of every pair's path and a line plot of its loss
-    assert {"determination/curves/nrows", "determination/loss_path_table/nrows"} <= history
+    assert not [k for k in summary if k.endswith(".path")]  # no machine's absolute paths
+    # each model's training is its own series, on its own step, under its model's prefix
+    for who in ("parent", *(f"independent/{i}" for i in range(N_REFERENCES))):
+        assert {f"{who}/train/loss", f"{who}/val/acc", f"{who}/step"} <= history, who
+    assert not [
+        k for k in history if k.startswith(("independent-", "parent-", "independent/train"))
+    ]
+    # the interpolation paths: one line plot of the loss (its table logged once, with it)
+    assert "determination/loss_path_table/nrows" in history
+    assert not [k for k in history if k.startswith("determination/curves")]
+    plot = config["_wandb/visualize/determination/loss_path"]["panel_config"]
+    assert plot["fieldSettings"] == {"x": "alpha", "y": "loss", "stroke": "pair"}
+    pairs = {row[0] for row in logged_table(tmp / "run", "determination/loss_path_table")["data"]}
+    assert "derived.basin" in pairs and "independent.0.basin" in pairs
+    # the verdict table: a row per pair, each kind's p-value and headline value
+    t = logged_table(tmp / "run", "determination/verdicts")
+    rows = {row[0]: dict(zip(t["columns"], row)) for row in t["data"]}
+    assert list(rows) == ["derived", *(f"independent.{i}" for i in range(N_REFERENCES))]
+    d = rows["derived"]
+    assert d["answer"] == "lineage" and d["p_value"] == pytest.approx(m["derived.verdict.p_value"])
+    for k in evidence.kinds():
+        assert d[f"{k.name}.p"] == m.get(f"derived.verdict.p.{k.name}"), k.name
+        assert d[f"{k.name}.{k.headline}"] == m.get(f"derived.evidence.{k.name}.{k.headline}")
+    assert all(r["answer"] == "not lineage" for p, r in rows.items() if p != "derived")
+    assert config["_tags"] == ["pruning", "digits", "mlp"]
     assert config["_run_name"] == "modification=pruning,ratio=0.5"
     assert config["ratio"] == 0.5 and config["modification"]["name"] == "pruning"
 
@@ -146,7 +169,7 @@ def test_compare_gives_the_same_numbers(single):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_S,
     )
     assert r.returncode == 0, r.stderr[-2000:]
     c = json.loads(r.stdout.strip().splitlines()[-1])
@@ -207,7 +230,7 @@ def test_multirun_launchers(tmp_path, launcher):
             tmp_path, "logger=none", f"hydra/launcher={launcher}", "modification=finetune,noise"
         ),
     ]
-    r = run_py(*args, cwd=tmp_path, timeout=600)
+    r = run_py(*args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Traceback" not in r.stderr and "Warning" not in r.stderr, r.stderr[-3000:]
     files = metrics_files(sweep)
@@ -223,7 +246,7 @@ def test_multirun_launchers(tmp_path, launcher):
     assert sum(e["role"] == "parent" for e in record) == 1
     assert len({e["id"] for e in record}) == len(record) == 1 + N_REFERENCES
     mtimes = [f.stat().st_mtime_ns for f in files]
-    r = run_py(*args, cwd=tmp_path, timeout=600)
+    r = run_py(*args, cwd=tmp_path)
     assert r.returncode == 0
     assert [f.stat().st_mtime_ns for f in metrics_files(sweep)] == mtimes
     assert "2 jobs, 0 ok, 2 skipped, 0 failed" in r.stdout
@@ -247,15 +270,15 @@ def test_sweep_killed_then_resumed(tmp_path):
     p = subprocess.Popen(
         args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.time() + 300
+    deadline = time.time() + HANG_S
     while not metrics_files(sweep) and time.time() < deadline and p.poll() is None:
         time.sleep(0.2)
     assert metrics_files(sweep), "first job never finished"
     p.send_signal(signal.SIGTERM)
-    p.wait(timeout=60)
+    p.wait(timeout=HANG_S)
     done_before = {f: f.read_text() for f in metrics_files(sweep)}
     assert 1 <= len(done_before) < 3
-    r = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=HANG_S)
     assert r.returncode == 0, r.stderr[-3000:]
     files = metrics_files(sweep)
     assert len(files) == 3
@@ -349,7 +372,7 @@ def test_compare_shows_progress_when_not_a_terminal(single, tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_S,
     )
     assert r.returncode == 0, r.stderr[-2000:]
     err = r.stderr
@@ -369,7 +392,7 @@ def test_compare_bad_inputs(single, tmp_path):
             cwd=ROOT,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=HANG_S,
         )
 
     r = compare(str(tmp_path / "missing.safetensors"), m["derived.path"])
@@ -403,7 +426,7 @@ def test_compare_different_tasks_needs_data(single, tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=HANG_S,
     )
     assert r.returncode == 2 and "different tasks" in r.stderr and "--data" in r.stderr
     assert "Traceback" not in r.stderr

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SHARED_DATA
+from conftest import HANG_S, ROOT, SHARED_DATA
 
 # Later commands read earlier ones' outputs, so the tests of this file run in order, in one
 # process (the Makefile's `--dist loadfile`).
@@ -173,7 +173,7 @@ def test_readme_python_runs_as_written(program, workdir):
         cwd=workdir,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=HANG_S,
         env=readme_env(workdir),
     )
     assert r.returncode == 0, r.stderr[-3000:]
@@ -187,7 +187,7 @@ def test_readme_command_runs(cmd, workdir):
         pytest.skip(f"not run here: {why}")
     argv = as_argv(cmd, workdir)
     env = readme_env(workdir)
-    r = subprocess.run(argv, cwd=workdir, capture_output=True, text=True, timeout=600, env=env)
+    r = subprocess.run(argv, cwd=workdir, capture_output=True, text=True, timeout=HANG_S, env=env)
     out = r.stdout + r.stderr
     assert r.returncode == 0, f"{cmd}\n{out[-3000:]}"
     assert "Traceback" not in out, out[-3000:]

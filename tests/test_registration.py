@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import HANG_S
 from safetensors import safe_open
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,7 +87,7 @@ def test_one_file_and_one_yaml_register_an_architecture_and_a_dataset(tmp_path):
             f"hydra.run.dir={tmp_path / 'run'}", "closeness.max_points=60",
             "closeness.min_points=30", "closeness.batch_points=30"]  # fmt: skip
     r = subprocess.run([sys.executable, "-m", "lineage", "run", *args], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=600)  # fmt: skip
+                       capture_output=True, text=True, timeout=HANG_S)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert (m["data"], m["model"]) == ("toy", "tiny")

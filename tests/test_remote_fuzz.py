@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
+from conftest import HANG_S
 from remote_helpers import CACHE_KEY, FaultProxy, Server
 
 from lineage import models
@@ -294,7 +295,7 @@ def test_concurrent_hostile_bodies_leave_honest_clients_exact(server, model_file
     for t in threads:
         t.start()
     for t in threads:
-        t.join(120)
+        t.join(HANG_S)
     assert not errors, errors
     assert len(answers) == 3 and all(torch.equal(a, want) for a in answers)
     assert len(codes) == 8 and all(c in (0, 400, 413, 503) for c in codes), codes
@@ -496,7 +497,7 @@ def test_the_cache_key_lives_outside_the_cache_and_is_private(tmp_path, monkeypa
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(2 * HANG_S)
 def test_bench_serve_memory_smallest_case(capsys):
     """benchmarks/bench_serve_memory.py on an 8x8 input and 16 rows, two hostile clients."""
     from benchmarks import bench_serve_memory

@@ -14,7 +14,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import HANG_S
 from matplotlib.image import imread
 
 from lineage.cli import main as lineage_main
@@ -628,7 +628,7 @@ def test_check_ready_says_how_to_log_in(tmp_path):
             check_ready(home)
 
 
-def _cli(*args: str, env: dict[str, str], timeout: float = 60):
+def _cli(*args: str, env: dict[str, str], timeout: float = HANG_S):
     e = {
         k: v
         for k, v in os.environ.items()
@@ -644,12 +644,10 @@ def _cli(*args: str, env: dict[str, str], timeout: float = 60):
 
 
 @pytest.mark.parametrize("mode", ["offline", None])
-def test_cli_wandb_without_login_fails_fast(built, tmp_path, mode):
+def test_cli_wandb_without_login_fails_before_any_work(built, tmp_path, mode):
     sweep, _, _ = built
     env = {"HOME": str(tmp_path), **({"WANDB_MODE": mode} if mode else {})}
-    t0 = time.monotonic()
-    r = _cli(str(sweep), "--wandb", "--out", str(tmp_path / "out"), env=env, timeout=30)
-    assert time.monotonic() - t0 < 10
+    r = _cli(str(sweep), "--wandb", "--out", str(tmp_path / "out"), env=env)
     assert r.returncode != 0
     assert "wandb login" in r.stderr and "WANDB_API_KEY" in r.stderr
     assert not (tmp_path / "out").exists()  # failed before doing any slow work
@@ -687,11 +685,11 @@ def test_real_sweep_report_end_to_end(tmp_path):
         "data.epochs=3",
         f"paths.zoo={tmp_path / 'zoo'}",
         f"hydra.sweep.dir={sweep}",
-        timeout=600,
+        timeout=HANG_S,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path / "report"
-    rep = _cli(str(sweep), "--out", str(out), env={}, timeout=300)
+    rep = _cli(str(sweep), "--out", str(out), env={})
     assert rep.returncode == 0, rep.stderr[-3000:]
     c = collect([sweep])
     assert len(c.table) == 4 and not c.issues, c.issues

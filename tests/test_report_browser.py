@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 import pytest
+from conftest import HANG_S
 from matplotlib.image import imread
 from test_report import FIGURES, job_name, write_sweep
 
@@ -73,7 +74,7 @@ def chromium(tmp: Path, *args: str) -> subprocess.CompletedProcess:
         *args,
     ]
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=HANG_S)
     except subprocess.TimeoutExpired:
         pytest.fail(f"headless chromium hung on {args[-1]}")
 

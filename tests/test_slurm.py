@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import HANG_S, ROOT
 
 from lineage import slurm, sweep
 
@@ -180,7 +180,7 @@ def _env() -> dict[str, str]:
     return {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0", "PYTHONPATH": path}
 
 
-def _sweep(tmp: Path, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
+def _sweep(tmp: Path, *extra: str, timeout: int = HANG_S) -> subprocess.CompletedProcess:
     argv = [sys.executable, str(ROOT / "run.py"), *SWEEP, f"paths.zoo={tmp / 'zoo'}", *extra]
     try:
         return subprocess.run(
@@ -224,9 +224,9 @@ def test_a_cancelled_task_ends_the_sweep_with_its_summary_and_a_rerun_completes_
     p = subprocess.Popen(argv, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        task = _running_task(tmp_path, time.time() + 300)
+        task = _running_task(tmp_path, time.time() + HANG_S)
         subprocess.run(["scancel", task], check=True)
-        out, err = p.communicate(timeout=600)
+        out, err = p.communicate(timeout=HANG_S)
     except subprocess.TimeoutExpired:
         pytest.fail("the sweep hung after one of its tasks was cancelled")
     finally:
@@ -273,7 +273,7 @@ def test_a_job_under_cpus_per_task_2_gets_two_threads(tmp_path):
     cmd = ["sbatch", "--wait", "-p", "cpu", "-c", "2", "--mem=1G", "-o", str(out)]
     cmd += ["--wrap", f"{sys.executable} {tmp_path / 'job.py'} {tmp_path / 'jobs'}"]
     try:
-        r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
+        r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=HANG_S)
     except subprocess.TimeoutExpired:
         pytest.fail("the sbatch job measuring threads never ended")
     assert r.returncode == 0, r.stderr + out.read_text()

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from conftest import HANG_S
 
 from lineage import runtime
 
@@ -76,7 +77,7 @@ def test_a_slurm_job_takes_its_allocation_whatever_other_jobs_run(tmp_path, othe
         env = {**os.environ, "SLURM_JOB_ID": "7", "SLURM_CPUS_PER_TASK": "2"}
         r = subprocess.run(
             [sys.executable, "-c", SLURM_JOB, str(jobs), "8"],
-            capture_output=True, text=True, env=env, timeout=120,
+            capture_output=True, text=True, env=env, timeout=HANG_S,
         )  # fmt: skip
         assert r.returncode == 0, r.stderr[-2000:]
         assert r.stdout.split()[-1] == "2"
@@ -85,7 +86,7 @@ def test_a_slurm_job_takes_its_allocation_whatever_other_jobs_run(tmp_path, othe
         env.pop("SLURM_JOB_ID")
         r = subprocess.run(
             [sys.executable, "-c", SLURM_JOB, str(jobs), "8"],
-            capture_output=True, text=True, env=env, timeout=120,
+            capture_output=True, text=True, env=env, timeout=HANG_S,
         )  # fmt: skip
         assert r.stdout.split()[-1] == "1"
     finally:

@@ -5,6 +5,7 @@ import textwrap
 
 import pytest
 import torch
+from conftest import HANG_S
 
 from lineage import models
 from lineage.errors import LineageError
@@ -82,7 +83,7 @@ def test_two_processes_train_once(tmp_path):
         )
         for _ in range(2)
     ]
-    outs = [json.loads(p.communicate(timeout=240)[0].strip().splitlines()[-1]) for p in procs]
+    outs = [json.loads(p.communicate(timeout=HANG_S)[0].strip().splitlines()[-1]) for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert outs[0]["id"] == outs[1]["id"]
     assert sorted(o["trained"] for o in outs) == [False, True]

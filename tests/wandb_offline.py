@@ -62,4 +62,16 @@ def summary_and_history(run_dir: Path):
             for item in r.run.config.update:
                 config[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
             config.update({"_run_name": r.run.display_name, "_group": r.run.run_group})
+            config["_tags"] = list(r.run.tags)
     return summary, history_keys, config
+
+
+def logged_table(run_dir: Path, key: str) -> dict:
+    """The columns and data of the W&B Table logged under `key` (from the run's files)."""
+    for r in records(run_file(run_dir)):
+        if r.WhichOneof("record_type") == "history":
+            for i in r.history.item:
+                if list(i.nested_key) == [key, "path"]:
+                    files = run_file(run_dir).parent / "files"
+                    return json.loads((files / json.loads(i.value_json)).read_text())
+    raise AssertionError(f"no table logged under {key!r}")

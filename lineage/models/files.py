@@ -2,7 +2,7 @@
 
 | form | how | the architecture from |
 |---|---|---|
-| lineage's own `.safetensors` | `io.load` (bounded header, checksum, record) | the file's record |
+| lineage's own `.safetensors` | `io.load` (bounded header, checksum, record) | its record * |
 | a plain `.safetensors` state dict | `safetensors` | `arch=` (required) |
 | a PyTorch `.pt` / `.pth` / `.bin` state dict | `torch.load(weights_only=True)` | `arch=` |
 | a Hugging Face folder (config.json + model.safetensors) | transformers, offline | its config |
@@ -10,12 +10,15 @@
 `arch` is what the user says built the model: `module.path:factory` (called with no
 arguments, or with `kwargs`) or a YAML file holding a Hydra `_target_` and its keyword
 arguments. A file never names code to import: a pickle that needs more than tensors is
-refused, naming the file, and nothing in it runs.
+refused, naming the file, and nothing in it runs. (*) A lineage file of a model the user's
+own code built (a `_target_` run) is loaded with `arch=` naming that code; the file's record
+still gives the task and the plain arguments (`user_architecture`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import pickle
 import warnings
 from collections.abc import Mapping
@@ -30,7 +33,7 @@ from ..errors import LineageError
 from ..text import shorten
 from ..utils import read_yaml
 from . import io
-from .registry import call_factory, import_factory
+from .registry import build_target, call_factory, import_factory, input_shape_of
 
 PICKLES = (".pt", ".pth", ".bin", ".ckpt")
 
@@ -44,17 +47,45 @@ def file_id(path: Path) -> str:
     return "f-" + h.hexdigest()[:12]
 
 
+def arch_target(arch: str | Path) -> tuple[str, dict[str, Any]]:
+    """The factory `arch` names and the keyword arguments its YAML gives (none for a path)."""
+    spec = str(arch)
+    if not spec.endswith((".yaml", ".yml")):
+        return spec, {}
+    conf = read_yaml(spec, "--arch")
+    if not isinstance(conf, dict) or not isinstance(conf.get("_target_"), str):
+        raise LineageError(f"--arch {spec}: needs a `_target_` (an importable factory)")
+    target = str(conf.pop("_target_"))
+    return target, {str(k): v for k, v in conf.items()}
+
+
+def _plain(v: Any) -> bool:
+    scalar = (int, float, str, bool)
+    return isinstance(v, scalar) or (
+        isinstance(v, list) and len(v) <= 64 and all(isinstance(i, scalar) for i in v)
+    )
+
+
+def user_architecture(arch: str | Path, record: Mapping[str, Any]) -> nn.Module:
+    """The user's `arch` built for the task a lineage file records (its classes and input),
+    with the file's recorded arguments where they are plain values that the factory's
+    signature names: the user's command line picks the code, the file gives only numbers."""
+    target, kwargs = arch_target(arch)
+    fn = import_factory(target)
+    try:
+        names = set(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        names = set()
+    recorded = record.get("kwargs") or {}
+    kw = {k: v for k, v in recorded.items() if k in names and _plain(v)}
+    return build_target(
+        target, int(record["num_classes"]), input_shape_of(record), **{**kw, **kwargs}
+    )
+
+
 def architecture(arch: str | Path, num_classes: int | None = None, shape: Any = None) -> nn.Module:
     """The model `arch` names, before its weights are loaded."""
-    spec = str(arch)
-    if spec.endswith((".yaml", ".yml")):
-        conf = read_yaml(spec, "--arch")
-        if not isinstance(conf, dict) or not isinstance(conf.get("_target_"), str):
-            raise LineageError(f"--arch {spec}: needs a `_target_` (an importable factory)")
-        target = str(conf.pop("_target_"))
-        kwargs = {str(k): v for k, v in conf.items()}
-    else:
-        target, kwargs = spec, {}
+    target, kwargs = arch_target(arch)
     fn = import_factory(target)
     if num_classes is None:
         try:
@@ -148,9 +179,14 @@ def load_model(
         raise LineageError(f"{path}: a folder must hold config.json and model.safetensors")
     if not path.is_file():
         raise LineageError(f"model file not found: {path}")
-    project = path.suffix == ".safetensors" and arch is None
-    if project and "lineage" in io.read_header(path, what="safetensors file").metadata:
-        return io.load(path, device)
+    if (
+        path.suffix == ".safetensors"
+        and "lineage" in io.read_header(path, what="safetensors file").metadata
+    ):
+        if arch is None:
+            return io.load(path, device)
+        record = io.read_meta(path)["arch"]
+        return io.load(path, device, builder=lambda: user_architecture(arch, record))
     if path.suffix not in (".safetensors", *PICKLES):
         raise LineageError(
             f"{path.name}: unknown model file type {path.suffix!r}; lineage reads .safetensors, "

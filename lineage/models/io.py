@@ -271,6 +271,12 @@ def load(
     return model.to(device).eval(), meta
 
 
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """A lineage file's checked metadata, its tensors unread."""
+    path = Path(path)
+    return _parse_meta(path, read_header(path).metadata)
+
+
 def fit_state(
     model: nn.Module,
     state: Mapping[str, torch.Tensor],

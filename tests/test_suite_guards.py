@@ -1,0 +1,79 @@
+"""The suite's own guards: a hang is named, and `--burn N` / $LINEAGE_TEST_BURN runs N
+busy loops beside the whole session and reaps them (`make test-loaded`)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from conftest import HANG_S, ROOT, Burners, _hung
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def burning(pids: list[int]) -> bool:
+    """Every pid gains CPU time (polls until it has, or the hang guard ends it)."""
+    start = {p: cpu_ticks(p) for p in pids}
+    deadline = time.monotonic() + HANG_S
+    while time.monotonic() < deadline:
+        if all(cpu_ticks(p) > start[p] for p in pids):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def gone(pid: int) -> bool:
+    return not os.path.exists(f"/proc/{pid}")  # a zombie (killed, never reaped) is still there
+
+
+def test_a_timeout_names_the_command_that_hung():
+    e = subprocess.TimeoutExpired([sys.executable, "run.py", "data=digits"], 1800)
+    assert _hung(e) == f"hung: {sys.executable} run.py data=digits (no exit within 1800 s)"
+
+
+def test_burners_spin_and_are_reaped():
+    b = Burners(2)
+    pids = [p.pid for p in b.procs]
+    try:
+        assert len(set(pids)) == 2 and all(p.poll() is None for p in b.procs)
+        assert burning(pids)
+    finally:
+        b.stop()
+    assert [p.returncode for p in b.procs] == [-9, -9]
+    assert all(gone(p) for p in pids)
+
+
+def test_burn_option_runs_beside_the_session(request, tmp_path):
+    """Inner session ($LINEAGE_TEST_BURN=2): its burners spin during its test, gone after."""
+    out = os.environ.get("LINEAGE_BURN_PROBE")
+    if out:  # the inner session: report its burners
+        burners = request.config._lineage_burners
+        pids = [p.pid for p in burners.procs]
+        assert len(pids) == 2 and burning(pids)
+        with open(out, "w") as f:
+            json.dump(pids, f)
+        return
+    probe = tmp_path / "pids.json"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"{__file__}::test_burn_option_runs_beside_the_session",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "LINEAGE_BURN_PROBE": str(probe), "LINEAGE_TEST_BURN": "2"},
+        capture_output=True,
+        text=True,
+        timeout=HANG_S,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    pids = json.loads(probe.read_text())
+    assert len(pids) == 2 and all(gone(p) for p in pids)
