@@ -9,6 +9,7 @@ Each stage is a plain function call with plain values; nothing reaches back up t
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from .config import check_ranges
 from .data import DataModule, datamodule_from_config
 from .engine import Calibration, Verdict, calibrate, judge
 from .errors import LineageError
+from .evaluate import evidence
 from .interrupt import stage
 from .modifications import Derived, derive, validate
 from .runtime import end_job, start_job
@@ -312,6 +314,11 @@ def independent_summary(
     out: dict[str, Any] = {}
     out["accuracy"] = sum(r[1]["accuracy"] for r in refs) / len(refs) if refs else None
     out["false_positives"] = sum(v.is_lineage is True for v in verdicts)
+    for kind in evidence.kinds():  # each kind's headline values: the references' range
+        got = [getattr(v.evidence.get(kind.name), kind.headline, None) for v in verdicts]
+        vals = [float(x) for x in got if isinstance(x, int | float) and math.isfinite(x)]
+        if vals:
+            out.setdefault("evidence", {})[kind.name] = {"min": min(vals), "max": max(vals)}
     for i, ((_, meta, _), v) in enumerate(zip(refs, verdicts)):
         out[str(i)] = {
             "id": meta["id"],

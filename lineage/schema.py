@@ -34,8 +34,10 @@ FIXED = [
 ]
 TAIL = [
     (
-        "`independent.accuracy`, `independent.false_positives`",
-        "the references: mean accuracy, and how many were judged lineage against the others",
+        "`independent.accuracy`, `independent.false_positives`, "
+        "`independent.evidence.<evidence>.{min, max}`",
+        "the references: mean accuracy, how many were judged lineage against the others, "
+        "and the range of each evidence's headline value",
     ),
     (
         "`independent.<i>.{id, path, accuracy, verdict.*, evidence.*}`",

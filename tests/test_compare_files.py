@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 import lineage
 from lineage import models
 from lineage.data import build_datamodule
+from lineage.utils import flatten
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +98,7 @@ def api(parent, suspect, refs, data):
 def assert_same(r: subprocess.CompletedProcess, want, rel: float = 1e-6) -> None:
     assert r.returncode == 0, r.stderr[-2000:]
     got = json.loads(r.stdout)
-    flat = {f"{k}.{j}": v for k, d in want.to_dict().items() for j, v in d.items()}
+    flat = flatten(want.to_dict())
     for k in KEYS:
         if isinstance(flat[k], float):
             assert got[k] == pytest.approx(flat[k], rel=rel, abs=1e-9), k
