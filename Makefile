@@ -17,7 +17,7 @@ run: .venv/.installed
 	$(PY) run.py $(ARGS)
 
 test: .venv/.installed
-	$(PY) -m pytest -q -n $(JOBS) --dist loadfile -m 'not heavy' --cov=lineage --cov-report=term --cov-fail-under=85 $(ARGS)
+	$(PY) -m pytest -q -n $(JOBS) --dist loadfile -m 'not heavy' --cov=lineage --cov-report=term --cov-fail-under=85 --durations=25 $(ARGS)
 
 # the same suite with two busy loops beside it (tests/conftest.py): no test may depend on a
 # quiet machine

@@ -167,7 +167,7 @@ def bench(setting: str, args: argparse.Namespace) -> None:
         label = name + ("/" + ",".join(o.split("=")[1] for o in over) if over else "")
         acc = accuracy(model, x, y) if model.head.out_features == dm.num_classes else None
         rows.append(row(label, ratio, v, acc, "lineage" if name in REQUIRED else "function?"))
-        print(f"  {label} {ratio}: derived in {made:.1f}s, p {v.verdict.p_value:.2g}")
+        print(f"  {label} {ratio}: derived in {made:.1f}s, p {v.decision.p_value:.2g}")
     table = pd.DataFrame(rows)
     with pd.option_context(
         "display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format

@@ -53,11 +53,13 @@ TABLES = {
         r"\n\s*0\s+{N}\s+{N}\s+{N}\s+{N}\s+(True|False)",
     ),
 }
-# Each starts `lineage run` three times over (fresh processes: imports dominate).
+# Each starts `lineage run` three times over (fresh processes: imports dominate): heavy,
+# so `make test-all` runs them and CI's 10-minute suite does not.
 SLOW = {"bench_run", "bench_threads"}
 # Benchmarks whose smallest case runs beside the tests of what they measure.
 ELSEWHERE = {
     "bench_serve_memory": "tests/test_remote_fuzz.py::test_bench_serve_memory_smallest_case",
+    "bench_cli_light": "tests/test_cli_light.py::test_the_benchmark_smallest_case_runs",
 }
 
 
@@ -81,7 +83,7 @@ def isolated(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=[pytest.mark.slow] if n in SLOW else []) for n in TABLES]
+    "name", [pytest.param(n, marks=[pytest.mark.heavy] if n in SLOW else []) for n in TABLES]
 )
 def test_smallest_case_prints_its_table(name, isolated, capsys):
     module = importlib.import_module(f"benchmarks.{name}")

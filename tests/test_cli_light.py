@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import HANG_S, ROOT
 
 HEAVY = ("torch", "pytorch_lightning", "lightning", "hydra")
 
@@ -31,7 +31,11 @@ print(json.dumps({"rc": rc, "heavy": heavy}), file=sys.stderr)
 
 def probe(*args: str) -> tuple[dict, str, str]:
     r = subprocess.run(
-        [sys.executable, "-c", PROBE, *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", PROBE, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=HANG_S,
     )
     *lines, last = r.stderr.strip().splitlines()
     return json.loads(last), r.stdout, "\n".join(lines)
@@ -84,7 +88,7 @@ def limited(args: list[str], limit: int, script: str | None = None, cwd=ROOT):
 
     cmd = [sys.executable, script] if script else [sys.executable, "-m", "lineage"]
     return subprocess.run(
-        [*cmd, *args], cwd=cwd, capture_output=True, text=True, timeout=600, preexec_fn=cap
+        [*cmd, *args], cwd=cwd, capture_output=True, text=True, timeout=HANG_S, preexec_fn=cap
     )
 
 
@@ -130,4 +134,4 @@ def test_a_digits_compare_runs_at_the_documented_floor(tmp_path):
         cwd=tmp_path,
     )
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "determination.barrier" in json.loads(r.stdout)
+    assert "evidence.basin.barrier" in json.loads(r.stdout)

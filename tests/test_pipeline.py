@@ -291,11 +291,11 @@ def test_sweep_killed_then_resumed(tmp_path):
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("modification=bogus", "Available options in 'modification'"),
+        ("modification=bogus", "error: unknown modification 'bogus' (choose from: adversarial,"),
         ("ratio=abc", "could not be converted to Float"),
         ("ratio=1.5", "outside its range [0, 1]"),
         ("data.limit=-3", "data.limit"),
-        ("closeness.d_max=abc", "full_key: closeness.d_max"),  # schema type, at composition
+        ("closeness.d_max=abc", "closeness.d_max=abc: Value 'abc'"),  # schema type, composing
         ("closeness.ci_tol=1.5", "closeness.ci_tol=1.5 is outside its range (0, 1)"),
     ],
 )
@@ -319,7 +319,7 @@ def test_unwritable_output_dir(tmp_path, where):
     r = run_py(*smoke(tmp_path, "logger=none", *target))
     assert r.returncode != 0
     what = {"zoo": "zoo", "run": "output directory (hydra.run.dir)"}[where]
-    assert f"error: cannot create the {what}" in r.stderr  # said by the Preflight callback
+    assert f"error: cannot write to the {what}" in r.stderr  # said by the Preflight callback
     assert "Traceback" not in r.stderr
     assert "training" not in r.stderr  # refused before any data was read or model trained
 
@@ -329,7 +329,7 @@ def test_unwritable_sweep_dir(tmp_path):
     blocker.write_text("")
     r = run_py("-m", *smoke(tmp_path, "logger=none", f"hydra.sweep.dir={blocker / 'sweep'}"))
     assert r.returncode != 0
-    assert "cannot create the sweep directory (hydra.sweep.dir)" in r.stderr
+    assert "error: cannot write to the sweep directory (hydra.sweep.dir)" in r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "zoo" / "record.jsonl").exists()
 

@@ -383,8 +383,9 @@ def test_api_key_wrong_or_missing_is_a_clear_401_and_never_written(
     r = json.loads(out.strip().splitlines()[-1])
     assert r["queries.output"] == "labels" and r["queries.answered"] > 0
     # no reference was passed, so the score stands but no verdict is claimed
-    assert r["evidence.basin.route"] == "function" and r["evidence.closeness.score"] > 0.8
-    assert r["verdict.is_lineage"] is False and r["verdict.calibrated"] is False
+    assert "evidence.basin.barrier" not in r and r["evidence.closeness.score"] > 0.8
+    assert "basin: the suspect is a black box" in r["verdict.reason"]
+    assert r["verdict.is_lineage"] is None and r["verdict.calibrated"] is False
     assert "0 references" in r["verdict.reason"]
     for text in (out, err, servers["labels"].log.read_text()):
         assert KEY not in text

@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, run_py
+from conftest import HANG_S, ROOT, run_py
 
 BIDI = "\u202e"
 
@@ -40,7 +40,7 @@ def one_error_line(r: subprocess.CompletedProcess) -> str:
     ],
 )
 def test_a_bad_command_line_is_one_line_and_exit_2(tmp_path, override, expected):
-    r = run_py(override, "logger=none", "n_independent=0", cwd=tmp_path, timeout=300)
+    r = run_py(override, "logger=none", "n_independent=0", cwd=tmp_path, timeout=HANG_S)
     assert expected in one_error_line(r)
     assert not (tmp_path / "outputs" / "runs").exists()  # refused before any folder
     assert not (tmp_path / "metrics.json").exists()
@@ -52,7 +52,7 @@ def test_lineage_run_says_the_same(tmp_path):
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_S,
     )
     assert "unknown data 'mnsit'" in one_error_line(r)
 
@@ -66,7 +66,7 @@ def test_a_run_folder_without_room_is_refused_before_hydra_writes(tmp_path):
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_S,
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)),
     )
     line = one_error_line(r)

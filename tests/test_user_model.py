@@ -31,7 +31,7 @@ SMALL = [
 ]
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # make test-all: 3 lineage runs and a compare (CI: 10-minute suite)
 def test_a_target_model_from_run_py_into_compare_with_arch_alone(tmp_path):
     import subprocess
 
