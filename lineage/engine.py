@@ -73,8 +73,7 @@ class Verdict:
             p = d.p.get(kind.name)
             line = f"  {kind.name}: {kind.describe(r)}, p {'n/a' if p is None else f'{p:.3g}'}"
             if calibration is not None:
-                refs = [getattr(e.get(kind.name), kind.headline, None) for e in calibration.results]
-                vals = [v for v in refs if isinstance(v, int | float)]
+                vals = evidence.headlines(kind, calibration.results)
                 if vals:
                     line += f"; references {min(vals):.3g}-{max(vals):.3g}"
             lines.append(line)
@@ -148,22 +147,25 @@ def _active(opts: Mapping[str, Any]) -> list[Kind]:
     return [k for k in evidence.kinds() if k.name in opts and k.enabled(opts[k.name])]
 
 
+def _apply(kind: Kind, cal: Calibration, suspect: Suspect, reasons: list[str]) -> Any:
+    """`kind`'s result for one model, or None (and why, in `reasons`) where it does not
+    apply to that model's access."""
+    if suspect.access not in kind.access:
+        reasons.append(f"{kind.name}: the suspect is a black box, and it needs {kind.access[0]}")
+        return None
+    return kind.measure(cal.prepared[kind.name], cal.parent, suspect, cal.options[kind.name])
+
+
 def _measure(
     cal: Calibration, suspect: Suspect, seconds: dict[str, float]
 ) -> tuple[dict[str, Any], list[str]]:
     """Each active kind's result for one suspect (None where it does not apply)."""
     out: dict[str, Any] = {}
-    reasons = []
+    reasons: list[str] = []
     for kind in _active(cal.options):
         t0 = time.perf_counter()
-        if suspect.access in kind.access:
-            out[kind.name] = kind.measure(
-                cal.prepared[kind.name], cal.parent, suspect, cal.options[kind.name]
-            )
-        else:
-            out[kind.name] = None
-            reasons.append(f"{kind.name}: the suspect is a black box, and it needs weights")
-        seconds[f"{kind.name}_s"] = seconds.get(f"{kind.name}_s", 0.0) + time.perf_counter() - t0
+        out[kind.name] = _apply(kind, cal, suspect, reasons)
+        seconds[f"{kind.name}_s"] = time.perf_counter() - t0
     return out, reasons
 
 
@@ -221,27 +223,20 @@ def calibrate(
     opts = settings(options, **groups)
     ctx = Parent(parent, x, y, find_head(parent, head), permutation_spec(parent), seed)
     views = [suspect_view(parent, r, x, ctx.head) for r in references]
-    seconds: dict[str, float] = {}
-    prepared: dict[str, Any] = {}
-    results: list[dict[str, Any]] = [{} for _ in references]
+    cal = Calibration(ctx, opts, {}, [{} for _ in references], [], [])
     reasons: list[list[str]] = [[] for _ in references]
     for kind in _active(opts):  # kind by kind: each prepares once, then measures them all
         t0 = time.perf_counter()
-        prepared[kind.name] = kind.prepare(ctx, opts[kind.name])
-        for i, s in enumerate(views):
-            if s.access in kind.access:
-                results[i][kind.name] = kind.measure(prepared[kind.name], ctx, s, opts[kind.name])
-            else:
-                results[i][kind.name] = None
-                reasons[i].append(f"{kind.name}: the reference is a black box")
-        seconds[f"{kind.name}_s"] = time.perf_counter() - t0
-    stats = [_statistics(opts, r) for r in results]
-    refs = []
-    for i, mine in enumerate(results):
-        others = [e for j, e in enumerate(results) if j != i]
-        their = [s for j, s in enumerate(stats) if j != i]
-        refs.append(_verdict(opts, mine, reasons[i], others, their, {}))
-    return Calibration(ctx, opts, prepared, results, stats, refs, seconds)
+        cal.prepared[kind.name] = kind.prepare(ctx, opts[kind.name])
+        for mine, s, why in zip(cal.results, views, reasons):
+            mine[kind.name] = _apply(kind, cal, s, why)
+        cal.seconds[f"{kind.name}_s"] = time.perf_counter() - t0
+    cal.statistics = [_statistics(opts, r) for r in cal.results]
+    for i, mine in enumerate(cal.results):
+        others = [e for j, e in enumerate(cal.results) if j != i]
+        their = [s for j, s in enumerate(cal.statistics) if j != i]
+        cal.references.append(_verdict(opts, mine, reasons[i], others, their, {}))
+    return cal
 
 
 def judge(

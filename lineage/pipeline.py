@@ -9,7 +9,6 @@ Each stage is a plain function call with plain values; nothing reaches back up t
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -315,8 +314,7 @@ def independent_summary(
     out["accuracy"] = sum(r[1]["accuracy"] for r in refs) / len(refs) if refs else None
     out["false_positives"] = sum(v.is_lineage is True for v in verdicts)
     for kind in evidence.kinds():  # each kind's headline values: the references' range
-        got = [getattr(v.evidence.get(kind.name), kind.headline, None) for v in verdicts]
-        vals = [float(x) for x in got if isinstance(x, int | float) and math.isfinite(x)]
+        vals = evidence.headlines(kind, [v.evidence for v in verdicts])
         if vals:
             out.setdefault("evidence", {})[kind.name] = {"min": min(vals), "max": max(vals)}
     for i, ((_, meta, _), v) in enumerate(zip(refs, verdicts)):

@@ -29,7 +29,8 @@ importing its module before the job (`plugins=[my_module]` in a run's config or
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -158,6 +159,12 @@ def items(values: Mapping[str, Any]) -> Iterator[tuple[Kind, Any]]:
     for k in kinds():
         if k.name in values:
             yield k, values[k.name]
+
+
+def headlines(kind: Kind, results: Iterable[Mapping[str, Any]]) -> list[float]:
+    """`kind`'s finite headline values among `results` (each a model's results by kind)."""
+    got = [getattr(r.get(kind.name), kind.headline, None) for r in results]
+    return [float(v) for v in got if isinstance(v, int | float) and math.isfinite(v)]
 
 
 def _builtins() -> None:

@@ -72,9 +72,18 @@ class Decision:
 
     @property
     def answer(self) -> str:
-        if self.is_lineage is None:
+        return answer(self.is_lineage)
+
+
+def answer(is_lineage: Any) -> str:
+    """The verdict in words, from `is_lineage` as any table holds it: None, NaN or pandas'
+    NA (a missing value) is undetermined, never "not lineage"."""
+    try:
+        if is_lineage is None or is_lineage != is_lineage:  # NaN is not equal to itself
             return "undetermined"
-        return "lineage" if self.is_lineage else "not lineage"
+    except TypeError:  # pandas' NA: its comparisons have no truth value
+        return "undetermined"
+    return "lineage" if is_lineage else "not lineage"
 
 
 def logit(s: float) -> float | None:

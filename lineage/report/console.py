@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ..evaluate.verdict import answer
 from ..text import printable
 
 
@@ -58,8 +59,7 @@ def verdict_word(m: dict[str, Any], prefix: str) -> str | None:
     """lineage / not lineage / undetermined, from a metrics row (None: no verdict recorded)."""
     if f"{prefix}verdict.is_lineage" not in m:
         return None
-    v = m[f"{prefix}verdict.is_lineage"]
-    return "undetermined" if v is None else "lineage" if v else "not lineage"
+    return answer(m[f"{prefix}verdict.is_lineage"])
 
 
 def _row(name: str, m: dict[str, Any], p: str, kinds: list[tuple[str, str]]) -> tuple[Any, ...]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..evaluate.verdict import answer
 from ..results import isna
 from ..text import printable
 from .explain import Explanation, kind_names
@@ -81,10 +82,7 @@ def evidence_table(t: pd.DataFrame) -> pd.DataFrame:
         if c.startswith("p "):
             table[c] = [("n/a" if isna(v) else f"{float(v):.3g}") for v in table[c]]
     if "lineage?" in table:  # undetermined is its own answer, never "False"
-        table["lineage?"] = [
-            "undetermined" if isna(v) else "lineage" if v else "not lineage"
-            for v in table["lineage?"]
-        ]
+        table["lineage?"] = [answer(v) for v in table["lineage?"]]
     return table
 
 

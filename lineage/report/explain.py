@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..evaluate.verdict import answer
 from ..results import isna
 from ..text import printable
 from .collect import job_config
@@ -257,7 +258,7 @@ def explain_row(row: pd.Series) -> Explanation:
     d = row.get("job_dir")
     cfg = {} if isna(d) else job_config(Path(str(d))) or {}
     is_lineage = row.get("derived.verdict.is_lineage")
-    answer = "undetermined" if isna(is_lineage) else "lineage" if is_lineage else "not lineage"
+    said = answer(is_lineage)
     nref = _num(row.get("derived.verdict.n_references"))
     names = [
         n
@@ -270,7 +271,7 @@ def explain_row(row: pd.Series) -> Explanation:
     ]
     return Explanation(
         job=printable(row["job"]),
-        answer=answer,
+        answer=said,
         p_value=_num(row.get("derived.verdict.p_value")),
         alpha=_num(row.get("derived.verdict.alpha")),
         decided_by=_text(row.get("derived.verdict.decided_by")),

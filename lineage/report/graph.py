@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..evaluate.verdict import answer
 from ..results import isna
 from ..text import printable
 from ..zoo import Zoo
@@ -45,15 +46,11 @@ def _zoo_dirs(t: pd.DataFrame) -> list[Path]:
     return found
 
 
-def _answer(v: Any) -> str:
-    return "undetermined" if isna(v) else "lineage" if v else "not lineage"
-
-
 def lineage_edges(t: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """(parent, child, modification, ratio, verdict) for the sweep's models, and where the
     edges came from."""
     verdicts = {
-        str(r["derived.id"]): _answer(r.get("derived.verdict.is_lineage"))
+        str(r["derived.id"]): answer(r.get("derived.verdict.is_lineage"))
         for _, r in t.iterrows()
         if not isna(r.get("derived.id"))
     }

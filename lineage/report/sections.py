@@ -15,7 +15,8 @@ from typing import Any
 import pandas as pd
 
 from ..evaluate.evidence import names
-from ..results import confusion, detection_auc, determination_table, isna, pairs
+from ..evaluate.verdict import answer
+from ..results import confusion, detection_auc, determination_table, pairs
 from ..text import plain_figure_text, printable
 from .collect import Collection, SweepInfo, job_config, sweep_info
 from .evidence import evidence_section
@@ -168,10 +169,7 @@ def jobs_table(t: pd.DataFrame, out_dir: Path) -> pd.DataFrame:
     cols = [k for k in JOB_COLUMNS if k in t.columns and t[k].notna().any()]
     table = t[cols].rename(columns=JOB_COLUMNS)
     if "verdict" in table:  # undetermined is its own answer, never "no"
-        table["verdict"] = [
-            "undetermined" if isna(v) else "lineage" if v else "not lineage"
-            for v in table["verdict"]
-        ]
+        table["verdict"] = [answer(v) for v in table["verdict"]]
     table["files"] = pd.Series([job_links(Path(d), out_dir) for d in t["job_dir"]], dtype=object)
     return table
 
