@@ -107,7 +107,12 @@ def check_ranges(cfg: Mapping[str, Any]) -> None:
         from_mapping(
             schema, {k: v for k, v in given.items() if k != "name" or v is not None}, group
         )
-    check_root_keys(cfg)
+    check_root_keys(cfg, cfg.get("plugins"))
+    from .evaluate import evidence
+
+    for kind in evidence.kinds():  # a plug-in kind's group, through its own schema
+        if kind.group not in GROUPS and isinstance(cfg.get(kind.group), Mapping):
+            kind.settings(cfg[kind.group])
     roots = (
         {f.name for f in fields(RootConf)}
         - set(GROUPS)
@@ -116,12 +121,16 @@ def check_ranges(cfg: Mapping[str, Any]) -> None:
     from_mapping(RootConf, {k: cfg[k] for k in roots if k in cfg})
 
 
-def check_root_keys(keys: Any) -> None:
+def check_root_keys(keys: Any, plugins: Any = ()) -> None:
     """A top-level key that RootConf does not know is a typo: `+key=value` passes Hydra's
-    struct check, and the key would be silently ignored."""
+    struct check, and the key would be silently ignored. A kind of evidence registered by
+    one of the config's `plugins` brings its own group (`+agreement.points=100`)."""
+    from . import plugins as plugin_modules
+    from .evaluate import evidence
     from .text import shorten
 
-    known = {f.name for f in fields(RootConf)}
+    plugin_modules.load(list(plugins or []))
+    known = {f.name for f in fields(RootConf)} | {k.group for k in evidence.kinds()}
     unknown = sorted(str(k) for k in keys if k not in known and k != "hydra")
     if unknown:
         raise LineageError(

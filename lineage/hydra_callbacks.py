@@ -63,7 +63,8 @@ def _plain_overrides(config: DictConfig) -> None:
     from .errors import LineageError
 
     try:
-        check_root_keys(config.keys())
+        plugins = OmegaConf.select(config, "plugins")
+        check_root_keys(config.keys(), list(plugins) if plugins is not None else ())
     except LineageError as e:
         _refuse(str(e))
 

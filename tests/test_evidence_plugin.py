@@ -78,6 +78,7 @@ def test_run_report_wandb_and_compare_carry_a_plugin_kind(tmp_path):
     zoo = tmp_path / "zoo"
     common = [
         "plugins=[agreement_evidence]",
+        "+agreement.points=128",  # the plug-in's own group, set on the command line
         "data.limit=600",
         "data.epochs=4",
         "n_independent=4",
@@ -89,7 +90,7 @@ def test_run_report_wandb_and_compare_carry_a_plugin_kind(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     (mpath,) = (tmp_path / "outputs" / "runs").rglob("metrics.json")
     m = json.loads(mpath.read_text())
-    assert m["derived.evidence.agreement.n_points"] == 256
+    assert m["derived.evidence.agreement.n_points"] == 128
     assert 0 <= m["derived.verdict.p.agreement"] <= 1
     assert "independent.0.evidence.agreement.score" in m
     assert "time.agreement_s" in m
@@ -102,11 +103,27 @@ def test_run_report_wandb_and_compare_carry_a_plugin_kind(tmp_path):
     assert "p agreement" in md and "agreement score" in md
 
     args = [m["parent.path"], m["derived.path"], "--references", "4", "--zoo", str(zoo)]
-    c = _cli("-m", "lineage", "compare", *args, "--json", *common[:1], *common[-2:], cwd=tmp_path)
+    c = _cli("-m", "lineage", "compare", *args, "--json", *common[:2], *common[-2:], cwd=tmp_path)
     assert c.returncode == 0, c.stderr[-3000:]
     out = json.loads(c.stdout)
     assert out["evidence.agreement.score"] == pytest.approx(m["derived.evidence.agreement.score"])
     assert out["verdict.p.agreement"] == pytest.approx(m["derived.verdict.p.agreement"])
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["plugins=[agreement_evidence]", "+agreement.points=0"], "agreement.points"),
+        (["+agreement.points=5"], "unknown key 'agreement'"),
+        (["plugins=[no_such_module_xyz]"], "cannot import 'no_such_module_xyz'"),
+    ],
+)
+def test_a_plugin_groups_options_are_checked_before_the_job(tmp_path, args, words):
+    r = _cli(str(ROOT / "run.py"), *args, f"paths.zoo={tmp_path / 'zoo'}", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert words in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not list(tmp_path.rglob("*.safetensors")), "a model was trained before the check"
 
 
 def test_three_references_leave_the_verdict_undetermined_not_false(digits_dm):
