@@ -3,6 +3,8 @@
     python -m benchmarks.bench_threads            # two runs at once vs one alone
     python -m benchmarks.bench_threads --sweep    # also the 12-job joblib sweep, with and
                                                   # without thread control
+    python -m benchmarks.bench_threads --load     # the default threads against 1 thread,
+                                                  # quiet and beside two busy loops
 
 Each `lineage run` here is the README's main job (digits + MLP, defaults) on an empty zoo,
 so it trains its parent and references. "One alone" runs by itself; "two together" starts
@@ -13,6 +15,11 @@ separate runs through the running jobs' pid files (lineage.runtime); "without" g
 job all the cores (`threads=<cores>`), which is what torch does when nothing sets it. Times
 are side by side in one run of this script, so the ratios are comparable even on a noisy
 machine.
+
+`--load` asks whether the default thread count is ever the slow choice (lineage.runtime.
+settle): the same run with the default and with `threads=1`, on the machine as it is and
+with two CPU-burning processes beside it, in alternating order, each case's median over
+`--repeats`. "vs best" is each time over the faster of the two settings in its condition.
 """
 
 from __future__ import annotations
@@ -56,9 +63,47 @@ def together(n: int, args: list[str], root: Path, label: str) -> list[float]:
     return [wait(p, t0) for p, t0 in started]
 
 
+def burners(n: int) -> list[subprocess.Popen]:
+    """`n` processes that keep a core busy, as other work on a shared machine does."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def load_table(over: list[str], repeats: int, root: Path) -> pd.DataFrame:
+    cases = {"default": [], "threads=1": ["threads=1"]}
+    rows = []
+    for busy in (0, 2):
+        procs = burners(busy)
+        try:
+            times: dict[str, list[float]] = {c: [] for c in cases}
+            for r in range(repeats):
+                order = list(cases) if r % 2 == 0 else list(cases)[::-1]
+                for c in order:
+                    label = f"b{busy}-{c.replace('=', '')}-{r}"
+                    (t,) = together(1, [*over, *cases[c]], root, label)
+                    times[c].append(t)
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait()
+        med = {c: float(pd.Series(v).median()) for c, v in times.items()}
+        for c in cases:
+            rows.append(
+                {
+                    "machine": "quiet" if busy == 0 else f"{busy} busy loops beside it",
+                    "threads": c,
+                    "wall_s": med[c],
+                    "runs": ", ".join(f"{t:.1f}" for t in times[c]),
+                    "vs best": med[c] / min(med.values()),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sweep", action="store_true", help="also the 12-job joblib sweep")
+    p.add_argument("--load", action="store_true", help="default vs 1 thread, quiet and loaded")
+    p.add_argument("--repeats", type=int, default=2, help="runs per case with --load")
     p.add_argument("--override", nargs="*", default=[], help="extra overrides of every run")
     a = p.parse_args(argv)
     over = list(a.override)
@@ -66,6 +111,10 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        if a.load:
+            print(f"{cores} cores, load average before: {os.getloadavg()[0]:.2f}")
+            print(md_table(load_table(over, a.repeats, root).round(2)))
+            return
         (alone,) = together(1, over, root, "alone")
         rows.append(
             {"case": "one `lineage run` alone", "jobs": 1, "wall_s": alone, "vs alone": 1.0}
@@ -85,8 +134,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def smallest(tmp: Path) -> None:
-    """The smoke experiment with 1 reference and 2 training epochs, alone and two at once."""
-    main(["--override", "experiment=smoke", "n_independent=1", "data.epochs=2"])
+    """The smoke experiment with 1 reference and 2 training epochs, alone and two at once,
+    and the default against 1 thread, quiet and loaded."""
+    small = ["--override", "experiment=smoke", "n_independent=1", "data.epochs=2"]
+    main(small)
+    main(["--load", "--repeats", "1", *small])
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@ evaluation in eval mode at full fp32 precision."""
 from __future__ import annotations
 
 import os
+import statistics
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
@@ -160,6 +162,48 @@ def rebalance() -> int:
     if n != torch.get_num_threads():
         use_threads(n)
     return n
+
+
+def settle(step: Callable[[], Any]) -> int:
+    """The running job's thread count, chosen by timing `step` (one forward of the model at
+    hand): its share of the cores, or 1 thread where that is faster. A small model gains
+    nothing from a second thread, and on a machine busy with other work OpenMP threads spin
+    on descheduled peers: a digits MLP took 85 s with 2 threads and 1.9 s with 1. Sizes and
+    load change the answer, so it is measured, not guessed; an explicit `threads` or a
+    SLURM allocation is never second-guessed."""
+    if not _job or _job["requested"] or slurm_cpus():
+        return torch.get_num_threads()
+    share = threads_for(None, _job["parallel"])
+    best = fastest(step, share) if share > 1 else 1
+    if best != torch.get_num_threads():
+        use_threads(best)
+    return best
+
+
+def fastest(step: Callable[[], Any], most: int) -> int:
+    """1 or `most` threads, whichever runs `step` faster by a clear margin (ties go to 1:
+    the spare core is worth more to the machine). Alternating rounds, each long enough to
+    time (about 20 ms), so a burst of other work hits both counts alike."""
+    rng = torch.get_rng_state()
+    try:
+        counts, times = (1, most), {1: [], most: []}
+        for n in counts:  # warm: the first call of a thread count pays its set-up
+            torch.set_num_threads(n)
+            step()
+        t0 = time.perf_counter()
+        step()
+        once = max(time.perf_counter() - t0, 1e-6)
+        reps = max(1, min(50, int(0.02 / once)))
+        for _ in range(3 if once < 0.2 else 1):
+            for n in counts:
+                torch.set_num_threads(n)
+                t0 = time.perf_counter()
+                for _ in range(reps):
+                    step()
+                times[n].append(time.perf_counter() - t0)
+    finally:
+        torch.set_rng_state(rng)
+    return most if statistics.median(times[most]) < 0.85 * statistics.median(times[1]) else 1
 
 
 def end_job() -> None:

@@ -44,8 +44,11 @@ class TrainConf:
     shuffle: str = knob("seed", choices=("seed", "fixed"))
 
 
-# Lightning's hints about dataloader workers and tiny datasets are noise for in-memory tensors.
+# Lightning's hints about dataloader workers and tiny datasets are noise for in-memory
+# tensors; its hint that `srun` exists but is unused is noise for one device per job (its
+# checkpoint connector probes SLURM at every fit, whatever environment the Trainer has).
 for pattern in (
+    ".*`srun` command is available.*",
     ".*does not have many workers.*",
     ".*number of training batches.*",
     ".*LeafSpec.*",
@@ -138,6 +141,30 @@ class EpochLog(pl.Callback):
             log.info("  %s: epoch %d/%d%s", self.what, k, n, tail)
 
 
+class SettleThreads(pl.Callback):
+    """At the first batch, the job's thread count for this model (runtime.settle): timed on
+    the batch Lightning hands over, in eval mode without gradients, so no state, statistic
+    or random draw of the training changes."""
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if batch_idx or trainer.current_epoch:
+            return
+        from .runtime import eval_mode, settle
+
+        model = getattr(pl_module, "model", pl_module)
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        if not isinstance(model, nn.Module) or not isinstance(x, torch.Tensor):
+            return
+
+        def step() -> None:
+            with eval_mode(model), torch.no_grad():
+                model(x)
+
+        settle(step)
+
+
 def _cluster() -> list[Any]:
     """One device per job: outside an `srun` step Lightning's SLURM probe only warns, at
     each Trainer, that `srun` exists but is unused; the plain environment is the answer."""
@@ -163,7 +190,7 @@ def make_trainer(
         devices=1,
         deterministic=True,
         logger=logger if logger is not None else False,
-        callbacks=[*callbacks, *([] if bar else [EpochLog()])],
+        callbacks=[*callbacks, SettleThreads(), *([] if bar else [EpochLog()])],
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=bar,

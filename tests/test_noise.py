@@ -29,6 +29,37 @@ def test_no_srun_hint_where_srun_exists_but_no_allocation(tmp_path, monkeypatch)
     assert [str(w.message) for w in seen if "srun" in str(w.message)] == []
 
 
+FIT = """
+import torch, pytorch_lightning as pl
+from lineage.training import Classifier, fit
+ds = torch.utils.data.TensorDataset(torch.randn(32, 4), torch.randint(0, 2, (32,)))
+dm = pl.LightningDataModule.from_datasets(train_dataset=ds, batch_size=8)
+cfg = {"epochs": 1, "accelerator": "cpu", "progress": False, "lr": 0.01}
+fit(Classifier(torch.nn.Linear(4, 2), cfg, 2), dm, cfg, seed=0)
+print("fitted")
+"""
+
+
+def test_a_whole_fit_prints_no_srun_hint(tmp_path):
+    """Lightning's checkpoint connector probes SLURM at every fit, whatever the Trainer's
+    environment: the hint must not reach a run's output either."""
+    import subprocess
+    import sys
+
+    from conftest import HANG_S
+
+    srun = tmp_path / "srun"
+    srun.write_text("#!/bin/sh\nexit 0\n")
+    srun.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env["PATH"] = f"{tmp_path}{os.pathsep}{env['PATH']}"
+    r = subprocess.run(
+        [sys.executable, "-c", FIT], capture_output=True, text=True, env=env, timeout=HANG_S
+    )
+    assert r.returncode == 0 and "fitted" in r.stdout, r.stderr[-2000:]
+    assert "srun" not in r.stderr
+
+
 def test_threads_names_no_output_folder_and_changes_no_hash():
     register_schemas()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

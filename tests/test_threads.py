@@ -110,3 +110,69 @@ def test_jobs_bound_to_other_cores_share_none_of_ours(four_cores, monkeypatch):
     runtime.end_job()
     assert runtime.start_job(None) == 4
     assert (four_cores / f"{os.getpid()}.pid").read_text().split() == ["0", "1", "2", "3"]
+
+
+def _sleeper(one: float, more: float):
+    """A step whose cost depends on the thread count it runs with."""
+    import time
+
+    def step():
+        time.sleep(one if torch.get_num_threads() == 1 else more)
+
+    return step
+
+
+def test_settle_picks_the_faster_count_by_timing_the_step(four_cores):
+    runtime.start_job(None)
+    assert runtime.settle(_sleeper(0.001, 0.03)) == 1  # a second thread only slows it
+    assert torch.get_num_threads() == 1
+    assert runtime.settle(_sleeper(0.03, 0.001)) == 4  # a big model gains from 4
+    assert torch.get_num_threads() == 4
+
+
+def test_settle_leaves_an_explicit_setting_and_the_random_state_alone(four_cores):
+    runtime.start_job(3)
+    assert runtime.settle(_sleeper(0.001, 0.03)) == 3
+    runtime.start_job(None)
+    before = torch.get_rng_state()
+    runtime.settle(lambda: torch.rand(3))
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_training_settles_its_threads_without_changing_what_it_learns(four_cores, monkeypatch):
+    """The probe at the first batch runs the model in eval mode without gradients: the
+    model trained with the probe equals the one trained with threads fixed."""
+    from lineage.training import Classifier, fit
+
+    class Data(torch.utils.data.Dataset):
+        def __init__(self):
+            g = torch.Generator().manual_seed(0)
+            self.x, self.y = (
+                torch.randn(64, 5, generator=g),
+                torch.randint(0, 3, (64,), generator=g),
+            )
+
+        def __len__(self):
+            return 64
+
+        def __getitem__(self, i):
+            return self.x[i], self.y[i]
+
+    def trained(threads):
+        import pytorch_lightning as pl
+
+        dm = pl.LightningDataModule.from_datasets(train_dataset=Data(), batch_size=16)
+        torch.manual_seed(1)
+        net = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.BatchNorm1d(8),
+                                  torch.nn.Dropout(0.3), torch.nn.Linear(8, 3))  # fmt: skip
+        runtime.start_job(threads)
+        cfg = {"epochs": 2, "lr": 0.01, "optimizer": "adam", "progress": False}
+        return fit(Classifier(net, cfg, 3), dm, cfg, seed=5).model.state_dict()
+
+    probes, real = [], runtime.fastest
+    monkeypatch.setattr(
+        runtime, "fastest", lambda step, most: probes.append(most) or real(step, most)
+    )
+    fixed, settled = trained(1), trained(None)
+    assert probes == [4]  # the default probed once, at the first batch; threads=1 never
+    assert all(torch.equal(fixed[k], settled[k]) for k in fixed)
