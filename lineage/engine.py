@@ -11,6 +11,16 @@ parent is made in `calibrate`, what it measures per suspect in `judge`, and the 
 
 Each independent reference is also judged, as a false-positive check, against the *other*
 references (judging it against a distribution it is part of would be circular).
+
+**Two nulls.** Parent-centred (the paper's): the suspect's evidence e(parent, suspect)
+against the references' e(parent, reference_i): it assumes an unrelated suspect looks like
+the references, i.e. was trained by their recipe. Suspect-centred (the kinds named in
+`verdict.suspect_centred`): e(parent, suspect) against e(reference_i, suspect), each
+reference in the parent's place. Under H0 the parent is one more model trained like its
+references, so the n + 1 values are exchangeable whatever trained the suspect: its recipe,
+accuracy and error rate are common to all of them and cancel. It assumes instead that the
+references were trained like the parent, which its owner can always do, and it costs n + 1
+measurements per suspect.
 """
 
 from __future__ import annotations
@@ -87,6 +97,16 @@ class Verdict:
 
 
 @dataclasses.dataclass
+class Source:
+    """A reference in the parent's place, for the suspect-centred kinds: what each of them
+    prepares for it, as they do for the parent."""
+
+    index: int  # which reference
+    context: Parent
+    prepared: dict[str, Any]
+
+
+@dataclasses.dataclass
 class Calibration:
     """Everything about one parent that judging a suspect needs, computed once."""
 
@@ -97,6 +117,13 @@ class Calibration:
     statistics: list[dict[str, float | None]]  # the same on the verdict's scales
     references: list[Verdict]  # each judged against the others
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    # the suspect-centred kinds' sources, one per reference that is an nn.Module
+    sources: list[Source] = dataclasses.field(default_factory=list)
+
+    @property
+    def suspect_centred(self) -> list[str]:
+        on = {k.name for k in _active(self.options)}
+        return [k for k in self.verdict.suspect_centred if k in on]
 
     @property
     def verdict(self) -> VerdictConf:
@@ -119,6 +146,12 @@ def settings(options: Mapping[str, Any] | None = None, **groups: Any) -> dict[st
     out = {k.name: k.settings(given.get(k.group)) for k in evidence.kinds()}
     v = given.get("verdict")
     out["verdict"] = v if isinstance(v, VerdictConf) else from_mapping(VerdictConf, v, "verdict")
+    bad = sorted(set(out["verdict"].suspect_centred) - set(evidence.names()))
+    if bad:
+        raise LineageError(
+            f"verdict.suspect_centred: unknown evidence {bad[0]!r}; registered: "
+            f"{', '.join(evidence.names())}"
+        )
     return out
 
 
@@ -147,13 +180,62 @@ def _active(opts: Mapping[str, Any]) -> list[Kind]:
     return [k for k in evidence.kinds() if k.name in opts and k.enabled(opts[k.name])]
 
 
-def _apply(kind: Kind, cal: Calibration, suspect: Suspect, reasons: list[str]) -> Any:
-    """`kind`'s result for one model, or None (and why, in `reasons`) where it does not
-    apply to that model's access."""
+def _apply(
+    kind: Kind, cal: Calibration, suspect: Suspect, reasons: list[str], source: Source | None = None
+) -> Any:
+    """`kind`'s result for one model against the parent (or a reference in its place), or
+    None (and why, in `reasons`) where it does not apply to that model's access."""
     if suspect.access not in kind.access:
         reasons.append(f"{kind.name}: the suspect is a black box, and it needs {kind.access[0]}")
         return None
-    return kind.measure(cal.prepared[kind.name], cal.parent, suspect, cal.options[kind.name])
+    ctx, prepared = (cal.parent, cal.prepared) if source is None else (
+        source.context, source.prepared)  # fmt: skip
+    return kind.measure(prepared[kind.name], ctx, suspect, cal.options[kind.name])
+
+
+def _from_sources(
+    cal: Calibration,
+    model: Model,
+    record: Any,
+    skip: int | None = None,
+    queried: Model | None = None,
+) -> list[dict[str, float | None]]:
+    """The suspect-centred kinds' statistics of `model` against each source (the reference
+    `skip` left out: a model is not compared with itself); `queried`: what the function
+    evidence queries instead of `model` (judge's `blackbox`)."""
+    out = []
+    kinds = [evidence.get(k) for k in cal.suspect_centred]
+    for src in cal.sources:
+        if src.index == skip:
+            continue
+        ctx = src.context
+        view = suspect_view(ctx.model, queried or model, ctx.x, ctx.head)
+        s = Suspect(model, view.view, view.route, record)
+        stats: dict[str, float | None] = {}
+        for kind in kinds:
+            r = _apply(kind, cal, s, [], src)
+            stats[kind.name] = None if r is None else kind.statistic(r, cal.options[kind.name])
+        out.append(stats)
+    return out
+
+
+def _nulls(
+    cal: Calibration,
+    parent_centred: Sequence[Mapping[str, float | None]],
+    from_sources: Sequence[Mapping[str, float | None]],
+) -> list[dict[str, float | None]]:
+    """The values each kind's p-value is measured against: the references' own statistics
+    for parent-centred kinds, the sources' statistics on this suspect for suspect-centred
+    ones (None where a reference cannot be a source)."""
+    n = max(len(parent_centred), len(from_sources))
+    rows: list[dict[str, float | None]] = [{} for _ in range(n)]
+    for i in range(n):
+        if i < len(parent_centred):
+            rows[i].update({k: v for k, v in parent_centred[i].items()
+                            if k not in cal.suspect_centred})  # fmt: skip
+        for k in cal.suspect_centred:
+            rows[i][k] = from_sources[i].get(k) if i < len(from_sources) else None
+    return rows
 
 
 def _measure(
@@ -232,11 +314,36 @@ def calibrate(
             mine[kind.name] = _apply(kind, cal, s, why)
         cal.seconds[f"{kind.name}_s"] = time.perf_counter() - t0
     cal.statistics = [_statistics(opts, r) for r in cal.results]
+    _prepare_sources(cal, references, head)
     for i, mine in enumerate(cal.results):
         others = [e for j, e in enumerate(cal.results) if j != i]
         their = [s for j, s in enumerate(cal.statistics) if j != i]
-        cal.references.append(_verdict(opts, mine, reasons[i], others, their, {}))
+        t0 = time.perf_counter()
+        theirs = _from_sources(cal, references[i], None, skip=i) if cal.suspect_centred else []
+        cal.seconds["sources_s"] = cal.seconds.get("sources_s", 0) + time.perf_counter() - t0
+        nulls = _nulls(cal, their, theirs)
+        cal.references.append(_verdict(opts, mine, reasons[i], others, nulls, {}))
     return cal
+
+
+def _prepare_sources(cal: Calibration, references: Sequence[Model], head: str | None) -> None:
+    """Each reference in the parent's place, for the suspect-centred kinds (a black-box
+    reference has no gradient or weights to be a source)."""
+    if not cal.suspect_centred:
+        return
+    t0 = time.perf_counter()
+    p = cal.parent
+    for i, r in enumerate(references):
+        if not isinstance(r, nn.Module):
+            continue
+        try:
+            their_head = find_head(r, head)
+        except LineageError:
+            their_head = None
+        ctx = Parent(r, p.x, p.y, their_head, permutation_spec(r), p.seed)
+        prepared = {k: evidence.get(k).prepare(ctx, cal.options[k]) for k in cal.suspect_centred}
+        cal.sources.append(Source(i, ctx, prepared))
+    cal.seconds["sources_s"] = time.perf_counter() - t0
 
 
 def judge(
@@ -274,4 +381,10 @@ def judge(
     s = Suspect(suspect, view.view, view.route, record)
     seconds: dict[str, float] = {}
     results, reasons = _measure(cal, s, seconds)
-    return _verdict(cal.options, results, reasons, cal.results, cal.statistics, seconds)
+    theirs: list[dict[str, float | None]] = []
+    if cal.suspect_centred:
+        t0 = time.perf_counter()
+        theirs = _from_sources(cal, suspect, record, queried=blackbox)
+        seconds["sources_s"] = time.perf_counter() - t0
+    nulls = _nulls(cal, cal.statistics, theirs)
+    return _verdict(cal.options, results, reasons, cal.results, nulls, seconds)

@@ -186,7 +186,8 @@ def fastest(step: Callable[[], Any], most: int) -> int:
     time (about 20 ms), so a burst of other work hits both counts alike."""
     rng = torch.get_rng_state()
     try:
-        counts, times = (1, most), {1: [], most: []}
+        counts = (1, most)
+        times: dict[int, list[float]] = {1: [], most: []}
         for n in counts:  # warm: the first call of a thread count pays its set-up
             torch.set_num_threads(n)
             step()

@@ -49,6 +49,9 @@ SD_FLOOR = 1e-3  # on the transformed scale
 class VerdictConf:
     alpha: float = knob(0.005, lo=0, hi=1, ends="()")  # lineage when the combined p <= alpha
     min_references: int = knob(4, lo=2, hi=1000)  # fewer: undetermined
+    # the kinds whose null is suspect-centred: the suspect's relation to the parent against
+    # its relation to each reference (lineage.engine); the others are parent-centred
+    suspect_centred: list[str] = knob([])
 
 
 @dataclass

@@ -1,0 +1,122 @@
+"""The suspect-centred null (lineage.engine): a suspect's relation to the parent against its
+relation to each reference in the parent's place. Known answers from a toy kind of evidence
+whose value is a model's recipe effect plus a bonus for true descent: the parent-centred
+null accuses an unrelated suspect with a strong recipe effect, the suspect-centred one
+does not, and both catch a true child."""
+
+import math
+from dataclasses import asdict, dataclass
+
+import pytest
+import torch
+from torch import nn
+
+import lineage
+from lineage.errors import LineageError
+from lineage.evaluate import evidence
+from lineage.evaluate.evidence import Kind
+
+
+class Toy(nn.Module):
+    """A model that is its identity, its ancestor and its recipe's effect on the evidence."""
+
+    def __init__(self, ident: int, recipe: float = 0.0, ancestor: int | None = None):
+        super().__init__()
+        self.lin = nn.Linear(2, 2)
+        self.ident, self.recipe, self.ancestor = ident, recipe, ancestor
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+@dataclass
+class LikeResult:
+    score: float
+
+    def to_dict(self):
+        return asdict(self)
+
+
+@dataclass
+class LikeConf:
+    pass
+
+
+class Likeness(Kind):
+    """Higher when the suspect descends from the source; every value is shifted by the
+    suspect's recipe, as inherited errors were by another training recipe."""
+
+    name = group = "likeness"
+    Conf = LikeConf
+
+    def prepare(self, parent, conf):
+        return parent.model.ident
+
+    def measure(self, source_ident, parent, suspect, conf):
+        m = suspect.model
+        jitter = 0.3 * math.sin(13.0 * source_ident + 7.0 * m.ident)  # pair-to-pair spread
+        descends = 3.0 if m.ancestor == source_ident else 0.0
+        return LikeResult(m.recipe + jitter + descends)
+
+    def statistic(self, r, conf):
+        return r.score
+
+
+@pytest.fixture
+def only_likeness(monkeypatch):
+    evidence.kinds()  # the built-ins registered first, then set aside for this test
+    kind = Likeness()
+    kind._rank = 1
+    monkeypatch.setattr(evidence, "_KINDS", {"likeness": kind})
+
+
+X, Y = torch.randn(8, 2), torch.tensor([0, 1] * 4)
+
+
+def _judge(suspect, centred, refs):
+    parent = Toy(0)
+    cal = lineage.calibrate(parent, refs, X, Y, verdict={"suspect_centred": centred})
+    return lineage.judge(parent, suspect, X, Y, calibration=cal), cal
+
+
+def test_another_recipe_is_accused_parent_centred_and_not_suspect_centred(only_likeness):
+    refs = [Toy(i) for i in range(1, 7)]
+    stranger = Toy(50, recipe=2.5)  # unrelated, trained by another recipe
+    child = Toy(51, ancestor=0)
+    parent_c, _ = _judge(stranger, [], refs)
+    suspect_c, _ = _judge(stranger, ["likeness"], refs)
+    assert parent_c.is_lineage is True  # the recipe alone looks like descent
+    assert suspect_c.is_lineage is False and suspect_c.decision.p_value > 0.05
+    for centred in ([], ["likeness"]):
+        v, _ = _judge(child, centred, refs)
+        assert v.is_lineage is True and v.decision.p_value < 0.005
+    # a child of another recipe: the recipe cancels, the descent stands out
+    v, _ = _judge(Toy(52, recipe=2.5, ancestor=0), ["likeness"], refs)
+    assert v.is_lineage is True
+
+
+def test_each_reference_is_judged_against_the_others_in_the_parents_place(only_likeness):
+    refs = [Toy(i) for i in range(1, 7)]
+    refs[2].ancestor = 0  # a "reference" that in truth descends from the parent
+    _, cal = _judge(Toy(60), ["likeness"], refs)
+    assert [r.is_lineage for r in cal.references] == [False, False, True, False, False, False]
+    # a reference is never its own source: five values against each
+    assert all(r.decision.n_references == 5 for r in cal.references)
+
+
+def test_a_black_box_reference_is_no_source(only_likeness):
+    class Box:  # a reference only answered through an API: no gradient, no weights
+        ident, recipe, ancestor = 7, 0.0, None
+
+        def __call__(self, x):
+            return refs[0](x)
+
+    refs = [Toy(i) for i in range(1, 7)]
+    box = Box()
+    _, cal = _judge(Toy(61), ["likeness"], [*refs[1:], box])
+    assert [s.index for s in cal.sources] == [0, 1, 2, 3, 4]
+
+
+def test_an_unknown_kind_is_refused_in_one_line(only_likeness):
+    with pytest.raises(LineageError, match="suspect_centred: unknown evidence 'closenes'"):
+        _judge(Toy(62), ["closenes"], [Toy(i) for i in range(1, 7)])
