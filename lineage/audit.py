@@ -159,6 +159,9 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     smeta: dict[str, Any] = {}
     if not url:
         suspect, smeta = load_model(args.suspect, args.suspect_arch or args.arch)
+        from .evaluate.basin.route import check_record
+
+        check_record(_record(smeta))  # a hostile record fails before any reference trains
     pname, sname = Path(args.parent).name, printable(args.suspect)
     overrides: list[str] = []
     data_yaml = args.data if args.data and args.data.endswith((".yaml", ".yml")) else None
@@ -206,10 +209,18 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     if n is None:  # references given as files are the auditor's choice: train none beside them
         trainable = pmeta.get("spec") is not None and args.data is None and not args.reference
         n = int(cfg["n_independent"]) if trainable else 0
-    if n and pmeta.get("spec") is None:
-        raise LineageError(
-            f"{pname} does not record how it was trained, so no references can be trained "
-            "like it: pass independent models with --reference FILE"
+    recipe_of_refs = "files" if args.reference else "none"
+    if n:
+        # --data names the task, so the file's recipe is not read (`recipe` above)
+        known = pmeta.get("spec") is not None and args.data is None
+        recipe_of_refs = "recorded" if known else "default"
+    if recipe_of_refs == "default":
+        log.warning(
+            "%s: its training recipe is not known here: its %d references train with the default "
+            "recipe (train.*, data.epochs), and the verdict's null assumes the parent was "
+            "trained that way; pass its recipe as overrides, or --reference FILE",
+            pname,
+            n,
         )
     if n:
         cfg["model"] = _reference_model(pmeta, parent)
@@ -239,7 +250,14 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if url:
             suspect.close()
+    if recipe_of_refs == "default":
+        assumed = (
+            "the references were trained with the default recipe, the parent's being "
+            "unrecorded: the p-values assume the parent was trained that way"
+        )
+        v.decision.caveat = "; ".join(filter(None, [v.decision.caveat, assumed]))
     out = flatten(v.to_dict())
+    out["references_recipe"] = recipe_of_refs
     if url:
         drawn = max((getattr(r, "n_drawn", 0) for r in v.evidence.values() if r), default=0)
         out.update(flatten({"queries": suspect.report(drawn)}))

@@ -26,6 +26,7 @@ from .data.settings import DataConf
 from .errors import LineageError
 from .evaluate.basin.settings import DeterminationConf
 from .evaluate.closeness.settings import ClosenessConf
+from .evaluate.distance import DistanceConf
 from .evaluate.inherited import InheritedConf
 from .evaluate.verdict import VerdictConf
 from .settings import SEED_MAX, from_mapping, knob
@@ -58,6 +59,7 @@ class RootConf:
     determination: Any = MISSING
     closeness: Any = MISSING
     inherited: Any = MISSING
+    distance: Any = MISSING
     verdict: Any = MISSING
     logger: Any = MISSING
     paths: Any = MISSING
@@ -69,6 +71,7 @@ GROUPS: dict[str, type] = {
     "determination": DeterminationConf,
     "closeness": ClosenessConf,
     "inherited": InheritedConf,
+    "distance": DistanceConf,
     "verdict": VerdictConf,
 }
 

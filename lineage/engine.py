@@ -51,6 +51,8 @@ class Verdict:
     decision: Decision
     evidence: dict[str, Any]
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    # each suspect-centred kind's headline value with every reference in the parent's place
+    against: dict[str, list[float]] = dataclasses.field(default_factory=dict)
 
     @property
     def is_lineage(self) -> bool | None:
@@ -82,7 +84,11 @@ class Verdict:
                 continue
             p = d.p.get(kind.name)
             line = f"  {kind.name}: {kind.describe(r)}, p {'n/a' if p is None else f'{p:.3g}'}"
-            if calibration is not None:
+            if kind.name in self.against:
+                vals = self.against[kind.name]
+                if vals:
+                    line += f"; references in the parent's place {min(vals):.3g}-{max(vals):.3g}"
+            elif calibration is not None:
                 vals = evidence.headlines(kind, calibration.results)
                 if vals:
                     line += f"; references {min(vals):.3g}-{max(vals):.3g}"
@@ -199,10 +205,12 @@ def _from_sources(
     record: Any,
     skip: int | None = None,
     queried: Model | None = None,
+    against: dict[str, list[float]] | None = None,
 ) -> list[dict[str, float | None]]:
     """The suspect-centred kinds' statistics of `model` against each source (the reference
     `skip` left out: a model is not compared with itself); `queried`: what the function
-    evidence queries instead of `model` (judge's `blackbox`)."""
+    evidence queries instead of `model` (judge's `blackbox`); `against` collects each kind's
+    headline values, for the explanation."""
     out = []
     kinds = [evidence.get(k) for k in cal.suspect_centred]
     for src in cal.sources:
@@ -213,8 +221,13 @@ def _from_sources(
         s = Suspect(model, view.view, view.route, record)
         stats: dict[str, float | None] = {}
         for kind in kinds:
-            r = _apply(kind, cal, s, [], src)
+            try:
+                r = _apply(kind, cal, s, [], src)
+            except LineageError:  # e.g. a reference that classifies no probe point right
+                r = None
             stats[kind.name] = None if r is None else kind.statistic(r, cal.options[kind.name])
+            if against is not None:
+                against.setdefault(kind.name, []).extend(evidence.headlines(kind, [{kind.name: r}]))
         out.append(stats)
     return out
 
@@ -382,9 +395,12 @@ def judge(
     seconds: dict[str, float] = {}
     results, reasons = _measure(cal, s, seconds)
     theirs: list[dict[str, float | None]] = []
+    against: dict[str, list[float]] = {}
     if cal.suspect_centred:
         t0 = time.perf_counter()
-        theirs = _from_sources(cal, suspect, record, queried=blackbox)
+        theirs = _from_sources(cal, suspect, record, queried=blackbox, against=against)
         seconds["sources_s"] = time.perf_counter() - t0
     nulls = _nulls(cal, cal.statistics, theirs)
-    return _verdict(cal.options, results, reasons, cal.results, nulls, seconds)
+    v = _verdict(cal.options, results, reasons, cal.results, nulls, seconds)
+    v.against = against
+    return v

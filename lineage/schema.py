@@ -44,8 +44,9 @@ TAIL = [
         "each reference, judged against the other references like a suspect",
     ),
     (
-        "`time.{parent_s, derive_s, <evidence>_s, total_s}`",
-        "seconds per stage, and per kind of evidence (calibration and judging)",
+        "`time.{parent_s, derive_s, <evidence>_s, sources_s, total_s}`",
+        "seconds per stage, and per kind of evidence (calibration and judging); `sources_s`: "
+        "the suspect-centred kinds measured with each reference in the parent's place",
     ),
 ]
 

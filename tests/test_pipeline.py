@@ -383,6 +383,36 @@ def test_compare_shows_progress_when_not_a_terminal(single, tmp_path):
     json.loads(r.stdout)  # nothing but the JSON result on stdout
 
 
+def test_compare_trains_default_references_for_a_parent_with_no_recorded_recipe(
+    single, tmp_path
+):
+    """An auditor's parent file that does not say how it was trained: `--references N`
+    trains N references with the default recipe, says so, and the verdict carries the
+    caveat that its null assumes the parent was trained that way."""
+    from lineage.models import io
+
+    _, _, m = single
+    model, meta = io.load(m["parent.path"])
+    foreign = tmp_path / "foreign.safetensors"
+    io.save(model, foreign, {k: v for k, v in meta.items() if k not in ("spec", "arch", "format")})
+    assert "spec" not in io.load(foreign)[1]
+    r = subprocess.run(
+        [sys.executable, "-m", "lineage", "compare", str(foreign), m["derived.path"]]
+        + ["--references", "4", "--zoo", str(tmp_path / "zoo"), "--json", "experiment=smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=HANG_S,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "its training recipe is not known here" in r.stderr
+    out = json.loads(r.stdout)
+    assert out["references"] == 4 and out["calibrated"] is True
+    assert out["references_recipe"] == "default"
+    assert "trained with the default recipe" in out["verdict.caveat"]
+    assert "trained with the default recipe" in out["explanation"]
+
+
 def test_compare_bad_inputs(single, tmp_path):
     _, _, m = single
 

@@ -87,6 +87,8 @@ def test_another_recipe_is_accused_parent_centred_and_not_suspect_centred(only_l
     suspect_c, _ = _judge(stranger, ["likeness"], refs)
     assert parent_c.is_lineage is True  # the recipe alone looks like descent
     assert suspect_c.is_lineage is False and suspect_c.decision.p_value > 0.05
+    assert len(suspect_c.against["likeness"]) == 6  # one value per reference as the source
+    assert "references in the parent's place" in suspect_c.explain()
     for centred in ([], ["likeness"]):
         v, _ = _judge(child, centred, refs)
         assert v.is_lineage is True and v.decision.p_value < 0.005

@@ -170,4 +170,4 @@ def headlines(kind: Kind, results: Iterable[Mapping[str, Any]]) -> list[float]:
 def _builtins() -> None:
     # The built-in kinds register on import; importing here keeps the registry whole
     # whichever module a caller imported first.
-    from . import basin, closeness, inherited  # noqa: F401
+    from . import basin, closeness, distance, inherited  # noqa: F401

@@ -2,18 +2,21 @@
 
 Every registered kind of evidence (lineage.evaluate.evidence) puts its result on a scale
 where higher is more like the parent (`Kind.statistic`): the basin test's barrier as
--log(max(B, fallback_rel * L(0))), closeness and inherited errors as logit(score)
-(scores clipped to [1e-3, 1 - 1e-3]).
+-log(max(B, fallback_rel * L(0))), the weight distance as -log(max(D, floor)), closeness
+and inherited errors as logit(score) (scores clipped to [1e-3, 1 - 1e-3]).
 
-**p-value per evidence**: a one-sided prediction-interval p-value against the n
-independent references (same task and architecture, other seeds or data),
+**p-value per evidence**: a one-sided prediction-interval p-value of the suspect's value v
+against n values r from the independent references (same task and architecture, other
+seeds): e(reference_i, suspect) for the suspect-centred kinds (`suspect_centred`, the
+default for every built-in one), e(parent, reference_i) for the parent-centred ones
+(lineage.engine explains both),
 
     t = (v - mean(r)) / (sd(r) * sqrt(1 + 1/n)),   p = P(T_{n-1} >= t)   (upper tail)
 
-Assumptions, written down: the references are i.i.d. draws of "an independent model", and
-the evidence is normal on its scale; then p is exact for a new independent model, and the
-t distribution with n - 1 degrees of freedom accounts for the references' mean and spread
-being estimated from a few of them. An evidence that does not apply (no weight-space route,
+Assumptions, written down: the n + 1 values are exchangeable under H0 (suspect-centred:
+the parent was trained like its references; parent-centred: the suspect was), and the
+evidence is normal on its scale; then p is exact, and the t distribution with n - 1
+degrees of freedom accounts for the mean and spread being estimated from a few values. An evidence that does not apply (no weight-space route,
 a basin test that abstains, fewer than two references with a value) is left out. sd has a
 floor of 1e-3 on its scale, so references that agree exactly give a suspect at their
 value p = 0.5, not certainty (an easy task where independent models share a basin then
@@ -26,7 +29,7 @@ rules assume independence. The verdict is lineage when p <= alpha (`verdict.alph
 0.005), and `verdict_score` = -log10 p ranks pairs for ROC curves.
 
 **How many references**: with n references the one-sided p of a value k sds away needs
-t_{n-1}: with alpha / 3 = 0.0017 that is t = 14 for 3 references, 5.7 for 5 and 4.8 for 6,
+t_{n-1}: with alpha / 4 = 0.00125 that is t = 20 for 3 references, 6.8 for 5 and 5.6 for 6,
 and empirical (rank) p-values cannot go below 1 / (n + 1) at all. The default is 6
 (RootConf.n_independent); below `min_references` (4), or with no evidence that applies, the
 verdict is undetermined: `is_lineage` is None, never False.
@@ -50,8 +53,10 @@ class VerdictConf:
     alpha: float = knob(0.005, lo=0, hi=1, ends="()")  # lineage when the combined p <= alpha
     min_references: int = knob(4, lo=2, hi=1000)  # fewer: undetermined
     # the kinds whose null is suspect-centred: the suspect's relation to the parent against
-    # its relation to each reference (lineage.engine); the others are parent-centred
-    suspect_centred: list[str] = knob([])
+    # its relation to each reference in the parent's place (lineage.engine); the others are
+    # parent-centred. Every built-in one by default: the parent-centred null accuses models
+    # of another training recipe (issue 30; measured in experiments/recipe_shift.py)
+    suspect_centred: list[str] = knob(["basin", "distance", "closeness", "inherited"])
 
 
 @dataclass
