@@ -24,7 +24,8 @@ Writes outputs/recipe_shift/<preset>/:
                             truth (1: the parent is the model's ancestor), is_lineage,
                             p_value, p_<kind> per kind of evidence, decided_by, seconds
     recipes.{csv,md}        per recipe x null: the recipe's independents, false positives
-                            at the null's alpha, the share with p <= 0.05, the smallest p
+                            at the null's alpha (and the evidence that decided each), the
+                            share with p <= 0.05, the smallest p, the mean accuracy
     nulls.{csv,md}          per null: FPR over every unrelated pair and over the recipe
                             independents; TPR of weight-sharing derivatives and of students
                             (a distill or extraction step); ROC AUC of -log10 p
@@ -217,17 +218,20 @@ def recipe_table(pairs: pd.DataFrame, alphas: dict[str, float]) -> pd.DataFrame:
     rows = []
     ind = pairs[pairs["role"] == "independent_recipe"]
     for (null, recipe), g in ind.groupby(["null", "recipe"], sort=False):
-        p = g["p_value"].astype(float)
+        p, called = g["p_value"].astype(float), _called(g["is_lineage"])
         rows.append(
             {
                 "recipe": recipe,
                 "null": null,
                 "n": len(g),
                 "alpha": alphas[str(null)],
-                "false_positives": int(_called(g["is_lineage"]).sum()),
-                f"share_p<={P_LOW}": float((p <= P_LOW).mean()),
+                "false_positives": int(called.sum()),
+                f"share_p_le_{P_LOW}": float((p <= P_LOW).mean()),
                 "min_p": float(p.min()),
                 "accuracy": float(g["accuracy"].astype(float).mean()),
+                "decided_by": ", ".join(
+                    f"{k} {n}" for k, n in g.loc[called, "decided_by"].value_counts().items()
+                ),
             }
         )
     return pd.DataFrame(rows)
