@@ -50,6 +50,7 @@ def shift(tmp_path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=HANG_S)
 
 
+@pytest.mark.slow
 def test_recipe_shift_smallest_case_end_to_end(tmp_path):
     (tmp_path / "tiny.yaml").write_text(TINY)
     r = shift(tmp_path)
