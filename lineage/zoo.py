@@ -59,12 +59,18 @@ def model_spec(model: Mapping[str, Any]) -> dict[str, Any]:
 LATER_TRAIN_KEYS = {"label_smoothing": 0.0, "augment_noise": 0.0}
 
 
+def without_later_defaults(train: Mapping[str, Any]) -> dict[str, Any]:
+    """The train group as it read before LATER_TRAIN_KEYS, where they are at their default."""
+    return {
+        k: v for k, v in train.items() if not (k in LATER_TRAIN_KEYS and v == LATER_TRAIN_KEYS[k])
+    }
+
+
 def train_spec(train: Mapping[str, Any]) -> dict[str, Any]:
     return {
         k: v
-        for k, v in train.items()
+        for k, v in without_later_defaults(train).items()
         if k not in ("accelerator", "progress")
-        and not (k in LATER_TRAIN_KEYS and v == LATER_TRAIN_KEYS[k])
     }
 
 

@@ -135,6 +135,18 @@ def test_later_train_keys_at_their_default_keep_model_ids(overrides):
         assert Zoo.model_id(spec(other, 0)) != ids[0]  # another recipe, another model
 
 
+def test_later_train_keys_at_their_default_keep_finished_jobs_finished():
+    from lineage.config import compose
+    from lineage.pipeline import config_hash
+    from lineage.zoo import LATER_TRAIN_KEYS
+
+    cfg = compose(["logger=none"])
+    before = {**cfg, "train": {k: v for k, v in cfg["train"].items() if k not in LATER_TRAIN_KEYS}}
+    assert config_hash(cfg) == config_hash(before)  # a job's metrics.json from before
+    smooth = compose(["logger=none", "train.label_smoothing=0.1"])
+    assert config_hash(smooth) != config_hash(cfg)
+
+
 def test_later_train_keys_are_the_train_groups_defaults():
     from dataclasses import asdict
 
