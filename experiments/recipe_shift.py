@@ -63,6 +63,7 @@ from lineage.evaluate import evidence
 from lineage.interrupt import guard
 from lineage.pipeline import calibration_for
 from lineage.results import roc_auc
+from lineage.utils import stable_hash
 from lineage.zoo import Zoo
 
 OUTPUTS = ROOT / "outputs" / "recipe_shift"
@@ -117,10 +118,13 @@ class PairsFile:
                 f"{path} holds other columns than this run writes (other kinds of evidence?): "
                 "move it aside to start again"
             )
+        # a null whose options changed: its old rows judged something else; a row an
+        # interruption cut short lacks its last column
         stale = old["null"].isin(list(settings)) & (old["settings"] != old["null"].map(settings))
-        if stale.any():  # a null whose options changed: its old rows judged something else
-            old[~stale].to_csv(path, index=False)
-        keep = old[~stale]
+        drop = stale | old["seconds"].isna()
+        if drop.any() or not path.read_bytes().endswith(b"\n"):
+            old[~drop].to_csv(path, index=False)
+        keep = old[~drop]
         self.done = set(zip(keep["null"], keep["parent"], keep["model"]))
 
     def append(self, row: dict[str, Any]) -> None:
@@ -169,7 +173,9 @@ def run(
     base = [*preset.overrides, "logger=none", "closeness.progress=false"]
     # every null composes before anything trains: a typo costs nothing
     cfgs = {n: compose([*base, *over]) for n, over in preset.nulls.items()}
-    settings = {n: settings_hash(c, {}) for n, c in cfgs.items()}
+    # what a row depends on beyond its two models: the null's judging options and how
+    # many references calibrate it (their recipe is the parent's, in the parent's id)
+    settings = {n: stable_hash([settings_hash(c, {}), preset.references]) for n, c in cfgs.items()}
     pairs_file = PairsFile(out / "pairs.csv", settings)
     _, dm, families, independents = build_models(preset, Zoo(zoo_root), base, say)
     x, y = dm.test.x, dm.test.y
@@ -201,7 +207,9 @@ def run(
                     f"lineage {row['is_lineage']} p {row['p_value']:.3g}"
                 )
     pairs = pd.read_csv(out / "pairs.csv", dtype={"recipe": object, "modification": object})
-    pairs = pairs[pairs["null"].isin(list(cfgs))]
+    parents = [f.parent.id for f in families]  # the preset's pairs as it is now
+    pairs = pairs[pairs["null"].isin(list(cfgs)) & pairs["parent"].isin(parents)]
+    pairs = pairs[pairs["model"].isin(list(everyone))]
     alphas = {n: float(c["verdict"]["alpha"]) for n, c in cfgs.items()}
     say(tables(pairs, alphas, out))
     for null in cfgs:

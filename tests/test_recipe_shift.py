@@ -128,6 +128,20 @@ def test_a_bad_null_is_one_line_and_exit_2(null, fragment, capsys):
     assert err.startswith("error: ") and fragment in err and err.count("\n") == 1
 
 
+def test_a_row_cut_short_is_judged_again(tmp_path):
+    cols = recipe_shift.columns()
+    good = {c: "1" for c in cols} | {"null": "a", "settings": "s", "parent": "p", "model": "m1"}
+    path = tmp_path / "pairs.csv"
+    torn = ",".join(["a", "s", "p", "m2"])  # an interruption mid-row, no newline
+    path.write_text(",".join(cols) + "\n" + ",".join(good[c] for c in cols) + "\n" + torn)
+    f = recipe_shift.PairsFile(path, {"a": "s"})
+    assert f.done == {("a", "p", "m1")}
+    f.append(good | {"model": "m2"})
+    assert pd.read_csv(path)["model"].tolist() == ["m1", "m2"]
+    assert recipe_shift.PairsFile(path, {"a": "other"}).done == set()  # options changed
+    assert pd.read_csv(path).empty
+
+
 def test_null_overrides_split_outside_brackets():
     assert recipe_shift.parse_null("parent=") == ("parent", [])
     assert recipe_shift.parse_null("s=verdict.suspect_centred=[closeness,inherited],x.y=1") == (
