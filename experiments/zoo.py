@@ -34,7 +34,8 @@ the root; another parent, and another parent's derived models, are not.
 
 pairs.csv columns: lineage.results.PAIR_COLUMNS (parent_id, model_id, kind: derived |
 other_parent | other_parent_derived | independent_seed | independent_half |
-independent_arch | independent_recipe, truth, is_lineage, closeness, barrier, p_value, verdict_score = -log10 p),
+independent_arch | independent_recipe, truth, is_lineage, closeness, barrier, p_value,
+verdict_score = -log10 p),
 then modification, ratio, model_accuracy and the rest of the verdict's evidence (p_basin,
 p_closeness, p_inherited, inherited_score, decided_by, caveat, chord_barrier, ...);
 per baseline b: b (score, higher = lineage, NaN when it does not apply), b_s (seconds),
