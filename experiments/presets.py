@@ -3,6 +3,7 @@ experiments/presets/. A preset may name another as its `base` and change only wh
 
     name.yaml            keys of `Preset` below; unknown keys are an error
     python -m experiments.zoo --preset NAME
+    python -m experiments.zoo --preset path/to/mine.yaml    # a preset file of one's own
 
 `overrides` are Hydra overrides of the run config (data, model, train, determination,
 closeness); everything else says which models the zoo holds.
@@ -24,6 +25,17 @@ PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
 
 @dataclasses.dataclass
+class Recipe:
+    """Independent models trained otherwise than the references (experiments.recipe_shift)."""
+
+    name: str = ""
+    overrides: str = ""  # space-separated Hydra overrides of the preset's config
+    # trained on one half of the training set: model j of the recipe on half (half + j) % 2,
+    # so both halves are used; None: all of it
+    half: int | None = None
+
+
+@dataclasses.dataclass
 class Preset:
     name: str = ""
     base: str | None = None  # another preset this one starts from
@@ -42,6 +54,16 @@ class Preset:
     halves: int = 2  # independent: one per half of the training set (0..2)
     cross_arch: list[str] = dataclasses.field(default_factory=list)  # model overrides, 1 each
     baselines: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    recipes: list[Recipe] = dataclasses.field(default_factory=list)
+    recipe_models: int = 4  # independent models per recipe (at most 10: their seeds)
+    # the nulls experiments.recipe_shift judges under: name -> verdict overrides. A preset's
+    # `nulls` replace these (and its base's) whole: it names every null it judges under.
+    nulls: dict[str, list[str]] = dataclasses.field(
+        default_factory=lambda: {
+            "parent": ["verdict.suspect_centred=[]"],
+            "suspect": ["verdict.suspect_centred=[closeness,inherited]"],
+        }
+    )
 
     @property
     def parent_seeds(self) -> list[int]:
@@ -52,8 +74,13 @@ def names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
+def _path(name: str) -> Path:
+    """A preset's file: NAME in PRESET_DIR, or a file given by its path (NAME.yaml)."""
+    return Path(name) if name.endswith(".yaml") else PRESET_DIR / f"{name}.yaml"
+
+
 def _raw(name: str, seen: tuple[str, ...] = ()) -> Any:
-    path = PRESET_DIR / f"{name}.yaml"
+    path = _path(name)
     if not path.is_file():
         raise LineageError(f"unknown preset {name!r}; valid: {', '.join(names())}")
     if name in seen:
@@ -65,13 +92,19 @@ def _raw(name: str, seen: tuple[str, ...] = ()) -> Any:
     base = raw.get("base")
     if base is None:
         return raw
-    return OmegaConf.merge(_raw(str(base), (*seen, name)), raw)
+    merged = OmegaConf.merge(_raw(str(base), (*seen, name)), raw)
+    if "nulls" in raw:
+        merged.nulls = raw.nulls
+    return merged
 
 
 def load(name: str, parents: int | None = None, overrides: list[str] | None = None) -> Preset:
     """Preset `name`, with the command line's parent count and extra Hydra overrides."""
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(Preset), _raw(name), {"name": name})
+        raw = _raw(name)
+        merged = OmegaConf.merge(OmegaConf.structured(Preset), raw, {"name": _path(name).stem})
+        if "nulls" in raw:
+            merged.nulls = raw.nulls
         preset = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         raise LineageError(f"preset {name}: {e.msg if hasattr(e, 'msg') else e}") from None

@@ -25,7 +25,8 @@ The zoo, per parent seed s (parents_seed_offset + 0..parents-1):
 - calibration references: seeds reference_seed(s, i), exactly as `lineage run` uses them.
   They calibrate the verdict and are never judged as suspects here.
 Independent models, shared by all parents: other seeds; models trained on one half of the
-training set each; models of another architecture on the same data.
+training set each; models of another architecture on the same data; and a preset's
+`recipes`, models trained by recipes the references never use (experiments.recipe_shift).
 
 Ground truth comes from the lineage records: a pair is lineage when the model's root (its
 parent_id chain followed to the end) is the parent. A derived-of-derived model is lineage to
@@ -33,7 +34,8 @@ the root; another parent, and another parent's derived models, are not.
 
 pairs.csv columns: lineage.results.PAIR_COLUMNS (parent_id, model_id, kind: derived |
 other_parent | other_parent_derived | independent_seed | independent_half |
-independent_arch, truth, is_lineage, closeness, barrier, p_value, verdict_score = -log10 p),
+independent_arch | independent_recipe, truth, is_lineage, closeness, barrier, p_value,
+verdict_score = -log10 p),
 then modification, ratio, model_accuracy and the rest of the verdict's evidence (p_basin,
 p_closeness, p_inherited, inherited_score, decided_by, caveat, chord_barrier, ...);
 per baseline b: b (score, higher = lineage, NaN when it does not apply), b_s (seconds),

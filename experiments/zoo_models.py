@@ -21,10 +21,16 @@ from lineage.modifications import MODIFICATIONS
 from lineage.modifications.registry import options
 from lineage.pipeline import derive_model, trained_model
 from lineage.tracking import Tracker
-from lineage.zoo import Zoo, derived_id, reference_seed
+from lineage.zoo import Zoo, data_spec, derived_id, reference_seed
 
-# Seeds of the independent models: far from the parents and the references (1000+).
-SEED_BASE = {"independent_seed": 100, "independent_half": 200, "independent_arch": 300}
+# Seeds of the independent models: far from the parents and the references (1000+). Recipe
+# i's model j has seed 400 + 10 i + j, so no two recipes share an initialisation.
+SEED_BASE = {
+    "independent_seed": 100,
+    "independent_half": 200,
+    "independent_arch": 300,
+    "independent_recipe": 400,
+}
 
 
 @dataclasses.dataclass
@@ -35,6 +41,7 @@ class Entry:
     meta: dict[str, Any]
     role: str  # parent | reference | derived | independent_seed | independent_half | ...
     seconds: float  # to train or derive it now; NaN when it came from the cache
+    recipe: str | None = None  # an independent_recipe model's recipe (Preset.recipes)
 
     @property
     def id(self) -> str:
@@ -141,6 +148,31 @@ def independents(
     for j, over in enumerate(preset.cross_arch):
         acfg = compose([*base, *over.split()])
         out.append(trained(acfg, dm, zoo, SEED_BASE["independent_arch"] + j, "independent_arch"))
+    return out + recipe_independents(preset, cfg, dm, zoo, base)
+
+
+def recipe_independents(
+    preset: Preset, cfg: dict[str, Any], dm: DataModule, zoo: Zoo, base: list[str]
+) -> list[Entry]:
+    """`recipe_models` models of each of the preset's recipes: trained as the references are
+    but with the recipe's overrides (other epochs, optimizer, batches, regularisers, width)."""
+    if preset.recipes and not 0 <= preset.recipe_models <= 10:
+        raise LineageError(
+            f"preset {preset.name}: recipe_models={preset.recipe_models}: at most 10 per "
+            "recipe (recipe i's seeds are 400 + 10 i + j)"
+        )
+    out = []
+    for i, recipe in enumerate(preset.recipes):
+        rcfg = compose([*base, *recipe.overrides.split()])
+        # another batch size is another DataModule (its loaders); the data itself is the same
+        rdm = dm if data_spec(rcfg["data"]) == data_spec(cfg["data"]) else None
+        rdm = rdm or datamodule_from_config(rcfg["data"])
+        for j in range(preset.recipe_models):
+            seed = SEED_BASE["independent_recipe"] + 10 * i + j
+            half = None if recipe.half is None else (recipe.half + j) % 2
+            e = trained(rcfg, rdm, zoo, seed, "independent_recipe", half=half)
+            e.recipe = recipe.name
+            out.append(e)
     return out
 
 
@@ -153,7 +185,7 @@ def build_models(
     families = [family(preset, cfg, dm, zoo, s, mods, say) for s in preset.parent_seeds]
     others = independents(preset, cfg, dm, zoo, base)
     for e in others:
-        say(f"{e.role}: {e.id} acc {e.meta['accuracy']:.4f}")
+        say(f"{e.role}{f' {e.recipe}' if e.recipe else ''}: {e.id} acc {e.meta['accuracy']:.4f}")
     return cfg, dm, families, others
 
 

@@ -40,7 +40,7 @@ from .utils import (
     stable_hash,
     write_json,
 )
-from .zoo import Zoo, derived_id, reference_seed, spec
+from .zoo import Zoo, derived_id, reference_seed, spec, without_later_defaults
 
 log = logging.getLogger("lineage")
 
@@ -49,6 +49,9 @@ NOT_HASHED = ("logger", "force", "paths", "hydra", "progress", "name", "threads"
 
 
 def config_hash(cfg: dict[str, Any]) -> str:
+    # train keys added later count only when set: finished jobs stay finished (zoo.py)
+    if isinstance(cfg.get("train"), dict):
+        cfg = {**cfg, "train": without_later_defaults(cfg["train"])}
     return stable_hash({k: v for k, v in cfg.items() if k not in NOT_HASHED})
 
 

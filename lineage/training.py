@@ -42,6 +42,11 @@ class TrainConf:
     # the order of the training batches: by the seed of the model being trained (models of
     # different seeds see different orders), or "fixed" (one order for all, seed 0)
     shuffle: str = knob("seed", choices=("seed", "fixed"))
+    # Other recipes for independent models (experiments.recipe_shift), off by default. A key
+    # added here later than the zoo's first models must be in zoo.LATER_TRAIN_KEYS, so that
+    # at its default it leaves every stored model's id as it was.
+    label_smoothing: float = knob(0.0, lo=0, hi=1, ends="[)")
+    augment_noise: float = knob(0.0, lo=0, hi=10)  # std of Gaussian noise added to inputs
 
 
 # Lightning's hints about dataloader workers and tiny datasets are noise for in-memory
@@ -72,10 +77,13 @@ class Classifier(pl.LightningModule):
         return self.model(x)
 
     def loss(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, y)
+        return F.cross_entropy(logits, y, label_smoothing=self.cfg.get("label_smoothing", 0.0))
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         x, y = batch
+        noise = self.cfg.get("augment_noise", 0.0)
+        if noise:
+            x = x + noise * torch.randn_like(x)
         logits = self(x)
         loss = self.loss(logits, x, y)
         # Summed here and logged once per epoch: Lightning's per-step `log` with epoch

@@ -53,8 +53,25 @@ def model_spec(model: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in model.items() if not (k == "_target_" and v is None)}
 
 
+# Train keys added after the zoo held models, each with the value every model stored before
+# it trained with: at that value the key is left out of the spec, so those models keep
+# their ids (and their files) while a model trained otherwise gets its own.
+LATER_TRAIN_KEYS = {"label_smoothing": 0.0, "augment_noise": 0.0}
+
+
+def without_later_defaults(train: Mapping[str, Any]) -> dict[str, Any]:
+    """The train group as it read before LATER_TRAIN_KEYS, where they are at their default."""
+    return {
+        k: v for k, v in train.items() if not (k in LATER_TRAIN_KEYS and v == LATER_TRAIN_KEYS[k])
+    }
+
+
 def train_spec(train: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in train.items() if k not in ("accelerator", "progress")}
+    return {
+        k: v
+        for k, v in without_later_defaults(train).items()
+        if k not in ("accelerator", "progress")
+    }
 
 
 def spec(cfg: Mapping[str, Any], seed: int, **extra: Any) -> dict[str, Any]:

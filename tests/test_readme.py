@@ -33,6 +33,8 @@ NOT_HERE = {
     "make run": "`python run.py` after the set-up; the set-up is what CI itself runs",
     "make test": "the test suite itself",
     "python -m experiments.run_all --preset": "a whole zoo and its experiments: 30-60 min each",
+    "python -m experiments.recipe_shift --preset": "a whole zoo under every null: minutes; "
+    "tests/test_recipe_shift.py runs its smallest case through the same command line",
     "python -m benchmarks.bench_remote": "a label-only MNIST LeNet audit three ways: minutes; "
     "its table is in the README",
     "lineage serve suspect.safetensors": "a server in the background: tests/test_remote.py "

@@ -110,3 +110,80 @@ def test_a_symlink_made_after_the_zoo_opened_is_refused_before_use(tmp_path):
     with pytest.raises(LineageError, match="lineage.lock is a symbolic link"):
         zoo.save_derived(model, {"id": "m-x"})
     assert not (tmp_path / "zoo" / "models" / "m-x.safetensors").exists()
+
+
+# Model ids of default configs, computed before the train group gained label_smoothing and
+# augment_noise: a key added to the train group must leave every stored model's id alone.
+DEFAULT_IDS = {
+    (): ("m-38aeba4c51d4", "m-a6cfea043c26"),
+    ("experiment=smoke",): ("m-4fc14a83968e", "m-87a86c4165b0"),
+    ("experiment=mnist_lenet",): ("m-209703611b7d", "m-31e487833c33"),
+    ("train.optimizer=sgd",): ("m-0c8acff33f4f", "m-1a9277c639c2"),
+}
+
+
+@pytest.mark.parametrize("overrides", list(DEFAULT_IDS))
+def test_later_train_keys_at_their_default_keep_model_ids(overrides):
+    from lineage.config import compose
+    from lineage.zoo import spec
+
+    cfg = compose(["logger=none", *overrides])
+    ids = (Zoo.model_id(spec(cfg, 0)), Zoo.model_id(spec(cfg, 3, half=1)))
+    assert ids == DEFAULT_IDS[overrides]
+    for key in ("label_smoothing", "augment_noise"):
+        other = compose(["logger=none", *overrides, f"train.{key}=0.1"])
+        assert Zoo.model_id(spec(other, 0)) != ids[0]  # another recipe, another model
+
+
+def test_later_train_keys_at_their_default_keep_finished_jobs_finished():
+    from lineage.config import compose
+    from lineage.pipeline import config_hash
+    from lineage.zoo import LATER_TRAIN_KEYS
+
+    cfg = compose(["logger=none"])
+    before = {**cfg, "train": {k: v for k, v in cfg["train"].items() if k not in LATER_TRAIN_KEYS}}
+    assert config_hash(cfg) == config_hash(before)  # a job's metrics.json from before
+    smooth = compose(["logger=none", "train.label_smoothing=0.1"])
+    assert config_hash(smooth) != config_hash(cfg)
+
+
+def test_later_train_keys_are_the_train_groups_defaults():
+    from dataclasses import asdict
+
+    from lineage.training import TrainConf
+    from lineage.zoo import LATER_TRAIN_KEYS
+
+    assert {k: asdict(TrainConf())[k] for k in LATER_TRAIN_KEYS} == LATER_TRAIN_KEYS
+
+
+def test_label_smoothing_and_input_noise_reach_the_training_step():
+    import torch.nn.functional as F
+    from torch import nn
+
+    from lineage.training import Classifier
+
+    seen = []
+
+    class Record(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 3)
+
+        def forward(self, x):
+            seen.append(x.clone())
+            return self.lin(x)
+
+    x, y = torch.zeros(8, 4), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    plain = Classifier(Record(), {}, 3)
+    loss = plain.training_step((x, y), 0)
+    assert torch.equal(seen[-1], x)
+    assert torch.isclose(loss, F.cross_entropy(plain(x), y))
+    smooth = Classifier(Record(), {"label_smoothing": 0.1, "augment_noise": 0.5}, 3)
+    torch.manual_seed(0)
+    smooth.training_step((x, y), 0)
+    noisy = seen[-1]
+    logits = smooth(x)
+    assert 0.3 < float(noisy.std()) < 0.7  # N(0, 0.5^2) noise on zero inputs
+    expected = F.cross_entropy(logits, y, label_smoothing=0.1)
+    assert torch.isclose(smooth.loss(logits, x, y), expected)
+    assert not torch.isclose(expected, F.cross_entropy(logits, y))
