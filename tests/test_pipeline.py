@@ -383,9 +383,7 @@ def test_compare_shows_progress_when_not_a_terminal(single, tmp_path):
     json.loads(r.stdout)  # nothing but the JSON result on stdout
 
 
-def test_compare_trains_default_references_for_a_parent_with_no_recorded_recipe(
-    single, tmp_path
-):
+def test_compare_trains_default_references_for_a_parent_with_no_recorded_recipe(single, tmp_path):
     """An auditor's parent file that does not say how it was trained: `--references N`
     trains N references with the default recipe, says so, and the verdict carries the
     caveat that its null assumes the parent was trained that way."""

@@ -16,8 +16,9 @@ default for every built-in one), e(parent, reference_i) for the parent-centred o
 Assumptions, written down: the n + 1 values are exchangeable under H0 (suspect-centred:
 the parent was trained like its references; parent-centred: the suspect was), and the
 evidence is normal on its scale; then p is exact, and the t distribution with n - 1
-degrees of freedom accounts for the mean and spread being estimated from a few values. An evidence that does not apply (no weight-space route,
-a basin test that abstains, fewer than two references with a value) is left out. sd has a
+degrees of freedom accounts for the mean and spread being estimated from a few values.
+An evidence that does not apply (no weight-space route, a basin test that abstains, fewer
+than two references with a value) is left out. sd has a
 floor of 1e-3 on its scale, so references that agree exactly give a suspect at their
 value p = 0.5, not certainty (an easy task where independent models share a basin then
 yields no basin evidence at all, instead of a threshold of 0).
