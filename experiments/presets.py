@@ -60,8 +60,8 @@ class Preset:
     # `nulls` replace these (and its base's) whole: it names every null it judges under.
     nulls: dict[str, list[str]] = dataclasses.field(
         default_factory=lambda: {
-            "parent": ["verdict.suspect_centred=[]"],
-            "suspect": ["verdict.suspect_centred=[closeness,inherited]"],
+            "parent": ["verdict.suspect_centred=[]"],  # the paper's null
+            "suspect": [],  # the default: every built-in kind suspect-centred
         }
     )
 
