@@ -36,8 +36,10 @@ from torch import nn
 from .adapters import HeadSwap, find_head, n_outputs, permutation_spec
 from .errors import LineageError
 from .evaluate import evidence
+from .evaluate.boundary import run_model
 from .evaluate.evidence import Kind, Parent, Suspect
 from .evaluate.verdict import Decision, VerdictConf, decide
+from .runtime import device_of, eval_mode
 from .settings import from_mapping
 
 Model = nn.Module | Callable[[torch.Tensor], Any]
@@ -125,6 +127,8 @@ class Calibration:
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
     # the suspect-centred kinds' sources, one per reference that is an nn.Module
     sources: list[Source] = dataclasses.field(default_factory=list)
+    # the references' accuracies on the first COVER_POINTS test points: what they cover
+    accuracy: list[float] = dataclasses.field(default_factory=list)
 
     @property
     def suspect_centred(self) -> list[str]:
@@ -327,6 +331,7 @@ def calibrate(
             mine[kind.name] = _apply(kind, cal, s, why)
         cal.seconds[f"{kind.name}_s"] = time.perf_counter() - t0
     cal.statistics = [_statistics(opts, r) for r in cal.results]
+    cal.accuracy = [a for r in references if (a := _accuracy(r, x, y)) is not None]
     _prepare_sources(cal, references, head)
     for i, mine in enumerate(cal.results):
         others = [e for j, e in enumerate(cal.results) if j != i]
@@ -337,6 +342,37 @@ def calibrate(
         nulls = _nulls(cal, their, theirs)
         cal.references.append(_verdict(opts, mine, reasons[i], others, nulls, {}))
     return cal
+
+
+COVER_POINTS = 2000  # test points for the coverage caveat's accuracies
+
+
+def _accuracy(model: Model, x: torch.Tensor, y: torch.Tensor) -> float | None:
+    """A model's accuracy on the first COVER_POINTS points; None for a black box (its
+    queries are the auditor's budget, spent on evidence only)."""
+    if not isinstance(model, nn.Module):
+        return None
+    x, y = x[:COVER_POINTS], y[:COVER_POINTS]
+    with eval_mode(model), torch.no_grad():
+        out = run_model(model, x.to(device_of(model)))
+    out = torch.as_tensor(out)
+    pred = out.argmax(1) if out.dim() == 2 else out
+    return float((pred.cpu().long() == y.cpu()).float().mean())
+
+
+def coverage_caveat(cal: Calibration, accuracy: float | None) -> str:
+    """Why the references say less about this suspect: its accuracy lies well outside
+    theirs (beyond their range, widened by its own width, at least 0.01, on each side)."""
+    if accuracy is None or len(cal.accuracy) < 2:
+        return ""
+    lo, hi = min(cal.accuracy), max(cal.accuracy)
+    pad = max(0.01, hi - lo)
+    if lo - pad <= accuracy <= hi + pad:
+        return ""
+    return (
+        f"the suspect's accuracy {accuracy:.3f} lies outside its references' {lo:.3f}-{hi:.3f}: "
+        "no reference is a model like it"
+    )
 
 
 def _prepare_sources(cal: Calibration, references: Sequence[Model], head: str | None) -> None:
@@ -403,4 +439,7 @@ def judge(
     nulls = _nulls(cal, cal.statistics, theirs)
     v = _verdict(cal.options, results, reasons, cal.results, nulls, seconds)
     v.against = against
+    if view.route == "direct":
+        note = coverage_caveat(cal, _accuracy(suspect, x, y))
+        v.decision.caveat = "; ".join(filter(None, [v.decision.caveat, note]))
     return v

@@ -122,3 +122,36 @@ def test_a_black_box_reference_is_no_source(only_likeness):
 def test_an_unknown_kind_is_refused_in_one_line(only_likeness):
     with pytest.raises(LineageError, match="suspect_centred: unknown evidence 'closenes'"):
         _judge(Toy(62), ["closenes"], [Toy(i) for i in range(1, 7)])
+
+
+def _solver(ident: int, right: bool) -> Toy:
+    """A toy model answering class 1 where x0 > 0 (right: accuracy 1 on XC, YC), or
+    always class 0 (half the points right)."""
+    m = Toy(ident)
+    with torch.no_grad():
+        m.lin.weight.copy_(torch.tensor([[-1.0, 0.0], [1.0, 0.0]]) if right else torch.zeros(2, 2))
+        m.lin.bias.copy_(torch.zeros(2) if right else torch.tensor([1.0, 0.0]))
+    return m
+
+
+XC = torch.tensor([[-2.0, 0.0], [-1.0, 1.0], [1.0, 0.0], [2.0, 1.0]] * 4)
+YC = (XC[:, 0] > 0).long()
+
+
+def test_a_suspect_unlike_every_reference_gets_a_caveat(only_likeness):
+    parent, refs = _solver(0, True), [_solver(i, True) for i in range(1, 7)]
+    cal = lineage.calibrate(parent, refs, XC, YC, verdict={"suspect_centred": ["likeness"]})
+    assert cal.accuracy == [1.0] * 6
+    weak = lineage.judge(parent, _solver(70, False), XC, YC, calibration=cal)
+    assert "accuracy 0.500 lies outside its references' 1.000-1.000" in weak.decision.caveat
+    like = lineage.judge(parent, _solver(71, True), XC, YC, calibration=cal)
+    assert like.decision.caveat == ""
+
+    class Box:  # the weak model behind an API
+        ident, recipe, ancestor = 72, 0.0, None
+
+        def __call__(self, x):
+            return _solver(72, False)(x)
+
+    box = lineage.judge(parent, Box(), XC, YC, calibration=cal)
+    assert "accuracy" not in box.decision.caveat  # a black box's queries are not spent on it
