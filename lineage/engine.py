@@ -72,6 +72,8 @@ class Verdict:
         for name, r in self.evidence.items():
             if r is not None:
                 d = r.to_dict()
+                if name in self.against:
+                    d["against"] = self.against[name]
                 ev[name] = d if curve else {k: v for k, v in d.items() if not isinstance(v, list)}
         return {"verdict": self.decision.to_dict(), "evidence": ev}
 

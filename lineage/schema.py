@@ -102,6 +102,14 @@ def rows() -> list[tuple[str, str]]:
         fields = [f.name for f in dataclasses.fields(cls) if f.name != "points"]
         what = _first_paragraph(type(kind).__doc__) or kind.name
         out.append((f"`derived.evidence.{kind.name}.{_keys(fields)}`", f"{what} {_meaning(cls)}"))
+    out.append(
+        (
+            "`derived.evidence.<evidence>.against`",
+            "a suspect-centred evidence's headline value with each reference in the parent's "
+            "place (its p is measured against these, on the verdict's scale: "
+            "`derived.verdict.against.<evidence>`)",
+        )
+    )
     return out + TAIL
 
 

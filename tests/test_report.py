@@ -885,6 +885,33 @@ def test_explanation_answer_p_against_alpha_reason_and_caveat():
     assert "p n/a" not in e2.lines()[1] and "p 5e-05" in e2.lines()[1]
 
 
+def test_a_suspect_centred_evidence_is_explained_against_its_sources():
+    """Its p was measured against each reference in the parent's place: the explanation
+    gives those values, not the references' own (which would contradict the p)."""
+    from lineage.report.explain import explain_row
+
+    e = explain_row(
+        _row(
+            **{
+                "derived.verdict.is_lineage": True,
+                "derived.verdict.p_value": 1e-4,
+                "derived.verdict.alpha": 0.005,
+                "derived.verdict.p.closeness": 2.5e-5,
+                "derived.verdict.null.closeness": "suspect-centred",
+                "derived.verdict.against.closeness": [-0.8, -0.6, -0.4, -0.2],
+                "derived.evidence.closeness.score": 0.9,
+                "derived.evidence.closeness.against": [0.31, 0.35, 0.4, 0.45],
+                "independent.0.evidence.closeness.score": 0.88,  # e(parent, reference 0)
+                "independent.1.evidence.closeness.score": 0.91,
+            }
+        )
+    )
+    (k,) = e.kinds
+    assert k.centred and k.ref_range == (0.31, 0.45) and len(k.ref_stats) == 4
+    assert "with each reference in the parent's place 0.31 to 0.45, 4 of them" in k.why
+    assert "more parent-like than every reference" in k.why
+
+
 def test_every_verdict_is_explained_in_the_report(built):
     sweep, c, files = built
     s = next(s for s in files.sections if s.key == "verdicts")

@@ -73,6 +73,10 @@ class Decision:
     calibrated: bool  # enough references, and some evidence applied
     p: dict[str, float | None] = field(default_factory=dict)  # each evidence's p-value
     says: dict[str, bool | None] = field(default_factory=dict)  # each alone at alpha
+    # each evidence's null: "suspect-centred" or "parent-centred" (lineage.engine)
+    null: dict[str, str] = field(default_factory=dict)
+    # the values each evidence's p was measured against, on its verdict scale
+    against: dict[str, list[float]] = field(default_factory=dict)
     caveat: str = ""  # why the verdict is weaker than it looks
     reason: str = ""  # why an evidence did not apply, or the verdict is undetermined
 
@@ -127,8 +131,10 @@ def decide(
     the references' statistics. `caveats[kind]`: why that evidence is weak alone; it is
     the verdict's caveat when that evidence is the only one that says lineage."""
     p: dict[str, float | None] = {}
+    against: dict[str, list[float]] = {}
     for kind, v in suspect.items():
         refs = [r[kind] for r in references if r.get(kind) is not None]
+        against[kind] = [float(r) for r in refs]  # type: ignore[arg-type]
         p[kind] = None if v is None else prediction_p(v, refs)  # type: ignore[arg-type]
     used = {k: v for k, v in p.items() if v is not None}
     enough = len(references) >= cfg.min_references and bool(used)
@@ -156,6 +162,8 @@ def decide(
         calibrated=enough,
         p=p,
         says=says,
+        null={k: "suspect-centred" if k in cfg.suspect_centred else "parent-centred" for k in p},
+        against=against,
         caveat=caveat,
         reason="; ".join(filter(None, why)),
     )

@@ -11,6 +11,7 @@ a suspect tied with the most parent-like references gets the same p whatever it 
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ class KindEvidence:
     flat: bool = False  # its value is on a flat stretch of that scale (a floor or a clip)
     ref_stats: list[tuple[str, float]] = field(default_factory=list)
     why: str = ""
+    centred: bool = False  # suspect-centred: `refs` are each reference in the parent's place
 
     @property
     def ref_range(self) -> tuple[float, float] | None:
@@ -117,6 +119,18 @@ def _kind(name: str) -> Any:
     return evidence.get(name) if name in evidence.names() else None
 
 
+def _list(v: Any) -> list[float] | None:
+    """A recorded list of numbers (a list, or its JSON text in a table), else None."""
+    if isinstance(v, str) and v.startswith("["):
+        try:
+            v = json.loads(v)
+        except ValueError:
+            return None
+    if isinstance(v, list) and all(isinstance(i, int | float) for i in v):
+        return [float(i) for i in v]
+    return None
+
+
 def _fields(row: pd.Series, prefix: str) -> dict[str, Any]:
     """The recorded scalar fields under `prefix` (lists such as curves are left out)."""
     out = {}
@@ -184,6 +198,14 @@ def kind_evidence(row: pd.Series, name: str, cfg: dict[str, Any]) -> KindEvidenc
         s = _statistic(kind, conf, _fields(row, f"independent.{i}.evidence.{name}."))
         if s is not None:
             ref_stats.append((rid, s))
+    centred = _text(row.get(f"derived.verdict.null.{name}")) == "suspect-centred"
+    theirs = _list(row.get(f"derived.evidence.{name}.against"))
+    stats = _list(row.get(f"derived.verdict.against.{name}"))
+    if centred and theirs is not None and stats is not None:
+        # its p was measured against each reference in the parent's place, not against
+        # the references' own values
+        refs = [(f"reference {i} in the parent's place", float(v)) for i, v in enumerate(theirs)]
+        ref_stats = [(f"reference {i}", float(v)) for i, v in enumerate(stats)]
     says = row.get(f"derived.verdict.says.{name}")
     mine = _fields(row, f"derived.evidence.{name}.")
     e = KindEvidence(
@@ -197,6 +219,7 @@ def kind_evidence(row: pd.Series, name: str, cfg: dict[str, Any]) -> KindEvidenc
         stat=_statistic(kind, conf, mine),
         ref_stats=ref_stats,
         flat=_flat(kind, conf, mine, headline),
+        centred=centred,
     )
     e.why = _why(e)
     return e
@@ -208,7 +231,8 @@ def _why(e: KindEvidence) -> str:
     head = f"{e.headline} {value}"
     if e.ref_range:
         lo, hi = e.ref_range
-        head += f" (references {lo:.4g} to {hi:.4g}, {len(e.refs)} of them)"
+        whose = "with each reference in the parent's place" if e.centred else "references"
+        head += f" ({whose} {lo:.4g} to {hi:.4g}, {len(e.refs)} of them)"
     if e.p is None:
         return head + "; p n/a: this evidence did not apply to the pair"
     p = f"p {e.p:.3g}" + (" (alone: lineage)" if e.says else "")
