@@ -204,8 +204,8 @@ def kind_evidence(row: pd.Series, name: str, cfg: dict[str, Any]) -> KindEvidenc
     if centred and theirs is not None and stats is not None:
         # its p was measured against each reference in the parent's place, not against
         # the references' own values
-        refs = [(f"reference {i} in the parent's place", float(v)) for i, v in enumerate(theirs)]
-        ref_stats = [(f"reference {i}", float(v)) for i, v in enumerate(stats)]
+        refs = [(f"{i} in the parent's place", float(v)) for i, v in enumerate(theirs)]
+        ref_stats = [(f"{i} in the parent's place", float(v)) for i, v in enumerate(stats)]
     says = row.get(f"derived.verdict.says.{name}")
     mine = _fields(row, f"derived.evidence.{name}.")
     e = KindEvidence(
