@@ -60,8 +60,10 @@ class Preset:
     # `nulls` replace these (and its base's) whole: it names every null it judges under.
     nulls: dict[str, list[str]] = dataclasses.field(
         default_factory=lambda: {
-            "parent": ["verdict.suspect_centred=[]"],  # the paper's null
-            "suspect": [],  # the default: every built-in kind suspect-centred
+            "paper": ["verdict.suspect_centred=[]", "distance.enabled=false"],  # 981c3e5's
+            "parent": ["verdict.suspect_centred=[]"],  # every kind parent-centred
+            "suspect": ["verdict.suspect_centred=[basin,distance,closeness,inherited]"],
+            "default": [],  # the config as it is: closeness parent-centred, the rest not
         }
     )
 

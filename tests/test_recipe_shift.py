@@ -154,7 +154,7 @@ def test_null_overrides_split_outside_brackets():
 def test_recipe_presets_compose(name):
     p = presets.load(name)
     assert len(p.recipes) >= 7 and p.recipe_models >= 4 and p.parents >= 2
-    assert set(p.nulls) == {"parent", "suspect"}  # the defaults, for the suspect-centred null
+    assert set(p.nulls) == {"paper", "parent", "suspect", "default"}  # the defaults
     base = [*p.overrides, "logger=none"]
     ref = compose(base)
     specs = set()
