@@ -26,7 +26,7 @@ from .errors import LineageError
 from .evaluate import evidence
 from .interrupt import stage
 from .modifications import Derived, derive, validate
-from .runtime import end_job, eval_mode, settle, start_job
+from .runtime import end_job, settle_on, start_job
 from .text import printable
 from .tracking import Tracker, make_tracker
 from .training import accuracy, train_classifier
@@ -195,18 +195,6 @@ def references_for(
     return out
 
 
-def settle_for(model: nn.Module, x: torch.Tensor) -> None:
-    """The job's threads for judging (runtime.settle), timed on a batch of the probes."""
-    batch = x[:256]
-
-    def step() -> None:
-        with eval_mode(model), torch.no_grad():
-            model(batch)
-
-    if len(batch):
-        settle(step)
-
-
 def calibration_for(
     cfg: dict[str, Any], dm: DataModule, parent: nn.Module, refs: list[nn.Module], seed: int
 ) -> Calibration:
@@ -269,7 +257,8 @@ def _run(cfg: dict[str, Any], out_dir: Path, run_name: str, group: str | None) -
         m["time"]["derive_s"] = time.time() - t0
         tracker.log_artifact(dpath, dmeta["id"])
         with stage(f"judging {dmeta['id']} against {pmeta['id']}"):
-            settle_for(parent, dm.test.x)
+            if len(dm.test.x):  # the job's threads for judging, timed on the probes
+                settle_on(parent, dm.test.x[:256])
             cal = calibration_for(cfg, dm, parent, [r[0] for r in refs], seed)
             verdict = judge(
                 parent,

@@ -180,6 +180,17 @@ def settle(step: Callable[[], Any]) -> int:
     return best
 
 
+def settle_on(model: nn.Module, x: torch.Tensor) -> int:
+    """`settle`, timed on forwards of `model` over the batch `x` in eval mode without
+    gradients: no state, statistic or random draw of the model changes."""
+
+    def step() -> None:
+        with eval_mode(model), torch.no_grad():
+            model(x)
+
+    return settle(step)
+
+
 def fastest(step: Callable[[], Any], most: int) -> int:
     """1 or `most` threads, whichever runs `step` faster by a clear margin (ties go to 1:
     the spare core is worth more to the machine). Alternating rounds, each long enough to

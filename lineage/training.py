@@ -159,18 +159,12 @@ class SettleThreads(pl.Callback):
     ) -> None:
         if batch_idx or trainer.current_epoch:
             return
-        from .runtime import eval_mode, settle
+        from .runtime import settle_on
 
         model = getattr(pl_module, "model", pl_module)
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
-        if not isinstance(model, nn.Module) or not isinstance(x, torch.Tensor):
-            return
-
-        def step() -> None:
-            with eval_mode(model), torch.no_grad():
-                model(x)
-
-        settle(step)
+        if isinstance(model, nn.Module) and isinstance(x, torch.Tensor):
+            settle_on(model, x)
 
 
 def _cluster() -> list[Any]:
