@@ -28,6 +28,7 @@ from .evaluate.basin.settings import DeterminationConf
 from .evaluate.closeness.settings import ClosenessConf
 from .evaluate.distance import DistanceConf
 from .evaluate.inherited import InheritedConf
+from .evaluate.surrogate import SurrogateConf
 from .evaluate.verdict import VerdictConf
 from .settings import SEED_MAX, from_mapping, knob
 from .training import TrainConf
@@ -60,6 +61,7 @@ class RootConf:
     closeness: Any = MISSING
     inherited: Any = MISSING
     distance: Any = MISSING
+    surrogate: Any = MISSING
     verdict: Any = MISSING
     logger: Any = MISSING
     paths: Any = MISSING
@@ -72,6 +74,7 @@ GROUPS: dict[str, type] = {
     "closeness": ClosenessConf,
     "inherited": InheritedConf,
     "distance": DistanceConf,
+    "surrogate": SurrogateConf,
     "verdict": VerdictConf,
 }
 

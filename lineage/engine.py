@@ -164,6 +164,12 @@ def settings(options: Mapping[str, Any] | None = None, **groups: Any) -> dict[st
             f"verdict.suspect_centred: unknown evidence {bad[0]!r}; registered: "
             f"{', '.join(evidence.names())}"
         )
+    for name in out["verdict"].suspect_centred:
+        if evidence.get(name).parent_centred_only:
+            raise LineageError(
+                f"verdict.suspect_centred: {name!r} is parent-centred only (it chooses its "
+                "points with the references)"
+            )
     return out
 
 
@@ -322,7 +328,9 @@ def calibrate(
     for i, r in enumerate(references):
         _check_model(r, f"reference {i}")
     opts = settings(options, **groups)
-    ctx = Parent(parent, x, y, find_head(parent, head), permutation_spec(parent), seed)
+    ctx = Parent(
+        parent, x, y, find_head(parent, head), permutation_spec(parent), seed, tuple(references)
+    )
     views = [suspect_view(parent, r, x, ctx.head) for r in references]
     cal = Calibration(ctx, opts, {}, [{} for _ in references], [], [])
     reasons: list[list[str]] = [[] for _ in references]

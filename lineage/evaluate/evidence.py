@@ -18,7 +18,9 @@ ones: lineage.evaluate.basin, .closeness, .inherited). It declares
   record (the paper's threshold, the AAAI rule's), never deciding anything;
 - `caveat(result, conf)`: why this evidence, when it alone says lineage, is weaker than
   it looks ("" when it is not); `describe(result)`: one line for `Verdict.explain`;
-- `headline`: the result's field that tables show, and `scale`: its verdict scale in words.
+- `headline`: the result's field that tables show, and `scale`: its verdict scale in words;
+- `parent_centred_only`: True for a kind that chooses its points with the references
+  (`Parent.references`), so it has no suspect-centred form.
 
 `calibrate`, `judge`, the verdict, metrics.json, the console, the report, W&B and the
 experiments loop over `KINDS`; none of them names a kind. A user's own kind enters by
@@ -53,6 +55,9 @@ class Parent:
     head: str | None  # the parent's head module (the trunk route's)
     spec: Any  # its permutation groups (lineage.adapters.Spec)
     seed: int
+    # the independent references it is calibrated against, for a kind whose points are
+    # chosen where they disagree with the parent (lineage.evaluate.surrogate)
+    references: tuple[Any, ...] = ()
 
 
 @dataclasses.dataclass
@@ -80,6 +85,7 @@ class Kind:
     access: ClassVar[tuple[str, ...]] = ACCESS
     headline: ClassVar[str] = "score"
     scale: ClassVar[str] = ""
+    parent_centred_only: ClassVar[bool] = False
 
     def settings(self, given: Any) -> Any:
         """Its options over their defaults, checked (a bad value names its key)."""
@@ -170,4 +176,4 @@ def headlines(kind: Kind, results: Iterable[Mapping[str, Any]]) -> list[float]:
 def _builtins() -> None:
     # The built-in kinds register on import; importing here keeps the registry whole
     # whichever module a caller imported first.
-    from . import basin, closeness, distance, inherited  # noqa: F401
+    from . import basin, closeness, distance, inherited, surrogate  # noqa: F401
