@@ -1,0 +1,88 @@
+"""`lineage.tree` and `lineage tree` recover a known digits family tree: a parent, a pruned
+and a fine-tuned child, a noised grandchild under the pruned child, two independents."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from nets import fit
+
+import lineage
+from lineage import models
+from lineage.data import build_datamodule
+
+# closeness on fewer points: the tree needs the verdict, not a tight CI
+FAST = {"max_points": 120, "min_points": 60, "n_boot": 200, "progress": False}
+FAST_CLI = ["closeness.max_points=120", "closeness.min_points=60", "closeness.n_boot=200"]
+TRUTH = {"P": None, "C1": "P", "C2": "P", "G": "C1", "I1": None, "I2": None}
+MODS = {"C1": ("pruning", 0.5), "C2": ("finetune", 0.5), "G": ("noise", 0.1)}
+
+
+@pytest.fixture(scope="module")
+def data():
+    dm = build_datamodule("digits")
+    return dm.train.x, dm.train.y, dm.test.x, dm.test.y
+
+
+@pytest.fixture(scope="module")
+def family(data):
+    x, y, _, _ = data
+
+    def train(seed):
+        torch.manual_seed(seed)
+        return fit(models.build("mlp", 10, 1, 8, hidden=[32, 32]), x, y, 3, seed)
+
+    m = {"P": train(0), "I1": train(1), "I2": train(2)}
+    for child in ("C1", "C2", "G"):
+        mod, ratio = MODS[child]
+        m[child] = lineage.derive(m[TRUTH[child]], mod, ratio, data=data).model
+    refs = [train(s) for s in range(10, 15)]  # 5 independent references
+    return {k: m[k] for k in TRUTH}, refs
+
+
+@pytest.fixture(scope="module")
+def recovered(family, data):
+    m, refs = family
+    return lineage.tree(m, data[2], data[3], refs, closeness=FAST)
+
+
+def test_the_known_tree_is_recovered_exactly(recovered):
+    t = recovered
+    assert [(e.parent, e.child) for e in t.edges] == [("P", "C1"), ("P", "C2"), ("C1", "G")]
+    assert t.roots == ["P", "I1", "I2"]
+    ev = t.evaluate(TRUTH)
+    assert ev["parent_recovery"] == 1.0 and ev["children"] == 3
+    assert ev["root_recovery"] == 1.0 and ev["roots"] == 3
+    assert ev["direction_accuracy"] == 1.0 and ev["wrong"] == []
+    for e in t.edges:
+        assert e.p_value <= t.alpha and e.score == pytest.approx(-torch.log10(
+            torch.tensor(e.p_value, dtype=torch.float64)).item(), rel=1e-6)  # fmt: skip
+    # the chain: the grandchild hangs from its parent, though its grandparent's verdict
+    # on it is significant too
+    assert t.pairs[("P", "G")].p_value <= t.alpha
+    assert t.pairs[("C1", "G")].score > t.pairs[("P", "G")].score
+    # kurtosis orients: one judgement per pair (15 pairs of 6 models), none pruned here
+    assert len(t.pairs) == 15 and t.pruned == []
+
+
+def test_pruning_skips_the_unrelated_pairs_and_keeps_the_related(family, data, recovered):
+    """Pruning recall: below the most-agreeing pair of references, only unrelated pairs."""
+    m, refs = family
+    t = lineage.tree(m, data[2], data[3], refs, prune=0.0, closeness=FAST)
+    related = {frozenset((a, b)) for a, b in TRUTH.items() if b}
+    related |= {frozenset(("P", "G")), frozenset(("C1", "C2")), frozenset(("C2", "G"))}
+    pruned = {frozenset(p) for p in t.pruned}
+    assert not related & pruned  # recall 1.0
+    assert len(pruned) == 9  # every unrelated pair of the 15
+    assert [(e.parent, e.child) for e in t.edges] == [(e.parent, e.child) for e in recovered.edges]
+    assert t.roots == recovered.roots
+
+
+def test_bad_input_is_refused(family, data):
+    m, refs = family
+    with pytest.raises(lineage.LineageError, match="at least 2 models"):
+        lineage.tree({"P": m["P"]}, data[2], data[3], refs)
+    with pytest.raises(lineage.LineageError, match="needs at least 4"):
+        lineage.tree(m, data[2], data[3], refs[:3])
+    with pytest.raises(lineage.LineageError, match="direction must be one of"):
+        lineage.tree(m, data[2], data[3], refs, direction="age")
