@@ -193,7 +193,7 @@ def _agreement(a: torch.Tensor | None, b: torch.Tensor | None) -> float | None:
 
 
 def _accuracy(pred: torch.Tensor | None, y: torch.Tensor) -> float | None:
-    return None if pred is None else float((pred == y[: len(pred)]).float().mean())
+    return None if pred is None else float((pred == y).float().mean())
 
 
 def _pair(a: str, b: str, v: Any) -> Pair:
@@ -256,9 +256,10 @@ def tree(
     classes = n_outputs(references[0], x)
     # a model answering other classes (a transfer) can be a child, never a parent here
     can_parent = {i: n_outputs(named[i], x) == classes for i in ids}
+    full = {i: _predictions(named[i], x) if can_parent[i] else None for i in ids}
+    accuracy = {i: _accuracy(full[i], y) for i in ids}
     xs = x[:prune_points]
-    pred = {i: _predictions(named[i], xs) if can_parent[i] else None for i in ids}
-    accuracy = {i: _accuracy(pred[i], y) for i in ids}
+    pred = {i: None if p is None else p[:prune_points] for i, p in full.items()}
     kurt = {i: kurtosis(named[i]) for i in ids}
     floor = None
     if prune is not None:

@@ -3,8 +3,15 @@ and a fine-tuned child, a noised grandchild under the pruned child, two independ
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
+import networkx as nx
 import pytest
 import torch
+from conftest import HANG_S, ROOT
 from nets import fit
 
 import lineage
@@ -86,3 +93,74 @@ def test_bad_input_is_refused(family, data):
         lineage.tree(m, data[2], data[3], refs[:3])
     with pytest.raises(lineage.LineageError, match="direction must be one of"):
         lineage.tree(m, data[2], data[3], refs, direction="age")
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "lineage", "tree", *args],
+        capture_output=True,
+        text=True,
+        timeout=HANG_S,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+@pytest.fixture(scope="module")
+def files(family, tmp_path_factory):
+    m, refs = family
+    d = tmp_path_factory.mktemp("tree")
+    (d / "zoo").mkdir()
+    for name, model in m.items():
+        meta = {"id": name, "data": {"name": "digits"}, "parent_id": TRUTH[name]}
+        if name in MODS:
+            meta["modification"] = MODS[name][0]
+        models.save(model, d / "zoo" / f"{name}.safetensors", meta)
+    ref_args = []
+    for i, r in enumerate(refs):
+        path = models.save(r, d / f"r{i}.safetensors", {"id": f"r{i}", "data": {"name": "digits"}})
+        ref_args += ["--reference", str(path)]
+    return d, ref_args
+
+
+def test_the_cli_writes_the_apis_tree(files, recovered):
+    d, refs = files
+    out = d / "out"
+    r = cli(str(d / "zoo"), *refs, "--out", str(out), *FAST_CLI)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads((out / "edges.json").read_text())
+    want = recovered.edges
+    assert [(e["parent"], e["child"]) for e in got] == [(e.parent, e.child) for e in want]
+    for g, w in zip(got, want):
+        assert g["score"] == pytest.approx(w.score, rel=1e-6)
+        assert g["p_value"] == pytest.approx(w.p_value, rel=1e-6)
+        assert g["decided_by"] == w.decided_by
+        assert g["modification"] == MODS[g["child"]][0]
+    graph = nx.read_graphml(out / "tree.graphml")
+    assert sorted(graph.edges) == sorted((e.parent, e.child) for e in want)
+    assert graph.edges["P", "C1"]["modification"] == "pruning"
+    assert (out / "tree.png").read_bytes()[:4] == b"\x89PNG"
+    rec = json.loads((out / "recovery.json").read_text())
+    assert (rec["parent_recovery"], rec["root_recovery"], rec["direction_accuracy"]) == (1, 1, 1)
+    assert "roots: I1, I2, P" in r.stdout  # in the order of the folder's files
+    assert "parent recovery 1.000 (3 models), root recovery 1.000 (3)" in r.stdout
+
+
+def test_the_cli_refuses_bad_input_in_one_line(files, tmp_path):
+    d, refs = files
+    one = cli(str(d / "zoo" / "P.safetensors"), *refs)
+    few = cli(str(d / "zoo"), "--references", "2")
+    missing = cli(str(d / "zoo"), str(tmp_path / "nope.safetensors"), *refs)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a model")
+    corrupt = cli(str(d / "zoo" / "P.safetensors"), str(bad), *refs)
+    for r, says in [
+        (one, "at least 2 model files"),
+        (few, "2 references: the verdict needs at least 4"),
+        (missing, "model file not found"),
+        (corrupt, "bad.safetensors"),
+    ]:
+        assert r.returncode == 2, r.stderr[-2000:]
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], lines
