@@ -91,10 +91,17 @@ def tree_main(args: argparse.Namespace) -> int:
         if not Path(f).exists():  # before the heavy imports
             print(f"error: model file not found: {shorten(f)}", file=sys.stderr)
             return 2
-    if refused_for_memory("lineage tree"):
-        return 2
     from .errors import LineageError
     from .text import printable
+    from .tree_files import model_files
+
+    try:  # light: the count of models is answered before torch loads
+        model_files(args.files)
+    except LineageError as e:
+        print(f"error: {printable(e)}", file=sys.stderr)
+        return 2
+    if refused_for_memory("lineage tree"):
+        return 2
     from .tree_files import run, summary
 
     if args.arch:  # the user's own module, as `compare` finds it

@@ -42,6 +42,8 @@ def model_files(paths: list[str]) -> list[Path]:
             out += found
         else:
             out.append(p)
+    if len(out) < 2:
+        raise LineageError(f"a tree needs at least 2 model files, got {len(out)}")
     return out
 
 
@@ -61,8 +63,6 @@ def load(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, dict[str, 
     from .models.files import load_model
 
     files = model_files(args.files)
-    if len(files) < 2:
-        raise LineageError(f"a tree needs at least 2 model files, got {len(files)}")
     models: dict[str, Any] = {}
     metas: dict[str, dict[str, Any]] = {}
     for f in files:

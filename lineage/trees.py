@@ -30,14 +30,18 @@ and 1/3 (the grandchild's verdict against its pruned parent outscores the revers
 the forest hangs from it), accuracy 1/3 and 1/2 (the fine-tuned child beats its parent).
 
 **Cost.** What depends on one model is computed once: its calibration as a parent, its
-accuracy, kurtosis and predictions. `prune` (off by default: None) skips a pair before it
-is judged when the two models agree on the first `prune_points` test points less than the
-most-agreeing pair of references does, less `prune` (a margin): less than two unrelated
-models can. On the test collection, agreements are 0.89-0.95 between related models,
-0.79-0.85 between unrelated ones and 0.76-0.87 between references: `prune=0` skipped all
-9 unrelated pairs and none of the 6 related ones (recall 1.0). A heavily modified child
-(pruning or noise at 0.9) may agree less with its parent than two independents do: measure
-the margin on the zoo before relying on it.
+accuracy, kurtosis and predictions, and what the suspect-centred evidence measures of it
+with each reference in the parent's place (calibrate's `share`): a pair then costs one
+measurement per kind, not one plus one per reference.
+
+`prune` (off by default: None) skips a pair before it is judged when the two models
+agree on the first `prune_points` test points less than the most-agreeing pair of
+references does, less `prune` (a margin): less than two unrelated models can. On the test
+collection, agreements are 0.89-0.95 between related models, 0.79-0.85 between unrelated
+ones and 0.76-0.87 between references: `prune=0` skipped all 9 unrelated pairs and none of
+the 6 related ones (recall 1.0). A heavily modified child (pruning or noise at 0.9) may
+agree less with its parent than two independents do: measure the margin on the zoo
+before relying on it.
 """
 
 from __future__ import annotations
@@ -277,12 +281,16 @@ def tree(
                 todo.add((p, c))
     seconds = {"prepare_s": time.perf_counter() - t0, "calibrate_s": 0.0, "judge_s": 0.0}
     pairs: dict[tuple[str, str], Pair] = {}
+    shared: Any = True  # the first calibration's references in the parent's place, for all
     for a in ids:
         mine = sorted(c for p, c in todo if p == a)
         if not mine:
             continue
         t1 = time.perf_counter()
-        cal = calibrate(named[a], references, x, y, seed=seed, options=options, **groups)
+        cal = calibrate(
+            named[a], references, x, y, seed=seed, options=options, share=shared, **groups
+        )
+        shared = cal
         seconds["calibrate_s"] += time.perf_counter() - t1
         for b in mine:
             t1 = time.perf_counter()

@@ -72,6 +72,19 @@ def test_the_known_tree_is_recovered_exactly(recovered):
     assert len(t.pairs) == 15 and t.pruned == []
 
 
+def test_shared_calibrations_give_each_pair_its_own_verdict(family, data, recovered):
+    """The tree's calibrations share the references in the parent's place (calibrate's
+    `share`): each pair's verdict is still the one calibrate and judge give it alone."""
+    m, refs = family
+    _, _, x, y = data
+    for a, b in [k for k in recovered.pairs if k[1] in ("G", "I2")][-3:]:
+        cal = lineage.calibrate(m[a], refs, x, y, closeness=FAST)
+        v = lineage.judge(m[a], m[b], x, y, calibration=cal)
+        assert recovered.pairs[(a, b)].p_value == pytest.approx(v.decision.p_value, rel=1e-9)
+    with pytest.raises(lineage.LineageError, match="share: that calibration has other"):
+        lineage.calibrate(m["P"], refs[:4], x, y, closeness=FAST, share=cal)
+
+
 def test_pruning_skips_the_unrelated_pairs_and_keeps_the_related(family, data, recovered):
     """Pruning recall: below the most-agreeing pair of references, only unrelated pairs."""
     m, refs = family
