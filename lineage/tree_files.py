@@ -140,14 +140,21 @@ def references(
         )
     cfg["model"] = _reference_model(metas[base], models[base])
     zoo = Zoo(cfg["paths"]["zoo"])
-    for i in range(n):
+    ours = {meta.get("id") for meta in metas.values()}
+    found, i = 0, 0
+    # a zoo's own references may be in the collection (its independents): a model cannot be
+    # in its own null, so the next seeds stand in for them
+    while found < n and i < n + len(models):
         model, meta, new = trained_model(
             cfg, dm, zoo, reference_seed(seed, i), "independent", Tracker()
         )
-        if meta["id"] in models:  # a model of the collection cannot be its own null
-            log.warning("reference %s is in the collection: left out", meta["id"])
+        i += 1
+        if meta["id"] in ours:
+            log.info("reference %s is in the collection: the next seed instead", meta["id"])
             continue
-        log.info("reference %d/%d: %s %s", i + 1, n, meta["id"], "trained" if new else "loaded")
+        found += 1
+        how = "trained" if new else "loaded"
+        log.info("reference %d/%d: %s %s", found, n, meta["id"], how)
         refs.append(model)
     return refs, seed
 
