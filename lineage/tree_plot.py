@@ -45,7 +45,10 @@ def picture(t: Any, path: Path, dpi: int = 110) -> Path:
         root_of[e.child] = root_of[e.parent]
     colours = matplotlib.colormaps["tab10" if len(t.roots) <= 10 else "tab20"]
     colour = {r: colours(i % colours.N) for i, r in enumerate(t.roots)}
-    width = max(4.0, 1.6 * (1 + max(x for x, _ in pos.values())))
+    leaves = 1 + max(x for x, _ in pos.values())
+    # a zoo's forest is wide: past 25 leaves the picture stops growing and the text shrinks
+    width = max(4.0, 1.6 * min(leaves, 25))
+    size = 8 if leaves <= 25 else 5
     height = max(3.0, 1.5 * (1 - min(y for _, y in pos.values())))
     with plain_figure_text():
         fig = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
@@ -56,13 +59,13 @@ def picture(t: Any, path: Path, dpi: int = 110) -> Path:
             ax.annotate("", (x1, y1 + 0.12), (x0, y0 - 0.12),
                         arrowprops={"arrowstyle": "-|>", "color": "0.3"})  # fmt: skip
             label = f"{e.closeness:.2f}" if e.closeness is not None else f"s {e.score:.1f}"
-            ax.text((x0 + x1) / 2, (y0 + y1) / 2, label, fontsize=8, ha="center",
+            ax.text((x0 + x1) / 2, (y0 + y1) / 2, label, fontsize=size, ha="center",
                     va="center", backgroundcolor="white")  # fmt: skip
         for node, (x, y) in pos.items():
             acc = t.accuracy.get(node)
             text = printable(node) + ("" if acc is None else f"\nacc {acc:.3f}")
             box = {"boxstyle": "round", "fc": colour[root_of[node]], "alpha": 0.5}
-            ax.text(x, y, text, ha="center", va="center", fontsize=8, bbox=box)
+            ax.text(x, y, text, ha="center", va="center", fontsize=size, bbox=box)
         xs = [x for x, _ in pos.values()]
         ys = [y for _, y in pos.values()]
         ax.set_xlim(min(xs) - 0.7, max(xs) + 0.7)
