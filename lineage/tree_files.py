@@ -211,7 +211,8 @@ def edges(t: Any, metas: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]
     for e in t.edges:
         d = dataclasses.asdict(e)
         mod = metas[e.child].get("modification")
-        d["modification"] = mod if isinstance(mod, str) else None
+        # a file's word: shown as the plain text it is (GraphML takes no control characters)
+        d["modification"] = shorten(mod, 80) if isinstance(mod, str) else None
         out.append(d)
     return out
 

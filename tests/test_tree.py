@@ -160,7 +160,7 @@ def test_the_cli_writes_the_apis_tree(files, recovered):
     assert "parent recovery 1.000 (3 models), root recovery 1.000 (3)" in r.stdout
 
 
-def test_the_cli_refuses_bad_input_in_one_line(files, tmp_path):
+def test_the_cli_refuses_bad_input_in_one_line(family, files, tmp_path):
     d, refs = files
     one = cli(str(d / "zoo" / "P.safetensors"), *refs)
     few = cli(str(d / "zoo"), "--references", "2")
@@ -168,11 +168,15 @@ def test_the_cli_refuses_bad_input_in_one_line(files, tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a model")
     corrupt = cli(str(d / "zoo" / "P.safetensors"), str(bad), *refs)
+    m, _ = family
+    other = models.save(m["I1"], tmp_path / "I1.safetensors", {"data": {"name": "wine"}})
+    tasks = cli(str(d / "zoo" / "P.safetensors"), str(other), *refs)
     for r, says in [
         (one, "at least 2 model files"),
         (few, "2 references: the verdict needs at least 4"),
         (missing, "model file not found"),
         (corrupt, "bad.safetensors"),
+        (tasks, "the models were trained on different tasks"),
     ]:
         assert r.returncode == 2, r.stderr[-2000:]
         lines = r.stderr.strip().splitlines()
