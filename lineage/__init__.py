@@ -18,6 +18,7 @@ from .errors import LineageError
 __all__ = [
     "Calibration",
     "LineageError",
+    "Tree",
     "Verdict",
     "calibrate",
     "closeness",
@@ -25,6 +26,7 @@ __all__ = [
     "determine",
     "judge",
     "load_model",
+    "tree",
 ]
 
 
@@ -39,4 +41,8 @@ def __getattr__(name: str) -> Any:
         from . import api
 
         return getattr(api, name)
+    if name in ("Tree", "tree"):  # the module is lineage.trees: `lineage.tree` is the function
+        from . import trees
+
+        return getattr(trees, name)
     raise AttributeError(f"module 'lineage' has no attribute {name!r}")

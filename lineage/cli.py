@@ -1,5 +1,6 @@
 """The `lineage` command: `run` (a Hydra job or sweep), `compare` (an audit of two model
-files, or of a model file and a deployed model's URL) and `serve` (a model over the Open
+files, or of a model file and a deployed model's URL), `tree` (the lineage forest of a
+collection of model files) and `serve` (a model over the Open
 Inference Protocol, lineage.remote). Exit code 0 for a completed comparison, whatever the
 verdict; 2 with a one-line message for bad input (missing or corrupt files, mismatched
 tasks, bad options).
@@ -52,6 +53,72 @@ def add_compare(sub: Any) -> None:
     from .remote import cli as remote
 
     remote.add_remote_options(c)
+
+
+def add_tree(sub: Any) -> None:
+    t = sub.add_parser("tree", help="recover the lineage forest of a collection of model files")
+    t.add_argument("files", nargs="+", metavar="FILE_OR_DIR", help="model files or folders of them")
+    t.add_argument("--arch", help="what builds a plain state dict: module:factory or a YAML")
+    t.add_argument("--data", help="dataset name or data YAML (default: the one the files name)")
+    t.add_argument("--data-root", help="folder holding the dataset files")
+    t.add_argument(
+        "--references",
+        type=int,
+        default=None,
+        help="independent references to train or load for calibration (default: none beside "
+        "--reference files; else the config's n_independent when a file records how it "
+        "was trained)",
+    )
+    t.add_argument("--reference", action="append", default=[], metavar="FILE",
+                   help="an independent model file to calibrate against (repeatable)")  # fmt: skip
+    t.add_argument(
+        "--prune",
+        type=float,
+        default=None,
+        metavar="MARGIN",
+        help="skip pairs agreeing less than the most-agreeing references, less MARGIN",
+    )
+    t.add_argument("--zoo", help="zoo folder for references (default outputs/zoo)")
+    t.add_argument("--out", help="folder for edges.json, tree.graphml, tree.png, recovery.json")
+    t.epilog = "Extra KEY=VALUE arguments are Hydra overrides, e.g. closeness.max_points=200."
+
+
+def tree_main(args: argparse.Namespace) -> int:
+    """`lineage tree`: one line and exit 2 for bad input, as `compare`."""
+    from .text import shorten
+
+    for f in [*args.files, *args.reference]:
+        if not Path(f).exists():  # before the heavy imports
+            print(f"error: model file not found: {shorten(f)}", file=sys.stderr)
+            return 2
+    from .errors import LineageError
+    from .text import printable
+    from .tree_files import model_files
+
+    try:  # light: the count of models is answered before torch loads
+        model_files(args.files)
+    except LineageError as e:
+        print(f"error: {printable(e)}", file=sys.stderr)
+        return 2
+    if refused_for_memory("lineage tree"):
+        return 2
+    from .tree_files import run, summary
+
+    if args.arch:  # the user's own module, as `compare` finds it
+        cwd = str(Path.cwd())
+        if cwd not in sys.path:
+            sys.path.append(cwd)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        result = run(args)
+    except LineageError as e:
+        print(f"error: {printable(e)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory (is ulimit -v too small for this task?)", file=sys.stderr)
+        return 2
+    print(summary(result))
+    return 0
 
 
 def version() -> str:
@@ -108,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="one job, or -m a sweep (Hydra overrides; see lineage run --help)")
     add_compare(sub)
+    add_tree(sub)
     from .remote import cli as remote
 
     remote.add_serve_parser(sub)
@@ -130,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unrecognized arguments: {' '.join(a for a in extra if a not in args.overrides)}")
     if args.references is not None and args.references < 0:
         p.error("--references must be >= 0")
+    if args.command == "tree":
+        return tree_main(args)
     missing = missing_file(args)
     if missing:  # before the heavy imports: a typo in a path is answered at once
         print(f"error: {missing}", file=sys.stderr)

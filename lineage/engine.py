@@ -114,6 +114,9 @@ class Source:
     index: int  # which reference
     context: Parent
     prepared: dict[str, Any]
+    # (kind, model, record) -> its result against this source, when the source is shared
+    # by several calibrations (calibrate's `share`); None: nothing kept
+    memo: dict[tuple[str, int, int], tuple[Any, Any, Any]] | None = None
 
 
 @dataclasses.dataclass
@@ -233,10 +236,19 @@ def _from_sources(
         s = Suspect(model, view.view, view.route, record)
         stats: dict[str, float | None] = {}
         for kind in kinds:
-            try:
-                r = _apply(kind, cal, s, [], src)
-            except LineageError:  # e.g. a reference that classifies no probe point right
-                r = None
+            # e(reference, model) does not depend on the parent: calibrations that share
+            # their sources (lineage tree) measure it once per model
+            key = (kind.name, id(model), id(record))
+            hit = src.memo.get(key) if src.memo is not None and queried is None else None
+            if hit is not None and hit[0] is model and hit[1] is record:
+                r = hit[2]
+            else:
+                try:
+                    r = _apply(kind, cal, s, [], src)
+                except LineageError:  # e.g. a reference that classifies no probe point right
+                    r = None
+                if src.memo is not None and queried is None:
+                    src.memo[key] = (model, record, r)  # holding both keeps their ids unique
             stats[kind.name] = None if r is None else kind.statistic(r, cal.options[kind.name])
             if against is not None:
                 against.setdefault(kind.name, []).extend(evidence.headlines(kind, [{kind.name: r}]))
@@ -316,13 +328,21 @@ def calibrate(
     seed: int = 0,
     head: str | None = None,
     options: Mapping[str, Any] | None = None,
+    share: bool | Calibration = False,
     **groups: Any,
 ) -> Calibration:
     """Measure `parent` against its independent `references` (same task, other seeds or
     data) once: their evidence is the distribution every suspect of this parent is judged
     against (lineage.evaluate.verdict). `x, y` are the parent task's test points. Options:
     a whole config as `options`, or groups as keywords (determination=, closeness=,
-    inherited=, verdict=, or a plug-in kind's group), each over its defaults."""
+    inherited=, verdict=, or a plug-in kind's group), each over its defaults.
+
+    `share`: True keeps what the suspect-centred kinds measure of each model against the
+    references in the parent's place; a calibration made so, with the same references,
+    options, seed and test points (and head=), lends them to this one. Those measurements
+    do not depend on the parent, so calibrations of many parents against one set of
+    references (lineage tree) make each once per model. What is kept holds every model
+    judged: for a collection's lifetime, not a long-lived service's."""
     if not isinstance(parent, nn.Module):
         raise LineageError("the parent must be an nn.Module (its gradient and weights are used)")
     for i, r in enumerate(references):
@@ -342,7 +362,7 @@ def calibrate(
         cal.seconds[f"{kind.name}_s"] = time.perf_counter() - t0
     cal.statistics = [_statistics(opts, r) for r in cal.results]
     cal.accuracy = [a for r in references if (a := _accuracy(r, x, y)) is not None]
-    _prepare_sources(cal, references, head)
+    _prepare_sources(cal, references, head, share)
     for i, mine in enumerate(cal.results):
         others = [e for j, e in enumerate(cal.results) if j != i]
         their = [s for j, s in enumerate(cal.statistics) if j != i]
@@ -385,10 +405,25 @@ def coverage_caveat(cal: Calibration, accuracy: float | None) -> str:
     )
 
 
-def _prepare_sources(cal: Calibration, references: Sequence[Model], head: str | None) -> None:
+def _prepare_sources(
+    cal: Calibration, references: Sequence[Model], head: str | None, share: bool | Calibration
+) -> None:
     """Each reference in the parent's place, for the suspect-centred kinds (a black-box
     reference has no gradient or weights to be a source)."""
     if not cal.suspect_centred:
+        return
+    if isinstance(share, Calibration):
+        theirs = [s.context for s in share.sources]
+        mine = [r for r in references if isinstance(r, nn.Module)]
+        p = cal.parent
+        if not (
+            share.options == cal.options
+            and len(theirs) == len(mine)
+            and all(c.model is r and c.seed == p.seed for c, r in zip(theirs, mine))
+            and all(c.x is p.x and c.y is p.y for c in theirs)
+        ):
+            raise LineageError("share: that calibration has other references or options")
+        cal.sources = share.sources
         return
     t0 = time.perf_counter()
     p = cal.parent
@@ -401,7 +436,7 @@ def _prepare_sources(cal: Calibration, references: Sequence[Model], head: str | 
             their_head = None
         ctx = Parent(r, p.x, p.y, their_head, permutation_spec(r), p.seed)
         prepared = {k: evidence.get(k).prepare(ctx, cal.options[k]) for k in cal.suspect_centred}
-        cal.sources.append(Source(i, ctx, prepared))
+        cal.sources.append(Source(i, ctx, prepared, {} if share else None))
     cal.seconds["sources_s"] = time.perf_counter() - t0
 
 

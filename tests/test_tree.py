@@ -1,0 +1,183 @@
+"""`lineage.tree` and `lineage tree` recover a known digits family tree: a parent, a pruned
+and a fine-tuned child, a noised grandchild under the pruned child, two independents."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import networkx as nx
+import pytest
+import torch
+from conftest import HANG_S, ROOT
+from nets import fit
+
+import lineage
+from lineage import models
+from lineage.data import build_datamodule
+
+# closeness on fewer points: the tree needs the verdict, not a tight CI
+FAST = {"max_points": 120, "min_points": 60, "n_boot": 200, "progress": False}
+FAST_CLI = ["closeness.max_points=120", "closeness.min_points=60", "closeness.n_boot=200"]
+TRUTH = {"P": None, "C1": "P", "C2": "P", "G": "C1", "I1": None, "I2": None}
+MODS = {"C1": ("pruning", 0.5), "C2": ("finetune", 0.5), "G": ("noise", 0.1)}
+
+
+@pytest.fixture(scope="module")
+def data():
+    dm = build_datamodule("digits")
+    return dm.train.x, dm.train.y, dm.test.x, dm.test.y
+
+
+@pytest.fixture(scope="module")
+def family(data):
+    x, y, _, _ = data
+
+    def train(seed):
+        torch.manual_seed(seed)
+        return fit(models.build("mlp", 10, 1, 8, hidden=[32, 32]), x, y, 3, seed)
+
+    m = {"P": train(0), "I1": train(1), "I2": train(2)}
+    for child in ("C1", "C2", "G"):
+        mod, ratio = MODS[child]
+        m[child] = lineage.derive(m[TRUTH[child]], mod, ratio, data=data).model
+    refs = [train(s) for s in range(10, 15)]  # 5 independent references
+    return {k: m[k] for k in TRUTH}, refs
+
+
+@pytest.fixture(scope="module")
+def recovered(family, data):
+    m, refs = family
+    return lineage.tree(m, data[2], data[3], refs, closeness=FAST)
+
+
+def test_the_known_tree_is_recovered_exactly(recovered):
+    t = recovered
+    assert [(e.parent, e.child) for e in t.edges] == [("P", "C1"), ("P", "C2"), ("C1", "G")]
+    assert t.roots == ["P", "I1", "I2"]
+    ev = t.evaluate(TRUTH)
+    assert ev["parent_recovery"] == 1.0 and ev["children"] == 3
+    assert ev["root_recovery"] == 1.0 and ev["roots"] == 3
+    assert ev["direction_accuracy"] == 1.0 and ev["wrong"] == []
+    for e in t.edges:
+        assert e.p_value <= t.alpha and e.score == pytest.approx(-torch.log10(
+            torch.tensor(e.p_value, dtype=torch.float64)).item(), rel=1e-6)  # fmt: skip
+    # the chain: the grandchild hangs from its parent, though its grandparent's verdict
+    # on it is significant too
+    assert t.pairs[("P", "G")].p_value <= t.alpha
+    assert t.pairs[("C1", "G")].score > t.pairs[("P", "G")].score
+    # kurtosis orients: one judgement per pair (15 pairs of 6 models), none pruned here
+    assert len(t.pairs) == 15 and t.pruned == []
+
+
+def test_shared_calibrations_give_each_pair_its_own_verdict(family, data, recovered):
+    """The tree's calibrations share the references in the parent's place (calibrate's
+    `share`): each pair's verdict is still the one calibrate and judge give it alone."""
+    m, refs = family
+    _, _, x, y = data
+    for a, b in [k for k in recovered.pairs if k[1] in ("G", "I2")][-3:]:
+        cal = lineage.calibrate(m[a], refs, x, y, closeness=FAST)
+        v = lineage.judge(m[a], m[b], x, y, calibration=cal)
+        assert recovered.pairs[(a, b)].p_value == pytest.approx(v.decision.p_value, rel=1e-9)
+    with pytest.raises(lineage.LineageError, match="share: that calibration has other"):
+        lineage.calibrate(m["P"], refs[:4], x, y, closeness=FAST, share=cal)
+
+
+def test_pruning_skips_the_unrelated_pairs_and_keeps_the_related(family, data, recovered):
+    """Pruning recall: below the most-agreeing pair of references, only unrelated pairs."""
+    m, refs = family
+    t = lineage.tree(m, data[2], data[3], refs, prune=0.0, closeness=FAST)
+    related = {frozenset((a, b)) for a, b in TRUTH.items() if b}
+    related |= {frozenset(("P", "G")), frozenset(("C1", "C2")), frozenset(("C2", "G"))}
+    pruned = {frozenset(p) for p in t.pruned}
+    assert not related & pruned  # recall 1.0
+    assert len(pruned) == 9  # every unrelated pair of the 15
+    assert [(e.parent, e.child) for e in t.edges] == [(e.parent, e.child) for e in recovered.edges]
+    assert t.roots == recovered.roots
+
+
+def test_bad_input_is_refused(family, data):
+    m, refs = family
+    with pytest.raises(lineage.LineageError, match="at least 2 models"):
+        lineage.tree({"P": m["P"]}, data[2], data[3], refs)
+    with pytest.raises(lineage.LineageError, match="needs at least 4"):
+        lineage.tree(m, data[2], data[3], refs[:3])
+    with pytest.raises(lineage.LineageError, match="direction must be one of"):
+        lineage.tree(m, data[2], data[3], refs, direction="age")
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "lineage", "tree", *args],
+        capture_output=True,
+        text=True,
+        timeout=HANG_S,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+@pytest.fixture(scope="module")
+def files(family, tmp_path_factory):
+    m, refs = family
+    d = tmp_path_factory.mktemp("tree")
+    (d / "zoo").mkdir()
+    for name, model in m.items():
+        meta = {"id": name, "data": {"name": "digits"}, "parent_id": TRUTH[name]}
+        if name in MODS:
+            meta["modification"] = MODS[name][0]
+        models.save(model, d / "zoo" / f"{name}.safetensors", meta)
+    ref_args = []
+    for i, r in enumerate(refs):
+        path = models.save(r, d / f"r{i}.safetensors", {"id": f"r{i}", "data": {"name": "digits"}})
+        ref_args += ["--reference", str(path)]
+    return d, ref_args
+
+
+def test_the_cli_writes_the_apis_tree(files, recovered):
+    d, refs = files
+    out = d / "out"
+    r = cli(str(d / "zoo"), *refs, "--out", str(out), *FAST_CLI)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads((out / "edges.json").read_text())
+    want = recovered.edges
+    assert [(e["parent"], e["child"]) for e in got] == [(e.parent, e.child) for e in want]
+    for g, w in zip(got, want):
+        assert g["score"] == pytest.approx(w.score, rel=1e-6)
+        assert g["p_value"] == pytest.approx(w.p_value, rel=1e-6)
+        assert g["decided_by"] == w.decided_by
+        assert g["modification"] == MODS[g["child"]][0]
+    graph = nx.read_graphml(out / "tree.graphml")
+    assert sorted(graph.edges) == sorted((e.parent, e.child) for e in want)
+    assert graph.edges["P", "C1"]["modification"] == "pruning"
+    assert (out / "tree.png").read_bytes()[:4] == b"\x89PNG"
+    rec = json.loads((out / "recovery.json").read_text())
+    assert (rec["parent_recovery"], rec["root_recovery"], rec["direction_accuracy"]) == (1, 1, 1)
+    assert "roots: I1, I2, P" in r.stdout  # in the order of the folder's files
+    assert "parent recovery 1.000 (3 models), root recovery 1.000 (3)" in r.stdout
+
+
+def test_the_cli_refuses_bad_input_in_one_line(family, files, tmp_path):
+    d, refs = files
+    one = cli(str(d / "zoo" / "P.safetensors"), *refs)
+    few = cli(str(d / "zoo"), "--references", "2")
+    missing = cli(str(d / "zoo"), str(tmp_path / "nope.safetensors"), *refs)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a model")
+    corrupt = cli(str(d / "zoo" / "P.safetensors"), str(bad), *refs)
+    m, _ = family
+    other = models.save(m["I1"], tmp_path / "I1.safetensors", {"data": {"name": "wine"}})
+    tasks = cli(str(d / "zoo" / "P.safetensors"), str(other), *refs)
+    for r, says in [
+        (one, "at least 2 model files"),
+        (few, "2 references: the verdict needs at least 4"),
+        (missing, "model file not found"),
+        (corrupt, "bad.safetensors"),
+        (tasks, "the models were trained on different tasks"),
+    ]:
+        assert r.returncode == 2, r.stderr[-2000:]
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], lines
