@@ -171,10 +171,13 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def smallest(tmp: Path) -> None:
-    """digits MLPs trained for 2 epochs, 2 references, 2 suspects."""
+    """digits MLPs trained for 2 epochs, 2 references, 2 suspects; the numbers saved and
+    checked against themselves."""
+    out = str(tmp / "verdicts.json")
     main(
         ["--zoo", str(tmp / "zoo"), "--references", "2", "--suspects", "2", "--per", "1",
-         "--override", "experiment=smoke", "data.epochs=2", "model.hidden=[32]"]
+         "--override", "experiment=smoke", "data.epochs=2", "model.hidden=[32]",
+         "--save", out, "--check", out]
     )  # fmt: skip
 
 

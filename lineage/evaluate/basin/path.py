@@ -122,6 +122,7 @@ class Path:
         s: DeterminationConf,
     ):
         dev = device_of(parent)
+        self.given = (x, y, bn_x)
         self.model = copy.deepcopy(parent).eval()
         self.x, self.y, self.bn_x = x.to(dev), y.to(dev), bn_x.to(dev)
         if x.dim() == 4 and any(isinstance(m, nn.Conv2d) for m in parent.modules()):
@@ -136,15 +137,48 @@ class Path:
         self.start = [src[k] for k in route.keys]
         self.end = [route.target[k].to(src[k].dtype) for k in route.keys]
         self.s = s
+        self.parent = parent
+
+    def start_key(self) -> tuple[object, ...]:
+        """What theta(0)'s loss depends on besides the source's tensors: the probe points
+        (same storage, shape and strides: the same points) and the settings."""
+        s = self.s
+        return (id(self.parent), *(
+            (t.device, t.dtype, t.data_ptr(), t.shape, t.stride()) for t in self.given
+        ), s.batch_size, s.bn_reestimate, s.bn_batches)  # fmt: skip
 
     def point(self, a: float) -> dict[str, float]:
         with torch.no_grad():
             for k, p, q in zip(self.keys, self.start, self.end):
-                torch.lerp(p, q, a, out=self.state[k])
+                if a == 0:  # the source itself, whatever the suspect (see Start)
+                    self.state[k].copy_(p)
+                else:
+                    torch.lerp(p, q, a, out=self.state[k])
         if self.s.bn_reestimate:
             reestimate_bn(self.model, self.bn_x, self.s.bn_batches, self.s.batch_size)
         loss, err = evaluate(self.model, self.x, self.y, self.s.batch_size)
         return {"alpha": a, "loss": loss, "error": err}
+
+
+class Start:
+    """The path's first point, theta(0): the source alone, so its loss and error depend on
+    the source, the probe points and the settings, never on the suspect. Measured by the
+    first path that needs it and reused by every later one from the same source (the
+    basin kind prepares one per source, so a calibration measures it once).
+
+    theta(0) copies the source's tensors rather than lerp(p, q, 0) = p + 0 * (q - p): the
+    two differ only in the sign of a zero weight (and where q - p overflows), which makes
+    it a function of the source by construction."""
+
+    def __init__(self) -> None:
+        self.key: tuple[object, ...] | None = None
+        self.value: dict[str, float] | None = None
+
+    def of(self, path: Path) -> dict[str, float]:
+        key = path.start_key()
+        if self.value is None or self.key != key:
+            self.value, self.key = path.point(0.0), key
+        return dict(self.value)
 
 
 def gap(
@@ -187,10 +221,14 @@ def rise(curve: Sequence[Mapping[str, float]], key: str = "loss") -> list[float]
     return [max(0.0, c[key] - e) for c, e in zip(curve, envelope(curve, key))]
 
 
-def curve_of(path: Path, alphas: int, refine: int) -> list[dict[str, float]]:
+def curve_of(
+    path: Path, alphas: int, refine: int, start: Start | None = None
+) -> list[dict[str, float]]:
     """The loss/error curve on an even grid, plus `refine` rounds that bisect both
-    neighbouring intervals of the point that rises most above the envelope."""
-    curve = [path.point(float(a)) for a in torch.linspace(0, 1, alphas).tolist()]
+    neighbouring intervals of the point that rises most above the envelope. `start`: the
+    source's theta(0), kept across suspects."""
+    grid = torch.linspace(0, 1, alphas).tolist()
+    curve = [path.point(float(a)) if a or start is None else start.of(path) for a in grid]
     for _ in range(refine):
         heights = rise(curve)
         k = max(range(len(curve)), key=lambda i: heights[i])
