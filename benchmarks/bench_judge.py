@@ -88,6 +88,23 @@ def largest_relative(a: Any, b: Any) -> float:
     return 0.0
 
 
+def shift(want: dict[str, Any], got: dict[str, Any]) -> str:
+    """How far another run's answers moved: answers that changed, and each evidence's
+    largest change of log10 p (what a setting that is cheaper but not the same costs)."""
+    pairs = [(a["verdict"], b["verdict"]) for k in ("suspects", "references")
+             for a, b in zip(want[k], got[k])]  # fmt: skip
+    moved = sum(a["is_lineage"] != b["is_lineage"] for a, b in pairs)
+    dlog: dict[str, float] = {}
+    for a, b in pairs:
+        for k, p in a["p"].items():
+            q = b["p"].get(k)
+            if p is not None and q is not None:
+                d = abs(math.log10(max(p, 1e-300)) - math.log10(max(q, 1e-300)))
+                dlog[k] = max(dlog.get(k, 0.0), d)
+    each = ", ".join(f"{k} {v:.3g}" for k, v in dlog.items())
+    return f"answers changed: {moved} of {len(pairs)}; largest |change of log10 p|: {each}"
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-root", default="../shared/data")
@@ -115,14 +132,14 @@ def main(argv: list[str] | None = None) -> None:
     x, y = dm.test.x, dm.test.y
     opts = {"determination": cfg["determination"], "closeness": cfg["closeness"], "seed": seed}
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     cal = calibrate(parent, refs, x, y, **opts)
-    t_cal = time.perf_counter() - t0
+    t_cal, c_cal = time.perf_counter() - t0, time.process_time() - c0
     once, per = [], []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for s in suspects:
         once.append(judge(parent, s, x, y, calibration=cal))
-    t_once = time.perf_counter() - t0
+    t_once, c_once = time.perf_counter() - t0, time.process_time() - c0
     n_per = min(args.per, len(suspects))
     t0 = time.perf_counter()
     for s in suspects[:n_per]:
@@ -138,6 +155,9 @@ def main(argv: list[str] | None = None) -> None:
     ]  # fmt: skip
     print(f"\n{n} suspects, {len(refs)} references, {dm.name} / {cfg['model']['name']}; "
           f"calibration {t_cal:.2f} s; identical verdicts and numbers: {same}\n")  # fmt: skip
+    # CPU seconds beside wall seconds: on a machine shared with other work the wall clock
+    # counts the time this process waited for a core
+    print(f"CPU seconds (this process): {c_once / n:.3f} per suspect, calibration {c_cal:.2f}\n")
     print(md_table(pd.DataFrame(rows)))
     if n_per:
         print(f"\nper-suspect speed-up: {t_per / n_per / (t_once / n):.2f}x")
@@ -168,6 +188,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\nverdicts unchanged: {not diffs} ({len(got['suspects'])} suspects, "
               f"{len(got['references'])} references; largest relative float difference "
               f"{largest_relative(want, got):.3g})")  # fmt: skip
+        if diffs:
+            print(shift(want, got))
 
 
 def smallest(tmp: Path) -> None:
