@@ -354,12 +354,16 @@ def calibrate(
     views = [suspect_view(parent, r, x, ctx.head) for r in references]
     cal = Calibration(ctx, opts, {}, [{} for _ in references], [], [])
     reasons: list[list[str]] = [[] for _ in references]
-    for kind in _active(opts):  # kind by kind: each prepares once, then measures them all
+    for kind in _active(opts):  # each kind prepares once for the parent
         t0 = time.perf_counter()
         cal.prepared[kind.name] = kind.prepare(ctx, opts[kind.name])
-        for mine, s, why in zip(cal.results, views, reasons):
-            mine[kind.name] = _apply(kind, cal, s, why)
         cal.seconds[f"{kind.name}_s"] = time.perf_counter() - t0
+    for mine, s, why in zip(cal.results, views, reasons):  # then measures each reference
+        for kind in _active(opts):
+            t0 = time.perf_counter()
+            mine[kind.name] = _apply(kind, cal, s, why)
+            cal.seconds[f"{kind.name}_s"] += time.perf_counter() - t0
+        s.memo.clear()  # what the kinds shared for this pair (a route: a model's tensors)
     cal.statistics = [_statistics(opts, r) for r in cal.results]
     cal.accuracy = [a for r in references if (a := _accuracy(r, x, y)) is not None]
     _prepare_sources(cal, references, head, share)

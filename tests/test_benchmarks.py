@@ -24,7 +24,12 @@ TABLES = {
         r"noise\s+0\.1000\s+{N}\s+{N}\s+{N}\s+{N}",
     ),
     "bench_judge": (
-        ["| judging | seconds/suspect | total_s |", "identical verdicts and numbers: True"],
+        [
+            "| judging | seconds/suspect | total_s |",
+            "identical verdicts and numbers: True",
+            "| evidence | s/suspect | calibration_s |",
+            "verdicts unchanged: True",
+        ],  # fmt: skip
         r"\| calibrate once, then judge\(calibration=cal\) \| {N} \| {N} \|",
     ),
     "bench_load_memory": (

@@ -15,6 +15,7 @@ from lineage.evaluate.basin import (
     reestimate_bn,
     settings,
 )
+from lineage.evaluate.basin.path import Path, Start
 from lineage.evaluate.calibration import calibrate
 from lineage.modifications import derive
 from lineage.modifications.pruning import shrink
@@ -328,3 +329,61 @@ def test_an_abstention_survives_leave_one_out_recalibration(mlps, probe):
     # no barrier at all, so it is uncalibrated and abstains rather than passing or failing
     assert refs[1].decision.calibrated is False
     assert refs[1].decision.says["basin"] is None and not refs[1].is_lineage
+
+
+def _same(a, b):
+    """Two results alike in every field but their timing."""
+    return dataclasses.replace(a, seconds=0.0) == dataclasses.replace(b, seconds=0.0)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "resnet18"])
+def test_the_shared_route_and_start_give_the_separate_results(
+    mlps, resnets, probe, arch, monkeypatch
+):
+    """The basin test and the weight distance of one pair align once (the pair's memo),
+    and every path from one source measures theta(0) once (path.Start): each result is
+    the one measured without them, field for field (barriers, curves, distances)."""
+    from lineage.evaluate.basin import route
+    from lineage.evaluate.distance import DistanceConf, weight_distance
+
+    p, r1 = (mlps if arch == "mlp" else resnets)[:2]
+    small, kept = shrink(p, 0.5)
+    pairs = [(r1, None), (noisy(p, 1e-2), None), (small, {"kept_channels": kept})]
+    if arch == "mlp":
+        pairs += [(with_new_head(r1), None)]  # the trunk route refits the head in its target
+    alone = [
+        (
+            determine(p, s, *probe, CFG, suspect_record=rec, head="head"),
+            weight_distance(p, s, rec, "head", None, DistanceConf()),
+        )
+        for s, rec in pairs
+    ]
+    plans, points = [], []
+    real_plan, real_point = route.plan, Path.point
+    monkeypatch.setattr(route, "plan", lambda *a: plans.append(1) or real_plan(*a))
+    monkeypatch.setattr(Path, "point", lambda self, a: points.append(a) or real_point(self, a))
+    start = Start()
+    for (s, rec), (basin, dist) in zip(pairs, alone):
+        memo: dict = {}
+        shared = determine(p, s, *probe, CFG, suspect_record=rec, head="head", start=start,
+                           memo=memo)  # fmt: skip
+        assert _same(shared, basin) and shared.curve == basin.curve
+        assert _same(weight_distance(p, s, rec, "head", None, DistanceConf(), memo=memo), dist)
+    assert len(plans) == len(pairs)  # one alignment per pair, for both kinds
+    assert points.count(0.0) == 1  # theta(0) once for every suspect of this source
+    assert start.value == alone[0][0].curve[0]
+
+
+def test_the_paths_max_pool_is_max_pool2d():
+    """The path's 2x2 max pool (channels-last batches) gives F.max_pool2d's values and
+    layout, NaN included; other layouts and odd sides are F.max_pool2d's own."""
+    from lineage.evaluate.basin.path import max_pool_2x2
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 6, 8, 10, generator=g).relu()
+    x[0, 1, 2, 3] = math.nan
+    x[1, 2, 4, 4] = -math.inf
+    for t in (x.contiguous(memory_format=torch.channels_last), x, x[:, :, :7, :9]):
+        want, got = torch.nn.functional.max_pool2d(t, 2), max_pool_2x2(t)
+        assert torch.equal(want.nan_to_num(7.0), got.nan_to_num(7.0))
+        assert got.stride() == want.stride() and got.isnan().sum() == 1

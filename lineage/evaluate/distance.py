@@ -13,20 +13,22 @@ the suspect's own training (its weight norms, its recipe), so it is meant for th
 suspect-centred null (lineage.engine): the suspect's distance to the parent against its
 distance to each reference in the parent's place, where that scale cancels.
 
-Weights only: a black box has none. Cost: one weight matching per source and suspect.
+Weights only: a black box has none. Cost: nothing beyond the basin test's weight matching
+of the same pair, whose route it shares (Suspect.memo), or one of its own.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import MutableMapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
 from ..settings import knob
-from .basin.route import plan
+from .basin.route import shared_plan
 from .basin.settings import DeterminationConf
 from .evidence import Kind, Parent, Suspect, register
 
@@ -52,12 +54,12 @@ class DistanceResult:
 
 def weight_distance(
     source: torch.nn.Module, suspect: torch.nn.Module, record: Any, head: str | None,
-    spec: Any, conf: DistanceConf,
+    spec: Any, conf: DistanceConf, memo: MutableMapping[Any, Any] | None = None,
 ) -> DistanceResult:  # fmt: skip
+    """`memo`: the pair's shared work, where the basin test may have left its route."""
     t0 = time.perf_counter()
-    route = plan(
-        source, suspect, DeterminationConf(align_rounds=conf.align_rounds), record, head, spec
-    )
+    s = DeterminationConf(align_rounds=conf.align_rounds)
+    route = shared_plan(memo, source, suspect, s, record, head, spec)
     if isinstance(route, str):
         return DistanceResult(None, "function", time.perf_counter() - t0, route)
     own = source.state_dict()
@@ -85,8 +87,9 @@ class Distance(Kind):
     ) -> DistanceResult:
         assert isinstance(suspect.model, torch.nn.Module)
         return weight_distance(
-            parent.model, suspect.model, suspect.record, parent.head, parent.spec, conf
-        )
+            parent.model, suspect.model, suspect.record, parent.head, parent.spec, conf,
+            memo=suspect.memo,
+        )  # fmt: skip
 
     def statistic(self, r: DistanceResult, conf: DistanceConf) -> float | None:
         if r.distance is None or not math.isfinite(r.distance):

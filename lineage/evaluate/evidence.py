@@ -22,6 +22,13 @@ ones: lineage.evaluate.basin, .closeness, .inherited). It declares
 - `parent_centred_only`: True for a kind that chooses its points with the references
   (`Parent.references`), so it has no suspect-centred form.
 
+Kinds of one pair may share work through `suspect.memo`: the engine makes one Suspect per
+(source, suspect) pair, so a value stored there under a key naming everything it depends
+on (other than the pair) is seen by every kind measuring that pair, and by no other pair.
+The basin test and the weight distance share their weight-space route this way
+(lineage.evaluate.basin.route.shared_plan). What depends on the parent alone belongs in
+`prepare` instead.
+
 `calibrate`, `judge`, the verdict, metrics.json, the console, the report, W&B and the
 experiments loop over `KINDS`; none of them names a kind. A user's own kind enters by
 importing its module before the job (`plugins=[my_module]` in a run's config or
@@ -68,6 +75,8 @@ class Suspect:
     view: Model  # what function evidence queries: the deployed artefact, or the trunk route
     route: str  # "direct", or "trunk": another task's model read under the parent's head
     record: Mapping[str, Any] | None = None  # its lineage record (kept channels, ...)
+    # work the kinds share for this one pair (see the module docstring); never compared
+    memo: dict[Any, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @property
     def access(self) -> str:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -47,8 +47,8 @@ from ...runtime import device_of
 from ...settings import from_mapping
 from ..calibration import calibrate
 from ..evidence import Kind, Parent, Suspect, register
-from .path import Path, curve_of, evaluate, fit_head, gap, reestimate_bn, rise
-from .route import Route, check_record, kept_channels, plan, recorded
+from .path import Path, Start, curve_of, evaluate, fit_head, gap, reestimate_bn, rise
+from .route import Route, check_record, kept_channels, plan, recorded, shared_plan
 from .settings import DeterminationConf
 
 __all__ = [
@@ -56,6 +56,7 @@ __all__ = [
     "barrier_of",
     "BasinResult",
     "Route",
+    "Start",
     "determine",
     "evaluate",
     "kept_channels",
@@ -201,6 +202,9 @@ def determine(
     suspect_record: Mapping[str, Any] | None = None,
     head: str | None = None,
     spec: Spec | None = None,
+    *,
+    start: Start | None = None,
+    memo: MutableMapping[Any, Any] | None = None,
 ) -> BasinResult:
     """The same-basin test of `suspect` against `parent` on the probe set (the parent's task).
 
@@ -212,6 +216,8 @@ def determine(
     suspect back into the parent's widths. `head`: the parent's head module for the trunk
     route (default: found in the graph). `spec`: the parent's permutation groups, when
     already known. A suspect that is not an nn.Module (a black box) has no weights to test.
+    `start`: the parent's theta(0) kept from earlier calls (path.Start); `memo`: the pair's
+    shared work (route.shared_plan). Neither changes the result, only what it costs.
     """
     t0 = time.perf_counter()
     s = settings(cfg)
@@ -222,7 +228,7 @@ def determine(
     check_finite(suspect, "suspect")
     suspect_record = check_record(suspect_record)
     head = find_head(parent, head)
-    route = plan(parent, suspect, s, suspect_record, head, spec)
+    route = shared_plan(memo, parent, suspect, s, suspect_record, head, spec)
     if isinstance(route, str):
         return _function_only(route, t0)
     bn_x = probe_x if bn_x is None else bn_x
@@ -234,7 +240,7 @@ def determine(
     if route.trunk:
         fit_head(parent, route, probe_x, probe_y, bn_x, s)
     path = Path(parent, route, probe_x, probe_y, bn_x, s)
-    curve = curve_of(path, s.alphas, s.refine)
+    curve = curve_of(path, s.alphas, s.refine, start)
     first, last = curve[0], curve[-1]
     barrier = max(rise(curve))
     chord = max(gap(c, first, last, "loss") for c in curve)
@@ -296,13 +302,17 @@ class Basin(Kind):
     headline = "barrier"
     scale = "-log max(barrier, fallback_rel * L(0)): lower barriers are more parent-like"
 
+    def prepare(self, parent: Parent, conf: DeterminationConf) -> Start:
+        """The parent's end of every path, measured once (by the first path)."""
+        return Start()
+
     def measure(
-        self, prepared: Any, parent: Parent, suspect: Suspect, conf: DeterminationConf
+        self, prepared: Start | None, parent: Parent, suspect: Suspect, conf: DeterminationConf
     ) -> BasinResult:
         n = conf.probe_points
         return determine(
             parent.model, suspect.model, parent.x[:n], parent.y[:n], conf, None, None,
-            suspect.record, parent.head, parent.spec,
+            suspect.record, parent.head, parent.spec, start=prepared, memo=suspect.memo,
         )  # fmt: skip
 
     def statistic(self, r: BasinResult, conf: DeterminationConf) -> float | None:

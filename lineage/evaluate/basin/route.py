@@ -10,8 +10,8 @@ Integer buffers (num_batches_tracked) stay the parent's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -168,3 +168,26 @@ def plan(
     keys = [k for k in P if k in movable]
     note = f"aligned what it could: {spec.reason}" if match and spec.reason else ""
     return Route("+".join(parts), S, keys, aligned, trunk, head, note)
+
+
+def shared_plan(
+    memo: MutableMapping[Any, Any] | None,
+    parent: nn.Module,
+    suspect: nn.Module,
+    s: DeterminationConf,
+    record: Mapping[str, Any] | None = None,
+    head: str | None = None,
+    spec: Spec | None = None,
+) -> Route | str:
+    """`plan`, made once per pair: `memo` is the pair's (lineage.evaluate.evidence.Suspect
+    .memo), so the basin test and the weight distance of one (source, suspect) pair align
+    once. The key holds every setting the route depends on; each caller gets its own
+    `target` mapping (fit_head replaces the head's tensors in it), the tensors shared."""
+    if memo is None:
+        return plan(parent, suspect, s, record, head, spec)
+    key = ("route", id(parent), id(suspect), id(record), head, s.align, s.align_rounds,
+           s.seed, s.bn_reestimate)  # fmt: skip
+    if key not in memo:
+        memo[key] = plan(parent, suspect, s, record, head, spec)
+    route = memo[key]
+    return route if isinstance(route, str) else replace(route, target=dict(route.target))
