@@ -217,7 +217,10 @@ def test_a_target_dataset_composes_like_a_registered_one(tmp_path):
     assert abs(m["derived.sparsity"] - 0.3) < 0.01
 
 
-def test_a_hugging_face_vit_runs_every_weight_modification(tmp_path):
+def test_a_hugging_face_vit_is_pruned_and_noised_in_a_sweep(tmp_path):
+    """The weight edits that reach into its attention and LayerNorm tensors; the README's
+    own `model=hf_vit modification=quantize` command (tests/test_readme.py) covers
+    quantization, and fine-tuning is the one trainer every model shares."""
     import subprocess
     import sys
 
@@ -230,7 +233,7 @@ def test_a_hugging_face_vit_runs_every_weight_modification(tmp_path):
             str(ROOT / "run.py"),
             "-m",
             "model=hf_vit",
-            "modification=finetune,pruning,quantize,noise",
+            "modification=pruning,noise",
             "data.limit=400",
             "data.epochs=5",
             "logger=none",
@@ -245,4 +248,4 @@ def test_a_hugging_face_vit_runs_every_weight_modification(tmp_path):
         env=run_py_env(),
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "4 jobs, 4 ok" in r.stdout and r.stdout.count(" lineage ") == 4, r.stdout
+    assert "2 jobs, 2 ok" in r.stdout and r.stdout.count(" lineage ") == 2, r.stdout
