@@ -1055,3 +1055,41 @@ def test_a_results_folders_data_target_is_never_imported(sweep_with_models, tmp_
     planes = next(s for s in secs if s.key == "decision_plane")
     assert planes.figures == [] and "never imports" in planes.notes[0]
     assert "this" not in sys.modules
+
+
+def write_tree(folder: Path) -> Path:
+    """A `lineage tree --out` folder as the command writes it: P -> C -> G, I a root."""
+    from lineage import tree_files
+    from lineage.trees import Edge, Tree
+
+    ids = ["P", "C", "G", "I"]
+    edges = [
+        Edge("P", "C", 1e-8, 8.0, "basin", 0.91, 0.01, weight=8.0),
+        Edge("C", "G", 1e-6, 6.0, "distance", 0.84, 0.02, weight=6.0),
+    ]
+    t = Tree(ids, edges, ["P", "I"], {}, [], dict.fromkeys(ids, 0.9), dict.fromkeys(ids, 3.0),
+             0.005, "kurtosis", "score")  # fmt: skip
+    recovery = {"parent_recovery": 1.0, "root_recovery": 0.5, "direction_accuracy": 1.0}
+    metas = {i: {"modification": "pruning" if i == "C" else None} for i in ids}
+    tree_files.write(folder, {"tree": t, "edges": tree_files.edges(t, metas), "recovery": recovery})
+    return folder
+
+
+def test_a_recovered_tree_is_a_section_and_a_bad_one_a_note(tmp_path):
+    sweep = write_sweep(tmp_path, broken=False)
+    write_tree(sweep / "tree")
+    bad = tmp_path / "bad_tree"
+    bad.mkdir()
+    (bad / "edges.json").write_text('{"not": "a list"}')
+    (bad / "tree.png").write_bytes(b"")
+    files = write_report(collect([sweep, bad]), tmp_path / "report", decision_planes=False)
+    trees = [s for s in files.sections if s.title == "Recovered lineage tree"]
+    assert len(trees) == 2
+    good, broken = sorted(trees, key=lambda s: bool(s.notes))
+    ((caption, table),) = good.tables
+    assert list(table["child"]) == ["C", "G"] and list(table["parent"]) == ["P", "C"]
+    assert table["modification"].iloc[0] == "pruning" and pd.isna(table["modification"].iloc[1])
+    assert "parent recovery 1.000, root recovery 0.500" in good.text
+    ((png, _),) = good.figures
+    assert png.parent == tmp_path / "report" and imread(png).shape[1] > 100
+    assert broken.notes and "not a list of edges" in broken.notes[0] and not broken.figures

@@ -18,7 +18,7 @@ from urllib.request import url2pathname
 import pytest
 from conftest import HANG_S
 from matplotlib.image import imread
-from test_report import FIGURES, job_name, write_sweep
+from test_report import FIGURES, job_name, write_sweep, write_tree
 
 from lineage.report.collect import collect  # noqa: E402
 from lineage.report.figures import FIGURE_SIZES  # noqa: E402
@@ -101,12 +101,14 @@ def report_html(tmp_path_factory) -> Path:
     # a job named the way Hydra names a sweep over many keys: one long unbroken word
     long = ",".join(f"closeness.option_{i}=value_{i}" for i in range(8)) + ",seed=1"
     (sweep / job_name("pruning", 0.8, 1)).rename(sweep / long)
+    write_tree(sweep / "tree")  # what `lineage tree --out` writes: its picture is a figure
     return write_report(collect([sweep]), sweep / "report", decision_planes=False).html
 
 
 def test_every_image_loads_and_tables_are_present(report_html, tmp_path):
     found = probe(report_html, tmp_path)
-    assert len(found["widths"]) == len(FIGURES)
+    assert len(found["widths"]) == len(FIGURES) + 1  # the recovered tree's picture
+    assert "The lineage tree that `lineage tree` recovered" in found["alts"]
     assert found["complete"] and 0 not in found["widths"]
     fixed = sorted(w for w, _ in FIGURE_SIZES.values())
     assert sorted(w for w in found["widths"] if w in fixed)[: len(fixed)] == fixed

@@ -18,6 +18,7 @@ from ..evaluate.evidence import names
 from ..evaluate.verdict import answer
 from ..results import confusion, detection_auc, determination_table, pairs
 from ..text import plain_figure_text, printable
+from . import recovered
 from .collect import Collection, SweepInfo, job_config, sweep_info
 from .evidence import evidence_section
 from .explain import Explanation, explanations, kind_names
@@ -203,6 +204,7 @@ def _make_sections(c: Collection, out_dir: Path, decision_planes: bool) -> list[
         jobs.tables.append(("Missing, failed, malformed or partial runs", _issues_table(c)))
     exps = explanations(t)
     sections = [jobs, verdicts_section(t, exps, out_dir), lineage_section(t, out_dir)]
+    sections += [tree_section(d, out_dir, i) for i, d in enumerate(recovered.folders(c.roots))]
 
     def figure(key: str, title: str, text: str, fn: Callable[[], Path], caption: str) -> None:
         s = Section(key, title, text)
@@ -377,6 +379,18 @@ def lineage_section(t: pd.DataFrame, out_dir: Path) -> Section:
     s.text = f"{len(edges)} parent -> derived edge(s), from {source}."
     _add_figure(s, lambda: graph_figure(edges, out_dir), "The sweep's models and their lineage")
     s.tables.append(("Lineage edges", edges))
+    return s
+
+
+def tree_section(folder: Path, out_dir: Path, i: int) -> Section:
+    s = Section(f"tree{i}", "Recovered lineage tree")
+    try:
+        s.text, png, edges = recovered.parts(folder, out_dir, i)
+    except Skip as e:
+        s.notes.append(f"skipped: {e}")
+        return s
+    s.figures.append((png, "The lineage tree that `lineage tree` recovered"))
+    s.tables.append(("Recovered edges", edges))
     return s
 
 
