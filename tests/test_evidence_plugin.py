@@ -48,7 +48,7 @@ def test_the_api_and_the_verdict_use_a_registered_kind(agreement, digits_dm):
     assert evidence.names()[-1] == "agreement"
     assert v.evidence["agreement"].score > max(r["agreement"].score for r in cal.results)
     p = {k: q for k, q in v.decision.p.items() if q is not None}
-    assert "agreement" in p and len(p) == len(evidence.names())  # Bonferroni over all
+    assert "agreement" in p and len(p) == len(evidence.on_by_default())  # Bonferroni over all
     assert v.decision.p_value == pytest.approx(min(1.0, len(p) * min(p.values())))
     assert "agreement: score" in v.explain(cal)
     flat = lineage.utils.flatten(v.to_dict())

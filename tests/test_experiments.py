@@ -59,7 +59,7 @@ PAIR_COLUMNS = [
     "n_references",
     "alpha",
     # every kind of evidence: its p-value, its say, its result's fields, its seconds
-    *(f"{c}{k}" for k, c in product(evidence.names(), ("p_", "says_"))),
+    *(f"{c}{k}" for k, c in product(evidence.on_by_default(), ("p_", "says_"))),
     "basin.chord_barrier",
     "basin.threshold",
     "closeness.match_rate",
@@ -67,7 +67,7 @@ PAIR_COLUMNS = [
     "closeness.ci_low",
     "closeness.n_points",
     "inherited.score",
-    *(f"{k}_s" for k in evidence.names()),
+    *(f"{k}_s" for k in evidence.on_by_default()),
     *(f"{b}{s}" for b, s in product(zoo.BASELINE_NAMES, ("", "_s", "_note"))),
 ]
 

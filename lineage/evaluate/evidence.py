@@ -162,6 +162,12 @@ def names() -> list[str]:
     return [k.name for k in kinds()]
 
 
+def on_by_default() -> list[str]:
+    """The kinds a verdict uses at their options' defaults (an opt-in kind is registered,
+    and off until its group enables it)."""
+    return [k.name for k in kinds() if k.enabled(k.settings(None))]
+
+
 def get(name: str) -> Kind:
     _builtins()
     if name not in _KINDS:
