@@ -87,12 +87,28 @@ class InheritedResult:
         return asdict(self)
 
 
-def _outputs(model: Model, x: torch.Tensor, batch: int) -> torch.Tensor:
+def outputs(model: Model, x: torch.Tensor, batch: int) -> torch.Tensor:
+    """`model` on `x` in batches, on the CPU, without gradients."""
     dev = device_of(model)
     with torch.no_grad():
         return torch.cat(
             [run_model(model, x[i : i + batch].to(dev)).cpu() for i in range(0, len(x), batch)]
         )
+
+
+def class_mixups(
+    x: torch.Tensor, y: torch.Tensor, n: int, lam_low: float, lam_high: float,
+    g: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Up to `n` blends w * x_i + (1 - w) * x_j of two points of different classes,
+    w ~ U(lam_low, lam_high), pairs and weights drawn from `g`: the blends, i and j."""
+    i = torch.randint(0, len(x), (2 * n,), generator=g)
+    j = torch.randint(0, len(x), (2 * n,), generator=g)
+    keep = (y[i] != y[j]).nonzero().squeeze(1)[:n]
+    i, j = i[keep], j[keep]
+    w = lam_low + (lam_high - lam_low) * torch.rand(len(i), generator=g)
+    w = w.view(-1, *[1] * (x.dim() - 1))
+    return w * x[i] + (1 - w) * x[j], i, j
 
 
 def probe_points(
@@ -108,21 +124,15 @@ def probe_points(
             "inherited errors: x must be a non-empty float batch with one label each"
         )
     with eval_mode(parent):
-        pred = _outputs(parent, x, c.batch_size).argmax(1)
+        pred = outputs(parent, x, c.batch_size).argmax(1)
         wrong = (pred != y.cpu()).nonzero().squeeze(1)[: c.n_points]
         xs, ans = [x[wrong].cpu()], [pred[wrong]]
         need = c.n_points - len(wrong)
         if need > 0 and len(torch.unique(y)) > 2:  # a third class needs three
             g = torch.Generator().manual_seed(c.seed)
             yc = y.cpu()
-            i = torch.randint(0, len(y), (2 * c.pool,), generator=g)
-            j = torch.randint(0, len(y), (2 * c.pool,), generator=g)
-            keep = (yc[i] != yc[j]).nonzero().squeeze(1)[: c.pool]
-            i, j = i[keep], j[keep]
-            w = c.lam_low + (c.lam_high - c.lam_low) * torch.rand(len(i), generator=g)
-            w = w.view(-1, *[1] * (x.dim() - 1))
-            xm = w * x[i].cpu() + (1 - w) * x[j].cpu()
-            pm = _outputs(parent, xm, c.batch_size).float().softmax(1)
+            xm, i, j = class_mixups(x.cpu(), yc, c.pool, c.lam_low, c.lam_high, g)
+            pm = outputs(parent, xm, c.batch_size).float().softmax(1)
             conf, a = pm.max(1)
             third = ((a != yc[i]) & (a != yc[j])).nonzero().squeeze(1)
             third = third[conf[third].argsort(descending=True)][:need]
@@ -142,7 +152,7 @@ def inherited_errors(
     if len(points.answer) < c.min_points:
         return None
     with eval_mode(suspect):
-        out = _outputs(suspect, points.x, c.batch_size)
+        out = outputs(suspect, points.x, c.batch_size)
     if out.dim() == 2 and out.is_floating_point():
         if not torch.isfinite(out).all():
             raise LineageError("inherited errors: the suspect produced NaN or Inf logits")

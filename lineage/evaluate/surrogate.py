@@ -52,6 +52,7 @@ from ..runtime import device_of, eval_mode
 from ..settings import LR_MAX, SEED_MAX, knob
 from .boundary import Model, run_model
 from .evidence import Kind, Parent, Suspect, register
+from .inherited import class_mixups, outputs
 from .verdict import logit
 
 
@@ -105,11 +106,8 @@ class SurrogateResult:
 
 
 def _answers(model: Model, x: torch.Tensor, batch: int = 1000) -> torch.Tensor:
-    dev = device_of(model)
-    with eval_mode(model), torch.no_grad():
-        outs = [torch.as_tensor(run_model(model, x[i : i + batch].to(dev))).cpu()
-                for i in range(0, len(x), batch)]  # fmt: skip
-    out = torch.cat(outs)
+    with eval_mode(model):
+        out = outputs(model, x, batch)
     if out.dim() == 2 and out.is_floating_point():
         if not torch.isfinite(out).all():
             raise LineageError("surrogate evidence: the model produced NaN or Inf logits")
@@ -120,16 +118,6 @@ def _answers(model: Model, x: torch.Tensor, batch: int = 1000) -> torch.Tensor:
         f"surrogate evidence: the model returned {out.dtype} {tuple(out.shape)}; expected "
         "logits (N, classes) or labels (N,)"
     )
-
-
-def _mixups(x: torch.Tensor, y: torch.Tensor, n: int, c: SurrogateConf, g: torch.Generator):
-    i = torch.randint(0, len(x), (2 * n,), generator=g)
-    j = torch.randint(0, len(x), (2 * n,), generator=g)
-    keep = (y[i] != y[j]).nonzero().squeeze(1)[:n]
-    i, j = i[keep], j[keep]
-    w = c.lam_low + (c.lam_high - c.lam_low) * torch.rand(len(i), generator=g)
-    w = w.view(-1, *[1] * (x.dim() - 1))
-    return w * x[i] + (1 - w) * x[j]
 
 
 def train_surrogate(parent: nn.Module, x: torch.Tensor, c: SurrogateConf, seed: int) -> nn.Module:
@@ -190,10 +178,10 @@ def conferrable_points(
     held_x, held_y = x[n_train:], y[n_train:]
     if not len(held_x):
         held_x, held_y = x, y
-    pool = torch.cat([held_x, _mixups(held_x, held_y, c.pool, c, g)])
-    with eval_mode(parent), torch.no_grad():
-        logits = torch.cat([run_model(parent, pool[i : i + 1000].to(device_of(parent))).cpu()
-                            for i in range(0, len(pool), 1000)]).float()  # fmt: skip
+    blends, _, _ = class_mixups(held_x, held_y, c.pool, c.lam_low, c.lam_high, g)
+    pool = torch.cat([held_x, blends])
+    with eval_mode(parent):
+        logits = outputs(parent, pool, 1000).float()
     conf, answer = logits.softmax(1).max(1)
     copied = torch.ones(len(pool), dtype=torch.bool)
     for k in range(c.surrogates):
