@@ -142,8 +142,6 @@ def _reference_model(pmeta: Mapping[str, Any], parent: nn.Module) -> dict[str, A
 
 
 def compare(args: argparse.Namespace) -> dict[str, Any]:
-    from . import plugins
-    from .config import compose
     from .data import datamodule_from_config
     from .engine import calibrate, judge
     from .models.files import load_model
@@ -182,15 +180,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
                 "to compare them on"
             )
         overrides.append(f"data={name}")
-    overrides += args.overrides
-    if args.data_root:
-        overrides.append(f"data.root={args.data_root}")
-    if args.zoo:
-        overrides.append(f"paths.zoo={args.zoo}")
-    cfg = compose(overrides)
-    plugins.load(cfg.get("plugins") or [])
-    if data_yaml:
-        cfg["data"] = _data_yaml(data_yaml, cfg["data"])
+    cfg = command_config(args, overrides)
     seed = 0
     if args.data is None:
         seed = recipe(pmeta, cfg, pname)
@@ -271,6 +261,25 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
 def _record(meta: Mapping[str, Any]) -> Mapping[str, Any] | None:
     record = meta.get("record")
     return record if isinstance(record, Mapping) else None
+
+
+def command_config(args: argparse.Namespace, task: list[str]) -> dict[str, Any]:
+    """The config a command on model files (compare, tree) runs with: the task's overrides,
+    then the user's, --data-root and --zoo; the plugins it names loaded; a --data YAML over
+    its data group."""
+    from . import plugins
+    from .config import compose
+
+    overrides = [*task, *args.overrides]
+    if args.data_root:
+        overrides.append(f"data.root={args.data_root}")
+    if args.zoo:
+        overrides.append(f"paths.zoo={args.zoo}")
+    cfg = compose(overrides)
+    plugins.load(cfg.get("plugins") or [])
+    if args.data and args.data.endswith((".yaml", ".yml")):
+        cfg["data"] = _data_yaml(args.data, cfg["data"])
+    return cfg
 
 
 def _data_yaml(path: str, base: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,25 @@ from .interrupt import guard
 log = logging.getLogger("lineage")
 
 
+def add_reference_options(p: Any, when: str) -> None:
+    """--references N and --reference FILE, as `compare` and `tree` take them; `when`: when
+    the config's n_independent is the default."""
+    p.add_argument(
+        "--references",
+        type=int,
+        default=None,
+        help="independent references to train or load for calibration (default: none "
+        f"beside --reference files; else the config's n_independent when {when})",
+    )
+    p.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="an independent model file to calibrate against (repeatable)",
+    )
+
+
 def add_compare(sub: Any) -> None:
     c = sub.add_parser("compare", help="is SUSPECT derived from PARENT, and how closely?")
     c.add_argument("parent", help="model file or Hugging Face folder")
@@ -32,21 +51,7 @@ def add_compare(sub: Any) -> None:
     c.add_argument("--head", help="the parent's head layer (default: its last Linear)")
     c.add_argument("--data", help="dataset name or data YAML (default: the parent's)")
     c.add_argument("--data-root", help="folder holding the dataset files")
-    c.add_argument(
-        "--references",
-        type=int,
-        default=None,
-        help="independent references to train or load for calibration (default: none "
-        "beside --reference files; else the config's n_independent when the parent file "
-        "records how it was trained, else 0)",
-    )
-    c.add_argument(
-        "--reference",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="an independent model file to calibrate against (repeatable)",
-    )
+    add_reference_options(c, "the parent file records how it was trained, else 0")
     c.add_argument("--zoo", help="zoo folder for references (default outputs/zoo)")
     c.add_argument("--json", action="store_true", help="print one JSON object")
     c.epilog = "Extra KEY=VALUE arguments are Hydra overrides, e.g. closeness.max_points=200."
@@ -61,16 +66,7 @@ def add_tree(sub: Any) -> None:
     t.add_argument("--arch", help="what builds a plain state dict: module:factory or a YAML")
     t.add_argument("--data", help="dataset name or data YAML (default: the one the files name)")
     t.add_argument("--data-root", help="folder holding the dataset files")
-    t.add_argument(
-        "--references",
-        type=int,
-        default=None,
-        help="independent references to train or load for calibration (default: none beside "
-        "--reference files; else the config's n_independent when a file records how it "
-        "was trained)",
-    )
-    t.add_argument("--reference", action="append", default=[], metavar="FILE",
-                   help="an independent model file to calibrate against (repeatable)")  # fmt: skip
+    add_reference_options(t, "a file records how it was trained")
     t.add_argument(
         "--prune",
         type=float,

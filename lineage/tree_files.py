@@ -161,22 +161,12 @@ def references(
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Load, calibrate, recover; write the outputs when --out is given."""
-    from . import plugins
-    from .audit import _data_yaml
-    from .config import compose
+    from .audit import command_config
     from .data import datamodule_from_config
     from .trees import tree
 
     models, metas = load(args)
-    overrides = task(args, metas) + list(args.overrides)
-    if args.data_root:
-        overrides.append(f"data.root={args.data_root}")
-    if args.zoo:
-        overrides.append(f"paths.zoo={args.zoo}")
-    cfg = compose(overrides)
-    plugins.load(cfg.get("plugins") or [])
-    if args.data and args.data.endswith((".yaml", ".yml")):
-        cfg["data"] = _data_yaml(args.data, cfg["data"])
+    cfg = command_config(args, task(args, metas))
     dm = datamodule_from_config(cfg["data"])
     refs, seed = references(args, cfg, dm, models, metas)
     log.info(
