@@ -74,6 +74,14 @@ def add_tree(sub: Any) -> None:
         metavar="MARGIN",
         help="skip pairs agreeing less than the most-agreeing references, less MARGIN",
     )
+    t.add_argument(
+        "--candidates",
+        type=int,
+        default=None,
+        metavar="K",
+        help="judge only pairs where one model is among the other's K nearest in weight space "
+        "or K most-agreeing (default: every pair)",
+    )
     t.add_argument("--zoo", help="zoo folder for references (default outputs/zoo)")
     t.add_argument("--out", help="folder for edges.json, tree.graphml, tree.png, recovery.json")
     t.epilog = "Extra KEY=VALUE arguments are Hydra overrides, e.g. closeness.max_points=200."
@@ -83,6 +91,9 @@ def tree_main(args: argparse.Namespace) -> int:
     """`lineage tree`: one line and exit 2 for bad input, as `compare`."""
     from .text import shorten
 
+    if args.candidates is not None and args.candidates < 1:
+        print(f"error: candidates must be at least 1, got {args.candidates}", file=sys.stderr)
+        return 2
     for f in [*args.files, *args.reference]:
         if not Path(f).exists():  # before the heavy imports
             print(f"error: model file not found: {shorten(f)}", file=sys.stderr)

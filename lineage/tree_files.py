@@ -174,7 +174,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     records = {m: meta.get("record") for m, meta in metas.items()}
     t = tree(
-        models, dm.test.x, dm.test.y, refs, prune=args.prune, records=records, seed=seed,
+        models, dm.test.x, dm.test.y, refs, prune=args.prune, candidates=args.candidates,
+        records=records, seed=seed,
         options=cfg,
     )  # fmt: skip
     truth = ground_truth(metas)

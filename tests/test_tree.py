@@ -74,7 +74,8 @@ def test_the_known_tree_is_recovered_exactly(recovered):
 
 def test_shared_calibrations_give_each_pair_its_own_verdict(family, data, recovered):
     """The tree's calibrations share the references in the parent's place (calibrate's
-    `share`): each pair's verdict is still the one calibrate and judge give it alone."""
+    `share`) and are lean (no e(parent, reference) for the suspect-centred kinds): each
+    pair's verdict is still the one a full calibrate and judge give it alone."""
     m, refs = family
     _, _, x, y = data
     for a, b in [k for k in recovered.pairs if k[1] in ("G", "I2")][-3:]:
@@ -98,6 +99,24 @@ def test_pruning_skips_the_unrelated_pairs_and_keeps_the_related(family, data, r
     assert t.roots == recovered.roots
 
 
+def test_the_candidate_screen_keeps_every_true_pair_and_the_tree(family, data, recovered):
+    """candidates=2: each model's 2 nearest in weight space and 2 most-agreeing models. The
+    related models of this family are each other's nearest, the independents are not: the
+    screen skips pairs, keeps every true parent-child pair, and the tree is unchanged."""
+    m, refs = family
+    t = lineage.tree(m, data[2], data[3], refs, candidates=2, closeness=FAST)
+    assert t.pruned and len(t.pairs) < len(recovered.pairs)
+    ev = t.evaluate(TRUTH)
+    assert ev["screen_recall"] == 1.0 and recovered.evaluate(TRUTH)["screen_recall"] == 1.0
+    assert [(e.parent, e.child) for e in t.edges] == [(e.parent, e.child) for e in recovered.edges]
+    for k, p in t.pairs.items():  # a screened pair's verdict is the unscreened one's
+        assert p.p_value == pytest.approx(recovered.pairs[k].p_value, rel=1e-9)
+    # a permuted copy is at weight gap 0 from its original, an independent far from both
+    perm = lineage.derive(m["P"], "permute", 0.9, data=data).model
+    assert lineage.trees.weight_gap(m["P"], perm) == pytest.approx(0.0, abs=1e-6)
+    assert lineage.trees.weight_gap(m["P"], m["I1"]) > 0.5
+
+
 def test_bad_input_is_refused(family, data):
     m, refs = family
     with pytest.raises(lineage.LineageError, match="at least 2 models"):
@@ -106,6 +125,8 @@ def test_bad_input_is_refused(family, data):
         lineage.tree(m, data[2], data[3], refs[:3])
     with pytest.raises(lineage.LineageError, match="direction must be one of"):
         lineage.tree(m, data[2], data[3], refs, direction="age")
+    with pytest.raises(lineage.LineageError, match="candidates must be at least 1"):
+        lineage.tree(m, data[2], data[3], refs, candidates=0)
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -160,10 +181,31 @@ def test_the_cli_writes_the_apis_tree(files, recovered):
     assert "parent recovery 1.000 (3 models), root recovery 1.000 (3)" in r.stdout
 
 
+def test_files_without_lineage_records_give_the_same_tree(family, files, recovered, tmp_path):
+    """The records only score the tree: the same files with no parent or modification
+    recovered the same edges, and there is nothing to score them against."""
+    m, _ = family
+    _, refs = files
+    (tmp_path / "zoo").mkdir()
+    for name, model in m.items():
+        models.save(model, tmp_path / "zoo" / f"{name}.safetensors",
+                    {"id": name, "data": {"name": "digits"}})  # fmt: skip
+    out = tmp_path / "out"
+    r = cli(str(tmp_path / "zoo"), *refs, "--out", str(out), *FAST_CLI)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads((out / "edges.json").read_text())
+    want = recovered.edges
+    assert [(e["parent"], e["child"]) for e in got] == [(e.parent, e.child) for e in want]
+    assert [e["p_value"] for e in got] == pytest.approx([e.p_value for e in want])
+    assert all(e["modification"] is None for e in got)
+    assert not (out / "recovery.json").exists() and "parent recovery" not in r.stdout
+
+
 def test_the_cli_refuses_bad_input_in_one_line(family, files, tmp_path):
     d, refs = files
     one = cli(str(d / "zoo" / "P.safetensors"), *refs)
     few = cli(str(d / "zoo"), "--references", "2")
+    zero = cli(str(d / "zoo"), *refs, "--candidates", "0")
     missing = cli(str(d / "zoo"), str(tmp_path / "nope.safetensors"), *refs)
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a model")
@@ -174,6 +216,7 @@ def test_the_cli_refuses_bad_input_in_one_line(family, files, tmp_path):
     for r, says in [
         (one, "at least 2 model files"),
         (few, "2 references: the verdict needs at least 4"),
+        (zero, "candidates must be at least 1"),
         (missing, "model file not found"),
         (corrupt, "bad.safetensors"),
         (tasks, "the models were trained on different tasks"),
