@@ -162,13 +162,31 @@ def references(
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Load, calibrate, recover; write the outputs when --out is given."""
     from .audit import command_config
-    from .data import datamodule_from_config
-    from .trees import tree
+    from .runtime import end_job, start_job
 
     models, metas = load(args)
     cfg = command_config(args, task(args, metas))
+    start_job(cfg.get("threads"))  # its share of the cores, as a run's job takes
+    try:
+        return _recover(args, cfg, models, metas)
+    finally:
+        end_job()
+
+
+def _recover(
+    args: argparse.Namespace,
+    cfg: dict[str, Any],
+    models: dict[str, Any],
+    metas: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    from .data import datamodule_from_config
+    from .runtime import settle_on
+    from .trees import tree
+
     dm = datamodule_from_config(cfg["data"])
     refs, seed = references(args, cfg, dm, models, metas)
+    if len(dm.test.x):  # the judging's threads, timed on a model of the collection
+        settle_on(next(iter(models.values())), dm.test.x[:256])
     log.info(
         "judging %d models on %d test points, %d references", len(models), len(dm.test), len(refs)
     )
@@ -223,6 +241,9 @@ def write(out: Path, result: Mapping[str, Any]) -> None:
             g.edges[e["parent"], e["child"]]["modification"] = e["modification"]
     atomic_write(out / "tree.graphml", "\n".join(nx.generate_graphml(g)))
     picture(t, out / "tree.png")
+    if t.unjudged:
+        skipped = [{"parent": a, "child": b, "why": w} for (a, b), w in t.unjudged.items()]
+        atomic_write(out / "unjudged.json", json.dumps(skipped, indent=1))
     if result["recovery"] is not None:
         atomic_write(out / "recovery.json", json.dumps(result["recovery"], indent=1))
 
@@ -238,6 +259,8 @@ def summary(result: Mapping[str, Any]) -> str:
             f"decided by {e['decided_by']}"
         )
     lines.append(f"roots: {', '.join(t.roots)}")
+    for (a, b), why in t.unjudged.items():
+        lines.append(f"not judged: {a} -> {b}: {shorten(why, 160)}")
     r = result["recovery"]
     if r is not None:
 

@@ -113,6 +113,9 @@ class Tree:
     direction: str
     weight: str
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    # ordered pairs whose verdict could not be made, and why (e.g. a would-be parent that
+    # classifies no probe point right has no closeness): not edges, never the whole tree
+    unjudged: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
 
     def parent_of(self) -> dict[str, str | None]:
         out: dict[str, str | None] = {i: None for i in self.ids}
@@ -306,34 +309,38 @@ def tree(
         len(todo), len(parents), len(pruned), len(ids) * (len(ids) - 1) // 2,
     )  # fmt: skip
     pairs: dict[tuple[str, str], Pair] = {}
+    unjudged: dict[tuple[str, str], str] = {}  # ordered pairs no verdict could be made for
     shared: Any = True  # the first calibration's references in the parent's place, for all
     for k, a in enumerate(parents, 1):
         mine = sorted(c for p, c in todo if p == a)
         log.info("tree: parent %d/%d %s, %d pairs", k, len(parents), a, len(mine))
         t1 = time.perf_counter()
-        cal = calibrate(
-            named[a],
-            references,
-            x,
-            y,
-            seed=seed,
-            options=options,
-            share=shared,
-            lean=True,
-            **groups,
-        )
+        try:
+            cal = calibrate(
+                named[a], references, x, y, seed=seed, options=options, share=shared,
+                lean=True, **groups,
+            )  # fmt: skip
+        except LineageError as e:  # e.g. a model that classifies no probe point right
+            log.warning("tree: %s cannot be a parent here: %s", a, e)
+            unjudged.update({(a, b): str(e) for b in mine})
+            continue
+        finally:
+            seconds["calibrate_s"] += time.perf_counter() - t1
         shared = cal
-        seconds["calibrate_s"] += time.perf_counter() - t1
         for b in mine:
             t1 = time.perf_counter()
             rec = (records or {}).get(b)
-            v = judge(named[a], named[b], x, y, calibration=cal, record=rec)
-            pairs[(a, b)] = _pair(a, b, v)
+            try:
+                v = judge(named[a], named[b], x, y, calibration=cal, record=rec)
+                pairs[(a, b)] = _pair(a, b, v)
+            except LineageError as e:
+                log.warning("tree: %s -> %s not judged: %s", a, b, e)
+                unjudged[(a, b)] = str(e)
             seconds["judge_s"] += time.perf_counter() - t1
     edges, roots = _forest(ids, pairs, verdict.alpha, direction, weight, kurt, accuracy)
     seconds["total_s"] = time.perf_counter() - t0
     return Tree(ids, edges, roots, pairs, pruned, accuracy, kurt, verdict.alpha, direction,
-                weight, seconds)  # fmt: skip
+                weight, seconds, unjudged)  # fmt: skip
 
 
 def weight_gap(a: nn.Module, b: nn.Module) -> float | None:

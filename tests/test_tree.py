@@ -117,6 +117,21 @@ def test_the_candidate_screen_keeps_every_true_pair_and_the_tree(family, data, r
     assert lineage.trees.weight_gap(m["P"], m["I1"]) > 0.5
 
 
+def test_a_model_that_cannot_be_a_parent_leaves_the_rest_of_the_tree(family, data):
+    """A dead model (all weights zero: one constant answer, no boundary to find) has no
+    closeness as a parent: its pairs are listed as not judged, the tree is still made."""
+    m, refs = family
+    dead = models.build("mlp", 10, 1, 8, hidden=[32, 32])
+    with torch.no_grad():
+        for p in dead.parameters():
+            p.zero_()
+    t = lineage.tree({"P": m["P"], "C1": m["C1"], "Z": dead}, data[2], data[3], refs,
+                     closeness=FAST)  # fmt: skip
+    assert {a for a, _ in t.unjudged} == {"Z"}
+    assert all("closeness" in why for why in t.unjudged.values())
+    assert [(e.parent, e.child) for e in t.edges] == [("P", "C1")]
+
+
 def test_bad_input_is_refused(family, data):
     m, refs = family
     with pytest.raises(lineage.LineageError, match="at least 2 models"):
