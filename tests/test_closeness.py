@@ -1,5 +1,6 @@
 import copy
 import math
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -14,8 +15,10 @@ from lineage.evaluate.closeness import (
     closeness,
     closeness_threshold,
     contributions,
+    measure,
     measure_points,
     score_terms,
+    settings,
 )
 from lineage.training import train_classifier
 
@@ -308,3 +311,29 @@ def test_the_trunk_route_leaves_the_suspect_as_it_was(digits_mlps, digits_dm):
     assert s.route == "trunk" and s.view(x).shape == (8, 10)
     assert suspect(x).shape == (8, 5)  # still its own 5 classes
     assert suspect_view(parent, suspect, x, "head").route == "trunk"  # and again
+
+
+def test_a_linear_margin_costs_its_grid_points_and_two_probes():
+    # two classes: the margin along s = -sign(grad margin) falls linearly, at |w_y - w_k|_1,
+    # so the grid walk (sized by the margin's trend) evaluates exactly the grid points up to
+    # the first flipped one (all K without a flip by d_max), and the secant through the
+    # bracket lands on the root: one probe there, one ~tol beside it to close the bracket
+    # (an estimate on the bracket's end, where the first probe left it, still counts)
+    model = linear_model(d=6, c=2, seed=3)
+    x = 2 * torch.randn(300, 1, 2, 3, generator=torch.Generator().manual_seed(4))
+    y = model(x).argmax(1)
+    s = source_direction(model[1], x, y)
+    h, d_max = 0.1, 2.0
+    d, _ = linear_first_flip(model[1], x, y, s, d_max=math.inf)
+    K = round(d_max / h)
+    grid = torch.clamp(torch.floor(d / h) + 1, max=K)  # evaluated grid points per ray
+    c = asdict(settings({"tol": TOL, "d_max": d_max, "step": h, "batch_size": 64}))
+    probe = measure.source_probe(model, x, y, c)
+    side = measure.source_side(model, probe, x, y, torch.arange(len(x)), c)
+    flips = d <= d_max
+    assert 100 < flips.sum() < 300  # rays that flip, and rays that walk the whole grid
+    assert probe.grid_evals == int(grid.sum())
+    root_search = probe.evals - len(x) - probe.grid_evals  # less the gradient pass
+    assert root_search == 2 * int(flips.sum())
+    err = side.boundary.distance[flips] - d[flips]
+    assert err.min() >= -1e-6 and err.max() <= TOL + 1e-6

@@ -37,6 +37,8 @@ NOT_HERE = {
     "tests/test_recipe_shift.py runs its smallest case through the same command line",
     "python -m benchmarks.bench_remote": "a label-only MNIST LeNet audit three ways: minutes; "
     "its table is in the README",
+    "python -m benchmarks.bench_closeness": "the closeness speed table on MNIST LeNet: minutes; "
+    "tests/test_benchmarks.py runs its smallest case",
     "lineage serve suspect.safetensors": "a server in the background: tests/test_remote.py "
     "(test_readme_commands_run_as_written) starts it and runs the audit beside it",
     "lineage compare parent.safetensors http://": "the audit of that server: test_remote.py",

@@ -87,6 +87,7 @@ class Probe:
         self.kind: str | None = None
         self.num_classes: int | None = None
         self.evals = 0
+        self.grid_evals = 0  # of evals, the rows that walked the grid (the rest: refinement)
         self.shift_prior: Any = None  # label-only suspects: see label_search.ShiftPrior
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
@@ -251,6 +252,7 @@ def boundary_distance(
             x, s, torch.cat([rows, live]), torch.cat([grid.double() * h, t_live]), y
         )
         nb = len(rows)
+        probe.grid_evals += nb
         refine.update(live, t_live, pred[nb:], None if margins is None else margins[nb:], y)
         if idx.numel() == 0:
             continue

@@ -111,7 +111,10 @@ class Refinement:
                 ],
                 1,
             )
-            ok = torch.isfinite(est) & (est > a.unsqueeze(1)) & (est < b.unsqueeze(1))
+            # an estimate on an end, or past it by rounding (the last probe hit the root),
+            # counts: pushed ~tol inside, it closes the bracket
+            lo, hi = (a - self.near).unsqueeze(1), (b + self.near).unsqueeze(1)
+            ok = torch.isfinite(est) & (est > lo) & (est < hi)
             ok &= (stall < 3).unsqueeze(1)
             col = (ok * torch.arange(1, 5, device=j.device)).argmax(1, keepdim=True)
             c = torch.where(ok.any(1), est.gather(1, col).squeeze(1), c)
