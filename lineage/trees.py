@@ -40,12 +40,12 @@ Two screens skip a pair before the full test (both off by default; skipped pairs
 `Tree.pruned`, and `evaluate` gives the screen's recall of the true parent-child pairs):
 
 - `candidates=k`: a pair is judged only when one model is among the other's k nearest in
-  weight space (relative distance after weight matching, `weight_gap`, about 26 ms a pair
-  for LeNet) or its k most-agreeing on the first `prune_points` test points (which reaches
-  students of other widths). N models then cost about N * 2k judgements, not N^2 / 2. Its
-  recall falls where a family is large: on the MNIST Results zoo (80 models, families of
-  30) k=3 kept 40% of the true parent-child pairs, each model's nearest being its siblings
-  and the parent's exact permuted copies (README, `lineage tree`).
+  weight space (the distance evidence's aligned relative distance, `weight_gap`) or its k
+  most-agreeing on the first `prune_points` test points (which reaches students of other
+  widths). N models then cost about N * 2k judgements, not N^2 / 2. Its recall falls where
+  a family is large: on the MNIST Results zoo (80 models, families of 30) k=3 kept 40% of
+  the true parent-child pairs, each model's nearest being its siblings and the parent's
+  exact permuted copies (README, `lineage tree`).
 - `prune=margin`: a pair is skipped when the two models agree on the first `prune_points`
   points less than the most-agreeing pair of references does, less the margin: less than
   two unrelated models can. On the test collection, agreements are 0.89-0.95 between
@@ -346,28 +346,21 @@ def tree(
                 weight, seconds, unjudged)  # fmt: skip
 
 
-def weight_gap(a: nn.Module, b: nn.Module) -> float | None:
-    """The relative weight distance |a - pi(b)| / |a| after weight matching (pi: b's hidden
-    units reordered onto a's), over the tensors of equal shape (a transfer's new head is
-    left out); None where the two have other layers or no permutation spec."""
-    from .evaluate.alignment import apply_permutation, spec_of, weight_matching
+def weight_gap(
+    a: nn.Module, b: nn.Module, spec: Any = None, head: str | None = None
+) -> float | None:
+    """The distance evidence's relative weight distance of `b` from `a` once aligned
+    (lineage.evaluate.distance.weight_distance: weight matching, pruned widths mapped back,
+    a new head left out); None where no weight-space route joins them (other layers).
+    `spec`, `head`: `a`'s permutation spec and head, when already known."""
+    from .adapters import permutation_spec
+    from .evaluate.distance import DistanceConf, weight_distance
 
-    sa, sb = a.state_dict(), b.state_dict()
-    if sa.keys() != sb.keys():
-        return None
-    keys = [k for k, _ in a.named_parameters() if sa[k].shape == sb[k].shape]
-    if not keys:
-        return None
     try:
-        spec = spec_of(a)
-        perms = weight_matching(spec, sa, sb, keys=keys) if spec else {}
-        sb = apply_permutation(spec, sb, perms)
-    except (LineageError, RuntimeError, ValueError):
-        return None  # groups that do not fit b's shapes: no weight-space route
-    fa = torch.cat([sa[k].detach().flatten().double() for k in keys])
-    fb = torch.cat([sb[k].detach().flatten().double() for k in keys])
-    n = float(fa.norm())
-    return float((fa - fb).norm()) / n if n > 0 else None
+        spec = permutation_spec(a) if spec is None else spec
+        return weight_distance(a, b, None, head, spec, DistanceConf()).distance
+    except LineageError:
+        return None
 
 
 def nearest(
@@ -378,12 +371,16 @@ def nearest(
     """Each model's candidate relatives: the k models closest to it in weight space (after
     weight matching) and the k that agree most with its predictions (which reach models of
     other architectures: students). A pair is judged when either side names the other."""
+    from .adapters import find_head, permutation_spec
+
     ids = list(models)
     log.info("tree: screening %d pairs in weight space", len(ids) * (len(ids) - 1) // 2)
+    specs = {i: permutation_spec(m) for i, m in models.items()}  # once a model, not a pair
+    heads = {i: find_head(m) for i, m in models.items()}
     gap: dict[tuple[str, str], float] = {}
     agree: dict[tuple[str, str], float] = {}
     for a, b in itertools.combinations(ids, 2):
-        d = weight_gap(models[a], models[b])
+        d = weight_gap(models[a], models[b], specs[a], heads[a])
         if d is not None:
             gap[(a, b)] = gap[(b, a)] = d
         ag = _agreement(pred[a], pred[b])
