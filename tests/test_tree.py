@@ -15,7 +15,7 @@ from conftest import HANG_S, ROOT
 from nets import fit
 
 import lineage
-from lineage import models
+from lineage import models, tree_files
 from lineage.data import build_datamodule
 
 # closeness on fewer points: the tree needs the verdict, not a tight CI
@@ -117,7 +117,7 @@ def test_the_candidate_screen_keeps_every_true_pair_and_the_tree(family, data, r
     assert lineage.trees.weight_gap(m["P"], m["I1"]) > 0.5
 
 
-def test_a_model_that_cannot_be_a_parent_leaves_the_rest_of_the_tree(family, data):
+def test_a_model_that_cannot_be_a_parent_leaves_the_rest_of_the_tree(family, data, tmp_path):
     """A dead model (all weights zero: one constant answer, no boundary to find) has no
     closeness as a parent: its pairs are listed as not judged, the tree is still made."""
     m, refs = family
@@ -130,6 +130,15 @@ def test_a_model_that_cannot_be_a_parent_leaves_the_rest_of_the_tree(family, dat
     assert {a for a, _ in t.unjudged} == {"Z"}
     assert all("closeness" in why for why in t.unjudged.values())
     assert [(e.parent, e.child) for e in t.edges] == [("P", "C1")]
+    # the command's outputs say so: unjudged.json and a console line a pair
+    result = {"tree": t, "edges": tree_files.edges(t, {i: {} for i in t.ids}), "recovery": None}
+    tree_files.write(tmp_path, result)
+    listed = json.loads((tmp_path / "unjudged.json").read_text())
+    assert {(u["parent"], u["child"]) for u in listed} == set(t.unjudged)
+    said = [line for line in tree_files.summary(result).splitlines() if "not judged" in line]
+    assert len(said) == len(t.unjudged) and all(
+        line.startswith("not judged: Z -> ") for line in said
+    )
 
 
 def test_bad_input_is_refused(family, data):
