@@ -26,6 +26,7 @@ measurements per suspect.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -134,6 +135,10 @@ class Calibration:
     sources: list[Source] = dataclasses.field(default_factory=list)
     # the references' accuracies on the first COVER_POINTS test points: what they cover
     accuracy: list[float] = dataclasses.field(default_factory=list)
+    # each suspect-centred kind of verdict.spread_floor: its pooled spread of
+    # e(reference_j, reference_i) over j for each reference i, the floor on a suspect's
+    # sources' sd (lineage.evaluate.verdict)
+    spread: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def suspect_centred(self) -> list[str]:
@@ -161,12 +166,13 @@ def settings(options: Mapping[str, Any] | None = None, **groups: Any) -> dict[st
     out = {k.name: k.settings(given.get(k.group)) for k in evidence.kinds()}
     v = given.get("verdict")
     out["verdict"] = v if isinstance(v, VerdictConf) else from_mapping(VerdictConf, v, "verdict")
-    bad = sorted(set(out["verdict"].suspect_centred) - set(evidence.names()))
-    if bad:
-        raise LineageError(
-            f"verdict.suspect_centred: unknown evidence {bad[0]!r}; registered: "
-            f"{', '.join(evidence.names())}"
-        )
+    for key in ("suspect_centred", "spread_floor"):
+        bad = sorted(set(getattr(out["verdict"], key)) - set(evidence.names()))
+        if bad:
+            raise LineageError(
+                f"verdict.{key}: unknown evidence {bad[0]!r}; registered: "
+                f"{', '.join(evidence.names())}"
+            )
     for name in out["verdict"].suspect_centred:
         if evidence.get(name).parent_centred_only:
             raise LineageError(
@@ -302,6 +308,7 @@ def _verdict(
     ref_results: Sequence[Mapping[str, Any]],
     ref_stats: Sequence[Mapping[str, float | None]],
     seconds: dict[str, float],
+    spread: Mapping[str, float] | None = None,
 ) -> Verdict:
     """Record the references' context in each result, then decide."""
     recorded = {}
@@ -315,7 +322,7 @@ def _verdict(
             caveats[kind.name] = kind.caveat(r, opts[kind.name])
             if getattr(r, "reason", ""):
                 why.append(f"{kind.name}: {r.reason}")
-    decision = decide(stats, ref_stats, opts["verdict"], caveats, why)
+    decision = decide(stats, ref_stats, opts["verdict"], caveats, why, spread)
     return Verdict(decision, recorded, seconds)
 
 
@@ -377,15 +384,39 @@ def calibrate(
     cal.statistics = [_statistics(opts, r) for r in cal.results]
     cal.accuracy = [a for r in references if (a := _accuracy(r, x, y)) is not None]
     _prepare_sources(cal, references, head, share)
+    t0 = time.perf_counter()
+    theirs = [
+        _from_sources(cal, r, None, skip=i) if cal.suspect_centred else []
+        for i, r in enumerate(references)
+    ]
+    cal.seconds["sources_s"] = time.perf_counter() - t0
+    floored = [k for k in cal.suspect_centred if k in cal.verdict.spread_floor]
+    cal.spread = pooled_spread(theirs, floored)
     for i, mine in enumerate(cal.results):
         others = [e for j, e in enumerate(cal.results) if j != i]
         their = [s for j, s in enumerate(cal.statistics) if j != i]
-        t0 = time.perf_counter()
-        theirs = _from_sources(cal, references[i], None, skip=i) if cal.suspect_centred else []
-        cal.seconds["sources_s"] = cal.seconds.get("sources_s", 0) + time.perf_counter() - t0
-        nulls = _nulls(cal, their, theirs)
-        cal.references.append(_verdict(opts, mine, reasons[i], others, nulls, {}))
+        nulls = _nulls(cal, their, theirs[i])
+        cal.references.append(_verdict(opts, mine, reasons[i], others, nulls, {}, cal.spread))
     return cal
+
+
+def pooled_spread(
+    theirs: Sequence[Sequence[Mapping[str, float | None]]], kinds: Sequence[str]
+) -> dict[str, float]:
+    """Each kind's within-suspect sd pooled over the references as suspects: theirs[i] holds
+    e(reference_j, reference_i) for j != i. Estimated from n (n - 1) values, it is the
+    floor on one suspect's sources' sd, which six values can put far too low."""
+    out = {}
+    for k in kinds:
+        var = []
+        for row in theirs:
+            v = [float(s[k]) for s in row if s.get(k) is not None and math.isfinite(s[k])]  # type: ignore[arg-type]
+            if len(v) >= 2:
+                m = sum(v) / len(v)
+                var.append(sum((x - m) ** 2 for x in v) / (len(v) - 1))
+        if var:
+            out[k] = math.sqrt(sum(var) / len(var))
+    return out
 
 
 COVER_POINTS = 2000  # test points for the coverage caveat's accuracies
@@ -496,7 +527,7 @@ def judge(
         theirs = _from_sources(cal, suspect, record, queried=blackbox, against=against)
         seconds["sources_s"] = time.perf_counter() - t0
     nulls = _nulls(cal, cal.statistics, theirs)
-    v = _verdict(cal.options, results, reasons, cal.results, nulls, seconds)
+    v = _verdict(cal.options, results, reasons, cal.results, nulls, seconds, cal.spread)
     v.against = against
     if view.route == "direct":
         note = coverage_caveat(cal, _accuracy(suspect, x, y))

@@ -79,7 +79,7 @@ def test_the_verdict_catches_the_student_and_not_the_independent(zoo, monkeypatc
     kind = evidence.get("surrogate")
     monkeypatch.setattr(evidence, "_KINDS", {"surrogate": kind})  # this evidence alone
     x, y = dm.test.x, dm.test.y
-    verdict = {"suspect_centred": [], "alpha": 0.05}  # 5 references: t with 4 dof
+    verdict = {"suspect_centred": [], "spread_floor": [], "alpha": 0.05}  # 5 refs: t, 4 dof
     cal = lineage.calibrate(parent, refs, x, y, surrogate=FAST, verdict=verdict)
     caught = lineage.judge(parent, student, x, y, calibration=cal)
     free = lineage.judge(parent, independent, x, y, calibration=cal)

@@ -73,9 +73,10 @@ def only_likeness(monkeypatch):
 X, Y = torch.randn(8, 2), torch.tensor([0, 1] * 4)
 
 
-def _judge(suspect, centred, refs):
+def _judge(suspect, centred, refs, floor=False):
     parent = Toy(0)
-    cal = lineage.calibrate(parent, refs, X, Y, verdict={"suspect_centred": centred})
+    verdict = {"suspect_centred": centred, "spread_floor": [k for k in centred if floor]}
+    cal = lineage.calibrate(parent, refs, X, Y, verdict=verdict)
     return lineage.judge(parent, suspect, X, Y, calibration=cal), cal
 
 
@@ -122,6 +123,10 @@ def test_a_black_box_reference_is_no_source(only_likeness):
 def test_an_unknown_kind_is_refused_in_one_line(only_likeness):
     with pytest.raises(LineageError, match="suspect_centred: unknown evidence 'closenes'"):
         _judge(Toy(62), ["closenes"], [Toy(i) for i in range(1, 7)])
+    with pytest.raises(LineageError, match="spread_floor: unknown evidence 'basn'"):
+        lineage.calibrate(
+            Toy(0), [Toy(1)], X, Y, verdict={"suspect_centred": [], "spread_floor": ["basn"]}
+        )
 
 
 def _solver(ident: int, right: bool) -> Toy:
@@ -140,7 +145,9 @@ YC = (XC[:, 0] > 0).long()
 
 def test_a_suspect_unlike_every_reference_gets_a_caveat(only_likeness):
     parent, refs = _solver(0, True), [_solver(i, True) for i in range(1, 7)]
-    cal = lineage.calibrate(parent, refs, XC, YC, verdict={"suspect_centred": ["likeness"]})
+    cal = lineage.calibrate(
+        parent, refs, XC, YC, verdict={"suspect_centred": ["likeness"], "spread_floor": []}
+    )
     assert cal.accuracy == [1.0] * 6
     weak = lineage.judge(parent, _solver(70, False), XC, YC, calibration=cal)
     assert "accuracy 0.500 lies outside its references' 1.000-1.000" in weak.decision.caveat
@@ -155,3 +162,47 @@ def test_a_suspect_unlike_every_reference_gets_a_caveat(only_likeness):
 
     box = lineage.judge(parent, Box(), XC, YC, calibration=cal)
     assert "accuracy" not in box.decision.caveat  # a black box's queries are not spent on it
+
+
+class TightLikeness(Likeness):
+    """Likeness, except that a `tight` suspect's six sources agree to within 0.05 by chance,
+    and a suspect `near` a source sits 0.6 closer to it (an independent parent that happens
+    to lie near the suspect's own parent, as on the CIFAR-10 recipe zoo)."""
+
+    def measure(self, source_ident, parent, suspect, conf):
+        m = suspect.model
+        if not getattr(m, "tight", False):
+            return super().measure(source_ident, parent, suspect, conf)
+        near = 0.6 if getattr(m, "near", None) == source_ident else 0.0
+        descends = 3.0 if m.ancestor == source_ident else 0.0
+        return LikeResult(0.01 * source_ident + near + descends)
+
+
+def test_the_references_own_spread_floors_a_suspects_sources_sd(monkeypatch):
+    from lineage.evaluate.verdict import prediction_p
+
+    evidence.kinds()
+    kind = TightLikeness()
+    kind._rank = 1
+    monkeypatch.setattr(evidence, "_KINDS", {"likeness": kind})
+    refs = [Toy(i) for i in range(1, 7)]
+    stranger = Toy(70)
+    stranger.tight, stranger.near = True, 0
+    v, cal = _judge(stranger, ["likeness"], refs, floor=True)
+    # the known answer: each reference i as the suspect, its five sources j != i
+    var = []
+    for i in range(1, 7):
+        vals = [0.3 * math.sin(13.0 * j + 7.0 * i) for j in range(1, 7) if j != i]
+        mean = sum(vals) / 5
+        var.append(sum((x - mean) ** 2 for x in vals) / 4)
+    assert cal.spread["likeness"] == pytest.approx(math.sqrt(sum(var) / 6))
+    assert v.decision.sd_floor == {"likeness": cal.spread["likeness"]}
+    # six sources within 0.05 of each other make 0.6 look like 28 sds without the floor
+    assert prediction_p(0.6, v.decision.against["likeness"]) < 1e-5
+    assert v.is_lineage is False and v.decision.p_value > 0.005
+    assert v.decision.p["likeness"] == pytest.approx(
+        prediction_p(0.6, v.decision.against["likeness"], cal.spread["likeness"])
+    )
+    child = Toy(71, ancestor=0)
+    child.tight = True
+    assert _judge(child, ["likeness"], refs, True)[0].is_lineage is True  # descent still stands out

@@ -23,6 +23,16 @@ floor of 1e-3 on its scale, so references that agree exactly give a suspect at t
 value p = 0.5, not certainty (an easy task where independent models share a basin then
 yields no basin evidence at all, instead of a threshold of 0).
 
+**The references' own spread as a second floor** (the suspect-centred kinds named in
+`spread_floor`, by default the weight-space ones: basin and distance): sd is at least the
+spread the references show among themselves, sqrt(mean_i var_{j != i} e(reference_j,
+reference_i)), pooled at calibration over n (n - 1) values (`Calibration.spread`). One
+suspect's six sources can agree closely by chance, and a parent that happens to lie near
+the suspect's own parent then reads as a many-sd outlier: on the CIFAR-10 recipe zoo the
+parent's barrier to the other parent's fine-tuned model was 0.28 against its references'
+0.63-0.81 (t = 8.9, p_basin 8e-5), while barriers between independent models there range
+from 0.12 to 0.87. The floor only raises sd, so it only raises p.
+
 **Combination**: Bonferroni, p = min(1, m * min_e p_e) over the m evidences that apply:
 valid whatever their dependence (they are correlated: among unrelated pairs of the MNIST
 zoo, closeness and inherited errors have Spearman +0.7), where Fisher's and Stouffer's
@@ -60,6 +70,11 @@ class VerdictConf:
     # models of other recipes; suspect-centred closeness is heavy-tailed (it accused
     # label-smoothed MNIST models), parent-centred closeness accused none
     suspect_centred: list[str] = knob(["basin", "distance", "inherited"])
+    # suspect-centred kinds whose sd is floored by the references' own pooled spread (the
+    # module docstring). Measured on the three recipe zoos: on the weight-space kinds it
+    # removed CIFAR-10's one false positive and no true pair; on inherited errors, whose
+    # spread follows the suspect's own error rate, it cost two MNIST distillation students
+    spread_floor: list[str] = knob(["basin", "distance"])
 
 
 @dataclass
@@ -79,6 +94,8 @@ class Decision:
     null: dict[str, str] = field(default_factory=dict)
     # the values each evidence's p was measured against, on its verdict scale
     against: dict[str, list[float]] = field(default_factory=dict)
+    # the floor on their sd, where the references' own spread set one (suspect-centred)
+    sd_floor: dict[str, float] = field(default_factory=dict)
     caveat: str = ""  # why the verdict is weaker than it looks
     reason: str = ""  # why an evidence did not apply, or the verdict is undetermined
 
@@ -109,15 +126,16 @@ def logit(s: float) -> float | None:
     return math.log(s / (1 - s))
 
 
-def prediction_p(value: float, refs: Sequence[float]) -> float | None:
-    """P(an independent model's value >= `value`), the references as the sample."""
+def prediction_p(value: float, refs: Sequence[float], sd_floor: float = SD_FLOOR) -> float | None:
+    """P(an independent model's value >= `value`), the references as the sample; their sd
+    is taken as at least `sd_floor`."""
     from scipy.stats import t as student
 
     n = len(refs)
     if n < 2:
         return None
     mean = sum(refs) / n
-    sd = max(math.sqrt(sum((r - mean) ** 2 for r in refs) / (n - 1)), SD_FLOOR)
+    sd = max(math.sqrt(sum((r - mean) ** 2 for r in refs) / (n - 1)), sd_floor, SD_FLOOR)
     t = (value - mean) / (sd * math.sqrt(1 + 1 / n))
     return float(student.sf(t, n - 1))
 
@@ -128,16 +146,20 @@ def decide(
     cfg: VerdictConf,
     caveats: Mapping[str, str] | None = None,
     reasons: Sequence[str] = (),
+    spread: Mapping[str, float] | None = None,
 ) -> Decision:
     """The verdict from each evidence's statistic (`suspect`, in the kinds' order) against
     the references' statistics. `caveats[kind]`: why that evidence is weak alone; it is
-    the verdict's caveat when that evidence is the only one that says lineage."""
+    the verdict's caveat when that evidence is the only one that says lineage.
+    `spread[kind]`: that kind's floor on the references' sd (the module docstring)."""
     p: dict[str, float | None] = {}
     against: dict[str, list[float]] = {}
+    floors = dict(spread or {})
     for kind, v in suspect.items():
         refs = [r[kind] for r in references if r.get(kind) is not None]
         against[kind] = [float(r) for r in refs]  # type: ignore[arg-type]
-        p[kind] = None if v is None else prediction_p(v, refs)  # type: ignore[arg-type]
+        floor = floors.get(kind, SD_FLOOR)
+        p[kind] = None if v is None else prediction_p(v, refs, floor)  # type: ignore[arg-type]
     used = {k: v for k, v in p.items() if v is not None}
     enough = len(references) >= cfg.min_references and bool(used)
     combined = min(1.0, len(used) * min(used.values())) if used else 1.0
@@ -166,6 +188,7 @@ def decide(
         says=says,
         null={k: "suspect-centred" if k in cfg.suspect_centred else "parent-centred" for k in p},
         against=against,
+        sd_floor={k: v for k, v in floors.items() if k in p},
         caveat=caveat,
         reason="; ".join(filter(None, why)),
     )
