@@ -311,3 +311,24 @@ def test_the_device_preset_is_the_reduced_cifar10_zoo():
     )
     with pytest.raises(LineageError, match="unknown preset 'cifar'"):
         presets.load("cifar")
+
+
+def test_student_reach_scores_each_sources_own_idiosyncratic_mistakes():
+    import torch
+
+    from experiments.student_reach import agreement, idiosyncratic
+
+    y = torch.tensor([0, 0, 0, 0, 0, 0])
+    answers = torch.tensor(
+        [
+            [1, 1, 0, 0, 0, 2],  # the parent: wrong alone on points 0 and 1 (5 is shared)
+            [0, 0, 3, 0, 0, 2],  # a reference: wrong alone on point 2
+            [0, 0, 0, 4, 4, 2],  # another: wrong alone on 3 and 4
+        ]
+    )
+    marks = idiosyncratic(answers, y)
+    assert [m.tolist() for m in marks] == [[0, 1], [2], [3, 4]]
+    copy = answers[0].clone()  # a student that gives its teacher's answers everywhere
+    assert agreement(answers, marks, copy) == [1.0, 0.0, 0.0]
+    half = torch.tensor([1, 0, 3, 4, 0, 0])
+    assert agreement(answers, marks, half) == [0.5, 1.0, 0.5]
