@@ -25,6 +25,7 @@ import torch
 
 from experiments import presets
 from experiments.zoo_models import build_models, model_label
+from lineage.evaluate.verdict import sample_variance
 from lineage.modifications.registry import fresh_weight_modifications
 from lineage.training import predict
 from lineage.zoo import Zoo
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
             a = agreement(answers, marks, predict(e.model, x).argmax(1))
             refs = [v for v in a[1:] if not math.isnan(v)]
             mean = sum(refs) / len(refs)
-            sd = math.sqrt(sum((v - mean) ** 2 for v in refs) / (len(refs) - 1))
+            sd = math.sqrt(sample_variance(refs))
             print(
                 f"| {f.parent.id} | {mod} | {ratio} | {e.meta['accuracy']:.3f} | {a[0]:.3f} | "
                 f"{min(refs):.3f}-{max(refs):.3f} | {(a[0] - mean) / max(sd, 1e-9):+.1f} |"

@@ -26,7 +26,6 @@ measurements per suspect.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -39,7 +38,7 @@ from .errors import LineageError
 from .evaluate import evidence
 from .evaluate.boundary import run_model
 from .evaluate.evidence import Kind, Parent, Suspect
-from .evaluate.verdict import Decision, VerdictConf, decide
+from .evaluate.verdict import Decision, VerdictConf, decide, pooled_spread
 from .runtime import device_of, eval_mode
 from .settings import from_mapping
 
@@ -398,25 +397,6 @@ def calibrate(
         nulls = _nulls(cal, their, theirs[i])
         cal.references.append(_verdict(opts, mine, reasons[i], others, nulls, {}, cal.spread))
     return cal
-
-
-def pooled_spread(
-    theirs: Sequence[Sequence[Mapping[str, float | None]]], kinds: Sequence[str]
-) -> dict[str, float]:
-    """Each kind's within-suspect sd pooled over the references as suspects: theirs[i] holds
-    e(reference_j, reference_i) for j != i. Estimated from n (n - 1) values, it is the
-    floor on one suspect's sources' sd, which six values can put far too low."""
-    out = {}
-    for k in kinds:
-        var = []
-        for row in theirs:
-            v = [float(s[k]) for s in row if s.get(k) is not None and math.isfinite(s[k])]  # type: ignore[arg-type]
-            if len(v) >= 2:
-                m = sum(v) / len(v)
-                var.append(sum((x - m) ** 2 for x in v) / (len(v) - 1))
-        if var:
-            out[k] = math.sqrt(sum(var) / len(var))
-    return out
 
 
 COVER_POINTS = 2000  # test points for the coverage caveat's accuracies

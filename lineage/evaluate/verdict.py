@@ -126,6 +126,28 @@ def logit(s: float) -> float | None:
     return math.log(s / (1 - s))
 
 
+def sample_variance(values: Sequence[float]) -> float:
+    """The unbiased sample variance of two or more values."""
+    mean = sum(values) / len(values)
+    return sum((r - mean) ** 2 for r in values) / (len(values) - 1)
+
+
+def pooled_spread(
+    theirs: Sequence[Sequence[Mapping[str, float | None]]], kinds: Sequence[str]
+) -> dict[str, float]:
+    """Each kind's within-suspect sd pooled over the references as suspects: theirs[i] holds
+    e(reference_j, reference_i) for j != i. Estimated from n (n - 1) values, it is the
+    floor on one suspect's sources' sd, which six values can put far too low."""
+    out = {}
+    for k in kinds:
+        rows = [[float(v) for s in row if (v := s.get(k)) is not None and math.isfinite(v)]
+                for row in theirs]  # fmt: skip
+        var = [sample_variance(v) for v in rows if len(v) >= 2]
+        if var:
+            out[k] = math.sqrt(sum(var) / len(var))
+    return out
+
+
 def prediction_p(value: float, refs: Sequence[float], sd_floor: float = SD_FLOOR) -> float | None:
     """P(an independent model's value >= `value`), the references as the sample; their sd
     is taken as at least `sd_floor`."""
@@ -135,7 +157,7 @@ def prediction_p(value: float, refs: Sequence[float], sd_floor: float = SD_FLOOR
     if n < 2:
         return None
     mean = sum(refs) / n
-    sd = max(math.sqrt(sum((r - mean) ** 2 for r in refs) / (n - 1)), sd_floor, SD_FLOOR)
+    sd = max(math.sqrt(sample_variance(refs)), sd_floor, SD_FLOOR)
     t = (value - mean) / (sd * math.sqrt(1 + 1 / n))
     return float(student.sf(t, n - 1))
 
