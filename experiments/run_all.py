@@ -2,6 +2,7 @@
 
     python -m experiments.run_all --preset digits_mlp     # minutes
     python -m experiments.run_all --preset mnist_lenet    # < 60 min on a 2-core CPU
+    python -m experiments.run_all --preset mnist_lenet --jobs 2   # both cores at once
     bash scripts/device_cifar10.sh                        # the reduced CIFAR-10 zoo, one GPU
 
 Equivalent to running experiments/zoo.py, then determination.py, closeness.py, sampling.py,
@@ -18,9 +19,11 @@ from experiments.common import parser
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
     p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE", help="see zoo.py")
+    zoo.add_job_options(p)
     args = p.parse_args(argv)
     common = ["--preset", args.preset, "--outputs", str(args.outputs)]
-    zoo.main([*common, "--override", *args.override])
+    jobs = ["--jobs", str(args.jobs), *(["--threads", str(args.threads)] if args.threads else [])]
+    zoo.main([*common, *jobs, "--override", *args.override])
     for experiment in (determination, closeness, sampling, compare, runtime):
         experiment.main(common)
 

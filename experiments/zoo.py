@@ -3,6 +3,7 @@ architecture, and one judged row per (parent, model) pair.
 
     python -m experiments.zoo --preset digits_mlp       # a few minutes: tests and CI
     python -m experiments.zoo --preset mnist_lenet      # data at ../shared/data
+    python -m experiments.zoo --preset mnist_lenet --jobs 2   # two processes, one per core
     python -m experiments.zoo --preset mnist_lenet_b    # the same recipe, other parents
     python -m experiments.zoo --preset cifar10_lenet    # CIFAR-10 on a 2-core CPU
     python -m experiments.zoo --preset cifar10_device   # reduced ResNet-18: one call, one GPU
@@ -15,7 +16,7 @@ Writes outputs/experiments/<preset>/:
                   seed, arch, accuracy, seconds (to train or derive it, in the run that made it)
     pairs.csv     one row per (parent, model) pair (columns below)
     pairs.jsonl   the per-pair cache: an interrupted run resumes where it stopped
-    zoo.{csv,md}  the counts and the time of this run (models_s, total_s)
+    zoo.{csv,md}  the counts and the time of this run (models_s, total_s, jobs, threads)
     timings.jsonl seconds each derived model took to derive (the zoo records training)
 
 The zoo, per parent seed s (parents_seed_offset + 0..parents-1):
@@ -48,11 +49,15 @@ only judges the pairs not yet in pairs.jsonl. Each parent is calibrated once
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
+import multiprocessing
+import sys
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +67,18 @@ from torch import nn
 
 from experiments import presets
 from experiments.common import BASELINE_NAMES, ROOT, parser
-from experiments.zoo_models import Entry, build_models, kind_of, model_label, model_row, root_of
+from experiments.zoo_models import (
+    Entry,
+    Family,
+    Share,
+    build_models,
+    kind_of,
+    model_label,
+    model_row,
+    root_of,
+)
 from lineage.baselines import BASELINES
+from lineage.config import compose
 from lineage.data import DataModule
 from lineage.engine import Calibration, judge
 from lineage.errors import LineageError
@@ -71,6 +86,8 @@ from lineage.evaluate import evidence
 from lineage.pipeline import calibration_for
 from lineage.report.html import md_table
 from lineage.results import PAIR_COLUMNS, evidence_columns, verdict_columns
+from lineage.runtime import threads_for
+from lineage.text import printable
 from lineage.utils import append_line, stable_hash
 from lineage.zoo import Zoo, data_spec, read_jsonl
 
@@ -148,57 +165,29 @@ def build(
     out: Path,
     zoo_root: Path | None = None,
     say: Callable[[str], None] = print,
+    jobs: int = 1,
+    threads: int | None = None,
 ) -> pd.DataFrame:
     """Build (or resume) the zoo of `preset`; write models.csv, pairs.csv and zoo.md to `out`
-    and return the pairs table."""
+    and return the pairs table. `jobs` > 1 makes the models, then judges the pairs, in that
+    many processes of `threads` torch threads each (default: the cores shared out); what
+    they leave in the store and in pairs.jsonl is then read back here, as a resumed run."""
     t_start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    zoo = Zoo(zoo_root or ROOT / "outputs" / "zoo")
-    base = [*preset.overrides, "logger=none", "closeness.progress=false"]
-    cfg, dm, families, independents = build_models(preset, zoo, base, say)
+    zoo_root = zoo_root or ROOT / "outputs" / "zoo"
+    judged_before = len(read_jsonl(out / "pairs.jsonl"))
+    job_threads = threads or threads_for(None, jobs)
+    if jobs > 1:
+        compose(base_overrides(preset))  # a bad option fails here, before any job starts
+        in_parallel(preset, out, zoo_root, jobs, job_threads, say)
+    zoo = Zoo(zoo_root)
+    cfg, dm, families, independents = build_models(preset, zoo, base_overrides(preset), say)
     t_models = time.perf_counter() - t_start
-    bcfg = baseline_config(preset)
-    shash = settings_hash(cfg, bcfg)
-    everyone: dict[str, Entry] = {}
-    for f in families:
-        everyone.update({e.id: e for e in [f.parent, *f.derived]})
-    everyone.update({e.id: e for e in independents})
-    links = {mid: e.meta.get("parent_id") for mid, e in everyone.items()}
-    cache_path = out / "pairs.jsonl"
-    cached = {
-        (r["parent_id"], r["model_id"]): r
-        for r in read_jsonl(cache_path)
-        if r.get("settings") == shash
-    }
-    rows = []
-    n_new = 0
-    for f in families:
-        cal = None
-        for mid, entry in everyone.items():
-            if mid == f.parent.id:
-                continue
-            key = (f.parent.id, mid)
-            if key in cached:
-                rows.append(cached[key])
-                continue
-            if cal is None:
-                refs = [r.model for r in f.references]
-                cal = calibration_for(cfg, dm, f.parent.model, refs, f.seed)
-            row = {
-                **pair_row(f.parent, entry, root_of(mid, links), cal, dm, bcfg, f.seed),
-                "settings": shash,
-            }
-            append_line(cache_path, json.dumps(row, default=_jsonable))
-            rows.append(row)
-            n_new += 1
-            say(
-                f"pair {f.parent.id} {mid} {row['kind']} {row['modification']} "
-                f"{row['ratio']}: truth {row['truth']} verdict {int(row['is_lineage'])} "
-                f"p {row['p_value']:.2g}"
-            )
+    rows = judge_pairs(preset, out, cfg, dm, families, independents, say)
     pairs = pd.DataFrame(rows).drop(columns=["settings"])
     pairs.to_csv(out / "pairs.csv", index=False)
-    model_rows = [model_row(e, links) for e in everyone.values()]
+    links = links_of(families, independents)
+    model_rows = [model_row(e, links) for e in everyone_of(families, independents).values()]
     for f in families:
         model_rows += [model_row(r, {}, "reference") for r in f.references]
     models_df = pd.DataFrame(model_rows)
@@ -214,10 +203,11 @@ def build(
                 "references": sum(len(f.references) for f in families),
                 "pairs": len(pairs),
                 "lineage_pairs": int(pairs["truth"].sum()),
-                "pairs_judged_now": n_new,
+                "pairs_judged_now": len(read_jsonl(out / "pairs.jsonl")) - judged_before,
                 "models_s": round(t_models, 1),
                 "total_s": round(time.perf_counter() - t_start, 1),
-                "threads": torch.get_num_threads(),
+                "jobs": jobs,
+                "threads": torch.get_num_threads() if jobs == 1 else job_threads,
             }
         ]
     )
@@ -225,6 +215,122 @@ def build(
     (out / "zoo.md").write_text(f"### Zoo {preset.name}\n\n{md_table(summary)}\n")
     say(md_table(summary))
     return pairs
+
+
+def base_overrides(preset: presets.Preset) -> list[str]:
+    return [*preset.overrides, "logger=none", "closeness.progress=false"]
+
+
+def everyone_of(families: list[Family], independents: list[Entry]) -> dict[str, Entry]:
+    """Every model that is judged against a parent (the parents among them), by id."""
+    everyone: dict[str, Entry] = {}
+    for f in families:
+        everyone.update({e.id: e for e in [f.parent, *f.derived]})
+    everyone.update({e.id: e for e in independents})
+    return everyone
+
+
+def links_of(families: list[Family], independents: list[Entry]) -> dict[str, str | None]:
+    return {mid: e.meta.get("parent_id") for mid, e in everyone_of(families, independents).items()}
+
+
+def judge_pairs(
+    preset: presets.Preset,
+    out: Path,
+    cfg: dict[str, Any],
+    dm: DataModule,
+    families: list[Family],
+    independents: list[Entry],
+    say: Callable[[str], None],
+    share: Share | None = None,
+) -> list[dict[str, Any]]:
+    """Every (parent, model) pair's row: from pairs.jsonl when judged under these settings,
+    else judged now and appended there. With `share`, only that job's part of the pairs is
+    judged (whole families to a job when there are enough families to go round, else the
+    pairs in turn) and the rows returned are those."""
+    share = share or Share()
+    bcfg = baseline_config(preset)
+    shash = settings_hash(cfg, bcfg)
+    everyone = everyone_of(families, independents)
+    links = links_of(families, independents)
+    cache_path = out / "pairs.jsonl"
+    cached = {
+        (r["parent_id"], r["model_id"]): r
+        for r in read_jsonl(cache_path)
+        if r.get("settings") == shash
+    }
+    by_family = len(families) >= share.n
+    rows = []
+    for fi, f in enumerate(families):
+        cal = None
+        for mid, entry in everyone.items():
+            if mid == f.parent.id:
+                continue
+            if not (fi % share.n == share.k if by_family else share.mine()):
+                continue
+            key = (f.parent.id, mid)
+            if key in cached:
+                rows.append(cached[key])
+                continue
+            if cal is None:
+                refs = [r.model for r in f.references]
+                cal = calibration_for(cfg, dm, f.parent.model, refs, f.seed)
+            row = {
+                **pair_row(f.parent, entry, root_of(mid, links), cal, dm, bcfg, f.seed),
+                "settings": shash,
+            }
+            append_line(cache_path, json.dumps(row, default=_jsonable))
+            rows.append(row)
+            say(
+                f"pair {f.parent.id} {mid} {row['kind']} {row['modification']} "
+                f"{row['ratio']}: truth {row['truth']} verdict {int(row['is_lineage'])} "
+                f"p {row['p_value']:.2g}"
+            )
+    return rows
+
+
+def in_parallel(
+    preset: presets.Preset,
+    out: Path,
+    zoo_root: Path,
+    jobs: int,
+    threads: int,
+    say: Callable[[str], None],
+) -> None:
+    """The zoo's models, then its pairs, made by `jobs` processes at once (each its `Share`
+    of `threads` torch threads). The second stage starts when every model is in the store:
+    a pair needs both of its models. An interrupted run keeps what each job finished."""
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
+    for stage in ("models", "pairs"):
+        t0 = time.perf_counter()
+        with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+            done = [
+                pool.submit(_job, stage, preset, out, zoo_root, Share(k, jobs), threads)
+                for k in range(jobs)
+            ]
+            for d in done:
+                d.result()  # a job's error is raised here
+        say(f"{stage}: {jobs} jobs of {threads} thread(s), {time.perf_counter() - t0:.0f} s")
+
+
+def _job(
+    stage: str, preset: presets.Preset, out: Path, zoo_root: Path, share: Share, threads: int
+) -> None:
+    """One job of `in_parallel`, in its own process."""
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.WARNING)
+
+    def say(s: str) -> None:
+        print(f"[job {share.k + 1}/{share.n}] {s}", flush=True)
+
+    zoo = Zoo(zoo_root)
+    if stage == "models":
+        build_models(preset, zoo, base_overrides(preset), say, share)
+        return
+    cfg, dm, families, independents = build_models(
+        preset, zoo, base_overrides(preset), lambda s: None
+    )
+    judge_pairs(preset, out, cfg, dm, families, independents, say, share)
 
 
 def recorded_seconds(models_df: pd.DataFrame, path: Path, zoo: Zoo) -> pd.Series:
@@ -256,16 +362,43 @@ def main(argv: list[str] | None = None) -> None:
         help="Hydra overrides added to the preset's (e.g. data.limit=2000 model.width=0.25)",
     )
     p.add_argument(
-        "--threads",
+        "--zoo",
+        type=Path,
+        default=None,
+        help="the model store (default outputs/zoo, the one `lineage run` uses)",
+    )
+    add_job_options(p)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads or 1)
+    logging.basicConfig(level=logging.WARNING)
+    say = lambda s: print(s, flush=True)  # noqa: E731
+    try:
+        preset = presets.load(args.preset, args.parents, args.override)
+        out = args.outputs / preset.name
+        build(preset, out, args.zoo, say=say, jobs=args.jobs, threads=args.threads)
+    except LineageError as e:  # a job's error too: it is raised again here
+        print(f"error: {printable(e)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def add_job_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--jobs",
         type=int,
         default=1,
-        help="torch CPU threads (1 is often fastest for these small models)",
+        choices=range(1, 65),
+        metavar="N",
+        help="processes that train, derive and judge at once (1..64; default 1)",
     )
-    args = p.parse_args(argv)
-    preset = presets.load(args.preset, args.parents, args.override)
-    torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.WARNING)
-    build(preset, args.outputs / preset.name, say=lambda s: print(s, flush=True))
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        choices=range(1, 257),
+        metavar="T",
+        help="torch CPU threads per process (default: 1 for one job, else the cores shared "
+        "out; 1 is often fastest for these small models)",
+    )
 
 
 if __name__ == "__main__":

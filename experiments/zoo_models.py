@@ -49,6 +49,24 @@ class Entry:
 
 
 @dataclasses.dataclass
+class Share:
+    """One job's part of the zoo when several jobs build it at once (experiments.zoo
+    --jobs): the models are numbered in the order the zoo lists them, and job k of n makes
+    those numbered k, k + n, ... A model it needs from another job's part (a parent, the
+    first step of a grandchild) it waits for under the store's lock, then loads. The
+    default is the whole zoo."""
+
+    k: int = 0
+    n: int = 1
+    listed: int = 0
+
+    def mine(self) -> bool:
+        """Whether the next listed model is this job's to make."""
+        j, self.listed = self.listed, self.listed + 1
+        return j % self.n == self.k
+
+
+@dataclasses.dataclass
 class Family:
     """One parent, its calibration references and everything derived from it."""
 
@@ -74,12 +92,13 @@ def derived_entry(
     """derive_model's derived model, loaded from the zoo when it is already there (the id is
     the store's: parent, modification config, ratio, seed)."""
     did = derived_id(parent.id, mod, ratio, int(cfg["seed"]))
-    if zoo.path(did).exists():
-        model, meta = models.load(zoo.path(did))
-        return Entry(model.eval(), meta, "derived", math.nan)
-    t0 = time.perf_counter()
-    run_cfg = {**cfg, "modification": mod, "ratio": ratio}
-    d, meta, _ = derive_model(run_cfg, dm, parent.model, parent.meta, zoo, Tracker())
+    with zoo.lock(did):  # parallel jobs derive a model once
+        if zoo.path(did).exists():
+            model, meta = models.load(zoo.path(did))
+            return Entry(model.eval(), meta, "derived", math.nan)
+        t0 = time.perf_counter()
+        run_cfg = {**cfg, "modification": mod, "ratio": ratio}
+        d, meta, _ = derive_model(run_cfg, dm, parent.model, parent.meta, zoo, Tracker())
     return Entry(d.model.eval(), meta, "derived", time.perf_counter() - t0)
 
 
@@ -103,14 +122,18 @@ def family(
     seed: int,
     mods: Mapping[str, dict[str, Any]],
     say: Callable[[str], None],
+    share: Share,
 ) -> Family:
     pcfg = {**cfg, "seed": seed}
-    parent = trained(pcfg, dm, zoo, seed, "parent")
-    say(f"parent seed {seed}: {parent.id} acc {parent.meta['accuracy']:.4f}")
+    parent = trained(pcfg, dm, zoo, seed, "parent") if share.mine() else None
     refs = [
         trained(pcfg, dm, zoo, reference_seed(seed, i), "reference")
         for i in range(preset.references)
+        if share.mine()
     ]
+    # another job's parent: by now trained, or training under its lock (this waits)
+    parent = parent or trained(pcfg, dm, zoo, seed, "parent")
+    say(f"parent seed {seed}: {parent.id} acc {parent.meta['accuracy']:.4f}")
     derived: list[Entry] = []
 
     def add(e: Entry, label: str) -> Entry:
@@ -121,10 +144,14 @@ def family(
 
     for name, mod in mods.items():
         for r in preset.ratios:
-            add(derived_entry(pcfg, dm, parent, mod, r, zoo), f"{name} {r}")
+            if share.mine():
+                add(derived_entry(pcfg, dm, parent, mod, r, zoo), f"{name} {r}")
     for chain in preset.chains:
-        add(derived_entry(pcfg, dm, parent, chain, 0.5, zoo), "chain")
+        if share.mine():
+            add(derived_entry(pcfg, dm, parent, chain, 0.5, zoo), "chain")
     for (m1, r1), (m2, r2) in preset.grand:
+        if not share.mine():
+            continue
         first = derived_entry(pcfg, dm, parent, mods[m1], r1, zoo)
         if first.id not in {e.id for e in derived}:
             derived.append(first)  # the link from the grandchild back to the root
@@ -133,26 +160,35 @@ def family(
 
 
 def independents(
-    preset: Preset, cfg: dict[str, Any], dm: DataModule, zoo: Zoo, base: list[str]
+    preset: Preset, cfg: dict[str, Any], dm: DataModule, zoo: Zoo, base: list[str], share: Share
 ) -> list[Entry]:
     """Models no parent is an ancestor of: other seeds, one per half of the training set,
     and other architectures (each `cross_arch` entry: space-separated model overrides)."""
     out = [
         trained(cfg, dm, zoo, SEED_BASE["independent_seed"] + j, "independent_seed")
         for j in range(preset.seeds)
+        if share.mine()
     ]
     out += [
         trained(cfg, dm, zoo, SEED_BASE["independent_half"] + h, "independent_half", half=h)
         for h in range(preset.halves)
+        if share.mine()
     ]
     for j, over in enumerate(preset.cross_arch):
-        acfg = compose([*base, *over.split()])
-        out.append(trained(acfg, dm, zoo, SEED_BASE["independent_arch"] + j, "independent_arch"))
-    return out + recipe_independents(preset, cfg, dm, zoo, base)
+        if share.mine():
+            acfg = compose([*base, *over.split()])
+            seed = SEED_BASE["independent_arch"] + j
+            out.append(trained(acfg, dm, zoo, seed, "independent_arch"))
+    return out + recipe_independents(preset, cfg, dm, zoo, base, share)
 
 
 def recipe_independents(
-    preset: Preset, cfg: dict[str, Any], dm: DataModule, zoo: Zoo, base: list[str]
+    preset: Preset,
+    cfg: dict[str, Any],
+    dm: DataModule,
+    zoo: Zoo,
+    base: list[str],
+    share: Share | None = None,
 ) -> list[Entry]:
     """`recipe_models` models of each of the preset's recipes: trained as the references are
     but with the recipe's overrides (other epochs, optimizer, batches, regularisers, width)."""
@@ -161,6 +197,7 @@ def recipe_independents(
             f"preset {preset.name}: recipe_models={preset.recipe_models}: at most 10 per "
             "recipe (recipe i's seeds are 400 + 10 i + j)"
         )
+    share = share or Share()
     out = []
     for i, recipe in enumerate(preset.recipes):
         rcfg = compose([*base, *recipe.overrides.split()])
@@ -168,6 +205,8 @@ def recipe_independents(
         rdm = dm if data_spec(rcfg["data"]) == data_spec(cfg["data"]) else None
         rdm = rdm or datamodule_from_config(rcfg["data"])
         for j in range(preset.recipe_models):
+            if not share.mine():
+                continue
             seed = SEED_BASE["independent_recipe"] + 10 * i + j
             half = None if recipe.half is None else (recipe.half + j) % 2
             e = trained(rcfg, rdm, zoo, seed, "independent_recipe", half=half)
@@ -177,13 +216,20 @@ def recipe_independents(
 
 
 def build_models(
-    preset: Preset, zoo: Zoo, base: list[str], say: Callable[[str], None] = print
+    preset: Preset,
+    zoo: Zoo,
+    base: list[str],
+    say: Callable[[str], None] = print,
+    share: Share | None = None,
 ) -> tuple[dict[str, Any], DataModule, list[Family], list[Entry]]:
+    """The zoo's models, from the store or made now; with `share`, only that job's part is
+    made (the families and independents returned are then that part)."""
+    share = share or Share()
     cfg = compose(base)
     dm = datamodule_from_config(cfg["data"])
     mods = modification_configs(preset)
-    families = [family(preset, cfg, dm, zoo, s, mods, say) for s in preset.parent_seeds]
-    others = independents(preset, cfg, dm, zoo, base)
+    families = [family(preset, cfg, dm, zoo, s, mods, say, share) for s in preset.parent_seeds]
+    others = independents(preset, cfg, dm, zoo, base, share)
     for e in others:
         say(f"{e.role}{f' {e.recipe}' if e.recipe else ''}: {e.id} acc {e.meta['accuracy']:.4f}")
     return cfg, dm, families, others

@@ -142,14 +142,9 @@ def _reference_model(pmeta: Mapping[str, Any], parent: nn.Module) -> dict[str, A
 
 
 def compare(args: argparse.Namespace) -> dict[str, Any]:
-    from .data import datamodule_from_config
-    from .engine import calibrate, judge
     from .models.files import load_model
-    from .pipeline import trained_model
-    from .remote.cli import is_url, remote_suspect
-    from .tracking import Tracker
-    from .utils import flatten
-    from .zoo import Zoo, reference_seed
+    from .remote.cli import is_url
+    from .runtime import end_job, start_job
 
     parent, pmeta = load_model(args.parent, args.arch)
     url = is_url(args.suspect)  # a deployed model: a black box, made once the task is known
@@ -181,6 +176,34 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             )
         overrides.append(f"data={name}")
     cfg = command_config(args, overrides)
+    start_job(cfg.get("threads"))  # its share of the cores, as `run` and `tree` take
+    try:
+        return _audit(args, cfg, parent, pmeta, suspect, smeta, url)
+    finally:
+        end_job()
+
+
+def _audit(
+    args: argparse.Namespace,
+    cfg: dict[str, Any],
+    parent: nn.Module,
+    pmeta: dict[str, Any],
+    suspect: Any,
+    smeta: dict[str, Any],
+    url: bool,
+) -> dict[str, Any]:
+    """`compare` once the task and options are known: references, calibration, verdict."""
+    from .data import datamodule_from_config
+    from .engine import calibrate, judge
+    from .models.files import load_model
+    from .pipeline import trained_model
+    from .remote.cli import remote_suspect
+    from .runtime import settle_on
+    from .tracking import Tracker
+    from .utils import flatten
+    from .zoo import Zoo, reference_seed
+
+    pname = Path(args.parent).name
     seed = 0
     if args.data is None:
         seed = recipe(pmeta, cfg, pname)
@@ -232,6 +255,8 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             refs.append(model)
     log.info("judging: determination and closeness on %d test points", len(dm.test))
     x, y = dm.test.x, dm.test.y
+    if len(x):  # the judging's threads, timed on the parent (training settled its own)
+        settle_on(parent, x[:256])
     cal = calibrate(parent, refs, x, y, seed=seed, head=args.head, options=cfg)
     if url:
         suspect = remote_suspect(args, dm)

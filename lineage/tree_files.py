@@ -9,7 +9,8 @@ lineage record (kept channels of a structured prune) is passed to the judge as
 `lineage compare` does.
 
 Outputs (`--out DIR`): edges.json, tree.graphml, tree.png and, with ground truth,
-recovery.json.
+recovery.json; judged.jsonl, every pair judged so far, from which a rerun into the same
+folder resumes (lineage.tree_journal).
 """
 
 from __future__ import annotations
@@ -193,8 +194,8 @@ def _recover(
     records = {m: meta.get("record") for m, meta in metas.items()}
     t = tree(
         models, dm.test.x, dm.test.y, refs, prune=args.prune, candidates=args.candidates,
-        records=records, seed=seed,
-        options=cfg,
+        records=records, seed=seed, options=cfg,
+        journal=Path(args.out) / "judged.jsonl" if args.out else None,
     )  # fmt: skip
     truth = ground_truth(metas)
     result = {"tree": t, "edges": edges(t, metas), "truth": truth}

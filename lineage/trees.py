@@ -63,6 +63,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -249,6 +250,7 @@ def tree(
     records: Mapping[str, Mapping[str, Any] | None] | None = None,
     seed: int = 0,
     options: Mapping[str, Any] | None = None,
+    journal: str | Path | None = None,
     **groups: Any,
 ) -> Tree:
     """Recover the lineage forest of `models` (a mapping id -> model, or a sequence: ids
@@ -256,7 +258,9 @@ def tree(
     (independent models of the same task, none of them in `models`). `records`: each
     model's lineage record where one is known (kept channels of a structured prune; never
     read for who the parent is). Options and groups are calibrate's (verdict=, closeness=,
-    ...); see the module docstring for `direction`, `weight`, `candidates` and `prune`."""
+    ...); see the module docstring for `direction`, `weight`, `candidates` and `prune`.
+    `journal`: a JSON-lines file that keeps every judged pair, so that a rerun of an
+    interrupted tree judges only what is left (lineage.tree_journal)."""
     from .engine import calibrate, judge, settings
 
     named = (
@@ -273,7 +277,8 @@ def tree(
     for i, m in named.items():
         if not isinstance(m, nn.Module):
             raise LineageError(f"model {i}: expected an nn.Module, got {type(m).__name__}")
-    verdict = settings(options, **groups)["verdict"]
+    opts = settings(options, **groups)
+    verdict = opts["verdict"]
     if len(references) < verdict.min_references:
         raise LineageError(
             f"{len(references)} references: the verdict needs at least "
@@ -313,10 +318,14 @@ def tree(
     )  # fmt: skip
     pairs: dict[tuple[str, str], Pair] = {}
     unjudged: dict[tuple[str, str], str] = {}  # ordered pairs no verdict could be made for
+    book = _Book(journal, named, records, references, x, y, seed, opts)
     shared: Any = True  # the first calibration's references in the parent's place, for all
     for k, a in enumerate(parents, 1):
         mine = sorted(c for p, c in todo if p == a)
+        mine = [b for b in mine if not book.recall(a, b, pairs, unjudged)]
         log.info("tree: parent %d/%d %s, %d pairs", k, len(parents), a, len(mine))
+        if not mine:  # all judged by an earlier run: no calibration needed
+            continue
         t1 = time.perf_counter()
         try:
             cal = calibrate(
@@ -325,7 +334,9 @@ def tree(
             )  # fmt: skip
         except LineageError as e:  # e.g. a model that classifies no probe point right
             log.warning("tree: %s cannot be a parent here: %s", a, e)
-            unjudged.update({(a, b): str(e) for b in mine})
+            for b in mine:
+                unjudged[(a, b)] = str(e)
+                book.keep(a, b, {"unjudged": str(e)})
             continue
         finally:
             seconds["calibrate_s"] += time.perf_counter() - t1
@@ -336,14 +347,56 @@ def tree(
             try:
                 v = judge(named[a], named[b], x, y, calibration=cal, record=rec)
                 pairs[(a, b)] = _pair(a, b, v)
+                book.keep(a, b, _answer(pairs[(a, b)]))
             except LineageError as e:
                 log.warning("tree: %s -> %s not judged: %s", a, b, e)
                 unjudged[(a, b)] = str(e)
+                book.keep(a, b, {"unjudged": str(e)})
             seconds["judge_s"] += time.perf_counter() - t1
     edges, roots = _forest(ids, pairs, verdict.alpha, direction, weight, kurt, accuracy)
     seconds["total_s"] = time.perf_counter() - t0
     return Tree(ids, edges, roots, pairs, pruned, accuracy, kurt, verdict.alpha, direction,
                 weight, seconds, unjudged)  # fmt: skip
+
+
+def _answer(p: Pair) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(p).items() if k not in ("parent", "child")}
+
+
+class _Book:
+    """The tree's journal where one is kept (else a no-op): what earlier runs judged."""
+
+    def __init__(self, path: str | Path | None, named: Mapping[str, nn.Module],
+                 records: Mapping[str, Any] | None, references: Sequence[nn.Module],
+                 x: torch.Tensor, y: torch.Tensor, seed: int, opts: Any):  # fmt: skip
+        from .tree_journal import Journal, model_digest, record_digest, run_digest
+
+        self.journal = None
+        if path is None:
+            return
+        self.digest = {i: model_digest(m) for i, m in named.items()}
+        self.record = {i: record_digest((records or {}).get(i)) for i in named}
+        self.journal = Journal(Path(path), run_digest(references, x, y, seed, opts))
+
+    def recall(self, a: str, b: str, pairs: dict, unjudged: dict) -> bool:
+        """Fill in (a, b) from the journal; whether it was there."""
+        if self.journal is None:
+            return False
+        got = self.journal.get(self.digest[a], self.digest[b], self.record[b])
+        if got is None:
+            return False
+        if "unjudged" in got:
+            unjudged[(a, b)] = got["unjudged"]
+        else:
+            pairs[(a, b)] = Pair(a, b, *(got[f] for f in _PAIR_FIELDS))
+        return True
+
+    def keep(self, a: str, b: str, answer: Mapping[str, Any]) -> None:
+        if self.journal is not None:
+            self.journal.put(self.digest[a], self.digest[b], self.record[b], answer)
+
+
+_PAIR_FIELDS = [f.name for f in dataclasses.fields(Pair)][2:]
 
 
 def weight_gap(

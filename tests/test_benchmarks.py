@@ -53,14 +53,18 @@ TABLES = {
         ["| case | jobs | wall_s | vs alone |"],
         r"\| two at once: run 2 \| 2 \| {N} \| {N} \|",
     ),
+    "bench_zoo": (
+        ["| build | pairs | wall_s | vs 1 job |", "same verdict on every pair: True"],
+        r"\| 2 jobs \| 12 \| {N} \| {N} \|",
+    ),
     "reference_closeness": (
         ["point", "d_source", "d_suspect", "adv_source", "adv_suspect", "matched"],
         r"\n\s*0\s+{N}\s+{N}\s+{N}\s+{N}\s+(True|False)",
     ),
 }
-# Each starts `lineage run` three times over (fresh processes: imports dominate): heavy,
-# so `make test-all` runs them and CI's 10-minute suite does not.
-SLOW = {"bench_run", "bench_threads"}
+# Each starts `lineage run` three times over, or builds a zoo twice (fresh processes:
+# imports dominate): heavy, so `make test-all` runs them and CI's 10-minute suite does not.
+SLOW = {"bench_run", "bench_threads", "bench_zoo"}
 # Benchmarks whose smallest case runs beside the tests of what they measure.
 ELSEWHERE = {
     "bench_serve_memory": "tests/test_remote_fuzz.py::test_bench_serve_memory_smallest_case",

@@ -74,10 +74,21 @@ PAIR_COLUMNS = [
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
+    """The tiny zoo, made by two jobs at once (`--jobs 2`): every test below reads their work."""
     root = tmp_path_factory.mktemp("experiments")
     out, zoo_root = root / "tiny", root / "zoo"
-    pairs = zoo.build(TINY, out, zoo_root, say=lambda s: None)
+    pairs = zoo.build(TINY, out, zoo_root, say=lambda s: None, jobs=2, threads=1)
     return pairs, out, zoo_root
+
+
+def test_two_jobs_make_each_model_once_and_judge_every_pair(built):
+    pairs, out, zoo_root = built
+    summary = pd.read_csv(out / "zoo.csv").iloc[0]
+    assert (summary["jobs"], summary["pairs_judged_now"]) == (2, len(pairs))
+    store = Zoo(zoo_root)
+    trained = [r["id"] for r in store.trained()]
+    assert len(trained) == len(set(trained)) == 2 + 8 + 3  # parents, references, independents
+    assert len(store.edges()) == 14  # each derived model once
 
 
 def test_pairs_table_columns_and_size(built):
@@ -139,6 +150,18 @@ def test_verdicts_on_tiny_zoo(built):
     assert ((p <= pairs["alpha"]) == pairs["is_lineage"].astype(bool)).all()
     assert pairs["verdict_score"].to_numpy() == pytest.approx(-np.log10(p.to_numpy()), abs=1e-9)
     assert (pairs["n_references"] == 4).all()
+
+
+def test_a_bad_option_is_one_line_and_exit_2_before_any_job(tmp_path, capsys):
+    """A bad override is refused in one line, no traceback, before any job starts."""
+    args = ["--preset", "digits_mlp", "--jobs", "2", "--outputs", str(tmp_path),
+            "--zoo", str(tmp_path / "zoo"), "--override", "closeness.max_points=10"]  # fmt: skip
+    with pytest.raises(SystemExit) as e:
+        zoo.main(args)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2
+    assert err == "error: closeness: min_points=60 exceeds max_points=10"
+    assert not (tmp_path / "zoo").exists()
 
 
 def test_rerun_resumes_from_cache(built):

@@ -141,6 +141,28 @@ def test_a_model_that_cannot_be_a_parent_leaves_the_rest_of_the_tree(family, dat
     )
 
 
+def test_a_journal_resumes_without_judging_a_pair_again(family, data, tmp_path, monkeypatch):
+    """An interrupted tree (here: the journal's last line torn) judges only what is left,
+    with the same answers; a different model under an old name is judged anew."""
+    m, refs = family
+    x, y = data[2], data[3]
+    sub = {k: m[k] for k in ("P", "C1", "I1")}
+    path = tmp_path / "judged.jsonl"
+    first = lineage.tree(sub, x, y, refs, closeness=FAST, journal=path)
+    lines = path.read_text().splitlines()
+    assert len(lines) == len(first.pairs) == 3
+    path.write_text("\n".join(lines[:2]) + "\n" + lines[2][:20])
+    judged = []
+    real = lineage.engine.judge
+    monkeypatch.setattr(lineage.engine, "judge", lambda *a, **k: judged.append(1) or real(*a, **k))
+    again = lineage.tree(sub, x, y, refs, closeness=FAST, journal=path)
+    assert len(judged) == 1
+    assert again.pairs == first.pairs and again.edges == first.edges
+    judged.clear()
+    lineage.tree({**sub, "I1": m["I2"]}, x, y, refs, closeness=FAST, journal=path)
+    assert len(judged) == 2  # the pairs of the new model only
+
+
 def test_bad_input_is_refused(family, data):
     m, refs = family
     with pytest.raises(lineage.LineageError, match="at least 2 models"):

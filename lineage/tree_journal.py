@@ -1,0 +1,106 @@
+"""The tree's journal: every ordered pair `lineage.tree` has judged, one JSON line each, so
+that an interrupted tree resumes without judging a pair again (and without calibrating a
+would-be parent whose pairs are all done).
+
+A line is reused only for the same question: the same two models (by their tensors' bytes,
+not their names), the child's same lineage record, and the same run (the references'
+tensors, the task's points, the seed and every judging option). Anything else, or a line
+that does not read as one (a torn tail, a wrong type), is judged again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .utils import append_line, stable_hash
+from .zoo import read_jsonl
+
+
+def tensor_digest(tensors: Sequence[tuple[str, torch.Tensor]]) -> str:
+    """sha256 over names, dtypes, shapes and bytes."""
+    h = hashlib.sha256()
+    for name, t in tensors:
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        flat = t.detach().cpu().contiguous().reshape(-1)
+        h.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return h.hexdigest()[:24]
+
+
+def model_digest(model: nn.Module) -> str:
+    state = model.state_dict()
+    return tensor_digest([(k, v) for k, v in sorted(state.items()) if isinstance(v, torch.Tensor)])
+
+
+def run_digest(
+    references: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, seed: int, opts: Any
+) -> str:
+    """What every verdict of one tree depends on besides its two models."""
+    groups = {k: dataclasses.asdict(v) if _instance(v) else v for k, v in opts.items()}
+    return stable_hash(
+        {
+            "references": [model_digest(r) for r in references],
+            "points": tensor_digest([("x", x), ("y", y)]),
+            "seed": seed,
+            "options": groups,
+        },
+        n=24,
+    )
+
+
+def _instance(v: Any) -> bool:
+    return dataclasses.is_dataclass(v) and not isinstance(v, type)
+
+
+FIELDS = {"p_value": float, "score": float, "decided_by": str, "closeness": float,
+          "distance": float}  # fmt: skip
+
+
+class Journal:
+    """The judged pairs of runs like this one, read from `path` and appended to it."""
+
+    def __init__(self, path: Path, run: str):
+        self.path, self.run = path, run
+        self.done: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for rec in read_jsonl(path):
+            key = (rec.get("run"), rec.get("parent"), rec.get("child"), rec.get("record"))
+            if key[0] == run and all(isinstance(k, str) for k in key) and _valid(rec):
+                self.done[key[1:]] = rec  # type: ignore[index]
+
+    def get(self, parent: str, child: str, record: str) -> dict[str, Any] | None:
+        """The pair's fields (Pair's, without ids) or {"unjudged": why}; None when not done."""
+        return self.done.get((parent, child, record))
+
+    def put(self, parent: str, child: str, record: str, answer: Mapping[str, Any]) -> None:
+        rec = {"run": self.run, "parent": parent, "child": child, "record": record, **answer}
+        append_line(self.path, json.dumps(rec))
+        self.done[(parent, child, record)] = rec
+
+
+def record_digest(record: Any) -> str:
+    return stable_hash(record, n=24)
+
+
+def _valid(rec: Mapping[str, Any]) -> bool:
+    if "unjudged" in rec:
+        return isinstance(rec["unjudged"], str)
+    for name, kind in FIELDS.items():
+        v = rec.get(name)
+        if name in ("closeness", "distance") and v is None:
+            continue
+        if kind is float:
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                return False
+            if name != "score" and math.isnan(float(v)):
+                return False
+        elif not isinstance(v, kind):
+            return False
+    return True
