@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .trees import Pair
 from .utils import append_line, stable_hash
 from .zoo import read_jsonl
 
@@ -60,27 +61,62 @@ def _instance(v: Any) -> bool:
     return dataclasses.is_dataclass(v) and not isinstance(v, type)
 
 
+# a Pair's fields after its ids, and their types
 FIELDS = {"p_value": float, "score": float, "decided_by": str, "closeness": float,
           "distance": float}  # fmt: skip
 
 
 class Journal:
-    """The judged pairs of runs like this one, read from `path` and appended to it."""
+    """The judged pairs of runs like this one, read from `path` and appended to it as the
+    tree goes; with no path, it remembers nothing and keeps nothing."""
 
-    def __init__(self, path: Path, run: str):
-        self.path, self.run = path, run
+    def __init__(
+        self,
+        path: str | Path | None,
+        models: Mapping[str, nn.Module],
+        records: Mapping[str, Any] | None,
+        references: Sequence[nn.Module],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        seed: int,
+        opts: Mapping[str, Any],
+    ):
+        self.path = None if path is None else Path(path)
         self.done: dict[tuple[str, str, str], dict[str, Any]] = {}
-        for rec in read_jsonl(path):
+        if self.path is None:
+            return
+        self.digest = {i: model_digest(m) for i, m in models.items()}
+        self.record = {i: record_digest((records or {}).get(i)) for i in models}
+        self.run = run_digest(references, x, y, seed, opts)
+        for rec in read_jsonl(self.path):
             key = (rec.get("run"), rec.get("parent"), rec.get("child"), rec.get("record"))
-            if key[0] == run and all(isinstance(k, str) for k in key) and _valid(rec):
+            if key[0] == self.run and all(isinstance(k, str) for k in key) and _valid(rec):
                 self.done[key[1:]] = rec  # type: ignore[index]
 
-    def get(self, parent: str, child: str, record: str) -> dict[str, Any] | None:
-        """The pair's fields (Pair's, without ids) or {"unjudged": why}; None when not done."""
-        return self.done.get((parent, child, record))
+    def _key(self, a: str, b: str) -> tuple[str, str, str]:
+        return (self.digest[a], self.digest[b], self.record[b])
 
-    def put(self, parent: str, child: str, record: str, answer: Mapping[str, Any]) -> None:
-        rec = {"run": self.run, "parent": parent, "child": child, "record": record, **answer}
+    def recall(self, a: str, b: str, pairs: dict, unjudged: dict) -> bool:
+        """Fill in (a, b)'s verdict, or why it could not be made, from an earlier run;
+        whether there was one."""
+        got = self.done.get(self._key(a, b)) if self.path else None
+        if got is None:
+            return False
+        if "unjudged" in got:
+            unjudged[(a, b)] = got["unjudged"]
+        else:
+            pairs[(a, b)] = Pair(a, b, **{f: got[f] for f in FIELDS})
+        return True
+
+    def keep(self, a: str, b: str, answer: Pair | str) -> None:
+        """(a, b)'s verdict, or why it could not be made."""
+        if self.path is None:
+            return
+        parent, child, record = self._key(a, b)
+        got = {"unjudged": answer} if isinstance(answer, str) else {
+            f: getattr(answer, f) for f in FIELDS
+        }  # fmt: skip
+        rec = {"run": self.run, "parent": parent, "child": child, "record": record, **got}
         append_line(self.path, json.dumps(rec))
         self.done[(parent, child, record)] = rec
 

@@ -262,6 +262,7 @@ def tree(
     `journal`: a JSON-lines file that keeps every judged pair, so that a rerun of an
     interrupted tree judges only what is left (lineage.tree_journal)."""
     from .engine import calibrate, judge, settings
+    from .tree_journal import Journal
 
     named = (
         dict(models) if isinstance(models, Mapping) else {str(i): m for i, m in enumerate(models)}
@@ -318,7 +319,7 @@ def tree(
     )  # fmt: skip
     pairs: dict[tuple[str, str], Pair] = {}
     unjudged: dict[tuple[str, str], str] = {}  # ordered pairs no verdict could be made for
-    book = _Book(journal, named, records, references, x, y, seed, opts)
+    book = Journal(journal, named, records, references, x, y, seed, opts)
     shared: Any = True  # the first calibration's references in the parent's place, for all
     for k, a in enumerate(parents, 1):
         mine = sorted(c for p, c in todo if p == a)
@@ -336,7 +337,7 @@ def tree(
             log.warning("tree: %s cannot be a parent here: %s", a, e)
             for b in mine:
                 unjudged[(a, b)] = str(e)
-                book.keep(a, b, {"unjudged": str(e)})
+                book.keep(a, b, str(e))
             continue
         finally:
             seconds["calibrate_s"] += time.perf_counter() - t1
@@ -347,56 +348,16 @@ def tree(
             try:
                 v = judge(named[a], named[b], x, y, calibration=cal, record=rec)
                 pairs[(a, b)] = _pair(a, b, v)
-                book.keep(a, b, _answer(pairs[(a, b)]))
+                book.keep(a, b, pairs[(a, b)])
             except LineageError as e:
                 log.warning("tree: %s -> %s not judged: %s", a, b, e)
                 unjudged[(a, b)] = str(e)
-                book.keep(a, b, {"unjudged": str(e)})
+                book.keep(a, b, str(e))
             seconds["judge_s"] += time.perf_counter() - t1
     edges, roots = _forest(ids, pairs, verdict.alpha, direction, weight, kurt, accuracy)
     seconds["total_s"] = time.perf_counter() - t0
     return Tree(ids, edges, roots, pairs, pruned, accuracy, kurt, verdict.alpha, direction,
                 weight, seconds, unjudged)  # fmt: skip
-
-
-def _answer(p: Pair) -> dict[str, Any]:
-    return {k: v for k, v in dataclasses.asdict(p).items() if k not in ("parent", "child")}
-
-
-class _Book:
-    """The tree's journal where one is kept (else a no-op): what earlier runs judged."""
-
-    def __init__(self, path: str | Path | None, named: Mapping[str, nn.Module],
-                 records: Mapping[str, Any] | None, references: Sequence[nn.Module],
-                 x: torch.Tensor, y: torch.Tensor, seed: int, opts: Any):  # fmt: skip
-        from .tree_journal import Journal, model_digest, record_digest, run_digest
-
-        self.journal = None
-        if path is None:
-            return
-        self.digest = {i: model_digest(m) for i, m in named.items()}
-        self.record = {i: record_digest((records or {}).get(i)) for i in named}
-        self.journal = Journal(Path(path), run_digest(references, x, y, seed, opts))
-
-    def recall(self, a: str, b: str, pairs: dict, unjudged: dict) -> bool:
-        """Fill in (a, b) from the journal; whether it was there."""
-        if self.journal is None:
-            return False
-        got = self.journal.get(self.digest[a], self.digest[b], self.record[b])
-        if got is None:
-            return False
-        if "unjudged" in got:
-            unjudged[(a, b)] = got["unjudged"]
-        else:
-            pairs[(a, b)] = Pair(a, b, *(got[f] for f in _PAIR_FIELDS))
-        return True
-
-    def keep(self, a: str, b: str, answer: Mapping[str, Any]) -> None:
-        if self.journal is not None:
-            self.journal.put(self.digest[a], self.digest[b], self.record[b], answer)
-
-
-_PAIR_FIELDS = [f.name for f in dataclasses.fields(Pair)][2:]
 
 
 def weight_gap(
