@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .adapters import HeadSwap, find_head, n_outputs, permutation_spec
+from .adapters import HeadSwap, features_at, find_head, n_outputs, permutation_spec
 from .errors import LineageError
 from .evaluate import evidence
 from .evaluate.boundary import run_model
@@ -192,7 +192,17 @@ def suspect_view(parent: nn.Module, suspect: Model, x: torch.Tensor, head: str |
             "the suspect answers another number of classes and no Linear head was found to "
             "read its features with the parent's (pass head=...)"
         )
-    return Suspect(suspect, HeadSwap(suspect, theirs, parent.get_submodule(head)), "trunk")
+    mine = parent.get_submodule(head)
+    with eval_mode(suspect):  # one row: BatchNorm in train mode would refuse it
+        width = features_at(suspect, theirs, x[:1]).shape[1]
+    fits = getattr(mine, "in_features", width)
+    if width != fits:  # e.g. a narrow student as the parent of a full-width transfer
+        raise LineageError(
+            f"the suspect answers another number of classes, and its features ({width} "
+            f"wide) do not fit the parent's head ({fits} inputs): nothing can read it "
+            "under the parent's task"
+        )
+    return Suspect(suspect, HeadSwap(suspect, theirs, mine), "trunk")
 
 
 def _check_model(model: Any, who: str) -> Model:

@@ -313,6 +313,20 @@ def test_the_trunk_route_leaves_the_suspect_as_it_was(digits_mlps, digits_dm):
     assert suspect_view(parent, suspect, x, "head").route == "trunk"  # and again
 
 
+def test_a_trunk_too_wide_for_the_parents_head_is_refused_in_one_line(digits_mlps, digits_dm):
+    """A suspect of another task whose features do not fit the parent's head (a narrow
+    student as the would-be parent of a full-width transfer, as in a tree) cannot be read
+    under the parent's task: a LineageError saying why, not a shape error from inside."""
+    from lineage.engine import suspect_view
+
+    parent = models.build("mlp", 10, 1, 8, hidden=[8])
+    suspect = copy.deepcopy(digits_mlps[0])
+    suspect.head = torch.nn.Linear(suspect.head.in_features, 5)
+    wide = r"features \(32 wide\) do not fit the parent's head \(8 inputs\)"
+    with pytest.raises(LineageError, match=wide):
+        suspect_view(parent, suspect, digits_dm.test.x[:8], "head")
+
+
 def test_a_linear_margin_costs_its_grid_points_and_two_probes():
     # two classes: the margin along s = -sign(grad margin) falls linearly, at |w_y - w_k|_1,
     # so the grid walk (sized by the margin's trend) evaluates exactly the grid points up to
