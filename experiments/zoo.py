@@ -177,12 +177,13 @@ def build(
     zoo_root = zoo_root or ROOT / "outputs" / "zoo"
     judged_before = len(read_jsonl(out / "pairs.jsonl"))
     job_threads = threads or threads_for(None, jobs)
+    stages: dict[str, float] = {}
     if jobs > 1:
         compose(base_overrides(preset))  # a bad option fails here, before any job starts
-        in_parallel(preset, out, zoo_root, jobs, job_threads, say)
+        stages = in_parallel(preset, out, zoo_root, jobs, job_threads, say)
     zoo = Zoo(zoo_root)
     cfg, dm, families, independents = build_models(preset, zoo, base_overrides(preset), say)
-    t_models = time.perf_counter() - t_start
+    t_models = stages.get("models", time.perf_counter() - t_start)
     rows = judge_pairs(preset, out, cfg, dm, families, independents, say)
     pairs = pd.DataFrame(rows).drop(columns=["settings"])
     pairs.to_csv(out / "pairs.csv", index=False)
@@ -296,11 +297,13 @@ def in_parallel(
     jobs: int,
     threads: int,
     say: Callable[[str], None],
-) -> None:
+) -> dict[str, float]:
     """The zoo's models, then its pairs, made by `jobs` processes at once (each its `Share`
-    of `threads` torch threads). The second stage starts when every model is in the store:
-    a pair needs both of its models. An interrupted run keeps what each job finished."""
+    of `threads` torch threads); returns each stage's wall seconds. The second stage starts
+    when every model is in the store: a pair needs both of its models. An interrupted run
+    keeps what each job finished."""
     ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
+    took = {}
     for stage in ("models", "pairs"):
         t0 = time.perf_counter()
         with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
@@ -310,7 +313,9 @@ def in_parallel(
             ]
             for d in done:
                 d.result()  # a job's error is raised here
-        say(f"{stage}: {jobs} jobs of {threads} thread(s), {time.perf_counter() - t0:.0f} s")
+        took[stage] = time.perf_counter() - t0
+        say(f"{stage}: {jobs} jobs of {threads} thread(s), {took[stage]:.0f} s")
+    return took
 
 
 def _job(
@@ -325,7 +330,11 @@ def _job(
 
     zoo = Zoo(zoo_root)
     if stage == "models":
-        build_models(preset, zoo, base_overrides(preset), say, share)
+        _, _, families, _ = build_models(preset, zoo, base_overrides(preset), say, share)
+        for e in (e for f in families for e in f.derived if math.isfinite(e.seconds)):
+            # the store records training times, not derivation times: kept here for
+            # models.csv, as recorded_seconds keeps one job's
+            append_line(out / "timings.jsonl", json.dumps({"id": e.id, "seconds": e.seconds}))
         return
     cfg, dm, families, independents = build_models(
         preset, zoo, base_overrides(preset), lambda s: None

@@ -89,6 +89,8 @@ def test_two_jobs_make_each_model_once_and_judge_every_pair(built):
     trained = [r["id"] for r in store.trained()]
     assert len(trained) == len(set(trained)) == 2 + 8 + 3  # parents, references, independents
     assert len(store.edges()) == 14  # each derived model once
+    m = pd.read_csv(out / "models.csv")
+    assert m["seconds"].notna().all()  # derivation times too, though the jobs derived them
 
 
 def test_pairs_table_columns_and_size(built):
