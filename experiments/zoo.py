@@ -304,17 +304,18 @@ def in_parallel(
     keeps what each job finished."""
     ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
     took = {}
-    for stage in ("models", "pairs"):
-        t0 = time.perf_counter()
-        with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+    # one pool for both stages: its processes import torch and read the data once
+    with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+        for stage in ("models", "pairs"):
+            t0 = time.perf_counter()
             done = [
                 pool.submit(_job, stage, preset, out, zoo_root, Share(k, jobs), threads)
                 for k in range(jobs)
             ]
             for d in done:
                 d.result()  # a job's error is raised here
-        took[stage] = time.perf_counter() - t0
-        say(f"{stage}: {jobs} jobs of {threads} thread(s), {took[stage]:.0f} s")
+            took[stage] = time.perf_counter() - t0
+            say(f"{stage}: {jobs} jobs of {threads} thread(s), {took[stage]:.0f} s")
     return took
 
 
