@@ -11,7 +11,6 @@ that does not read as one (a torn tail, a wrong type), is judged again.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -21,24 +20,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from .models.tensorfile import checksum
 from .trees import Pair
 from .utils import append_line, stable_hash
 from .zoo import read_jsonl
 
 
-def tensor_digest(tensors: Sequence[tuple[str, torch.Tensor]]) -> str:
-    """sha256 over names, dtypes, shapes and bytes."""
-    h = hashlib.sha256()
-    for name, t in tensors:
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        flat = t.detach().cpu().contiguous().reshape(-1)
-        h.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
-    return h.hexdigest()[:24]
-
-
 def model_digest(model: nn.Module) -> str:
-    state = model.state_dict()
-    return tensor_digest([(k, v) for k, v in sorted(state.items()) if isinstance(v, torch.Tensor)])
+    """The model files' own tensor checksum, over its state."""
+    return checksum({k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)})
 
 
 def run_digest(
@@ -49,7 +39,7 @@ def run_digest(
     return stable_hash(
         {
             "references": [model_digest(r) for r in references],
-            "points": tensor_digest([("x", x), ("y", y)]),
+            "points": checksum({"x": x, "y": y}),
             "seed": seed,
             "options": groups,
         },
