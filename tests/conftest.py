@@ -1,3 +1,5 @@
+import atexit
+import json
 import os
 import subprocess
 import sys
@@ -54,16 +56,113 @@ def fast_train():
 
 
 def run_py(*overrides: str, cwd: Path = ROOT, timeout: int = HANG_S, env: dict | None = None):
-    """Run the real CLI in a subprocess, as a user would."""
+    """Run the real CLI in a process of its own, as a user would (a warm start: `python`)."""
     e = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", **(env or {})}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), *overrides],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=e,
-    )
+    return python(str(ROOT / "run.py"), *overrides, cwd=cwd, timeout=timeout, env=e)
+
+
+class _Warm:
+    """This worker's tests/warm.py: it forks each command from an interpreter that has
+    already imported torch, Lightning and lineage (see its docstring)."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+
+    def run(self, req: dict, timeout: float, cmd: list[str]) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(ROOT / "tests" / "warm.py")],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                cwd=ROOT,
+                bufsize=0,
+            )
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write((json.dumps(req) + "\n").encode())
+        pid = int(self._line(HANG_S))
+        try:
+            return int(self._line(timeout))
+        except TimeoutError:
+            os.kill(pid, 9)
+            self._line(HANG_S)
+            raise subprocess.TimeoutExpired(cmd, timeout) from None
+
+    def _line(self, timeout: float) -> bytes:
+        """One line of the answer, read unbuffered so that select() sees what is left."""
+        import select
+
+        assert self.proc and self.proc.stdout
+        fd, line = self.proc.stdout.fileno(), b""
+        while not line.endswith(b"\n"):
+            if not select.select([fd], [], [], timeout)[0]:
+                raise TimeoutError
+            byte = os.read(fd, 1)
+            if not byte:
+                raise RuntimeError("tests/warm.py ended (see its stderr above)")
+            line += byte
+        return line
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            assert self.proc.stdin
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+
+
+_WARM = _Warm()
+atexit.register(_WARM.close)
+
+
+def python(
+    target: str, *args: str, cwd: Path = ROOT, timeout: float = HANG_S, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """`python TARGET ARGS` (TARGET a script, or `-m MODULE`) as a process of its own, with
+    its output captured as text: forked from this worker's warm interpreter (_Warm)."""
+    import tempfile
+
+    module = target[3:] if target.startswith("-m ") else None
+    cmd = [sys.executable, *(["-m", module] if module else [target]), *args]
+    with tempfile.TemporaryDirectory() as d:
+        req = {
+            "argv": list(args),
+            "cwd": str(cwd),
+            "env": dict(os.environ if env is None else env),
+            "stdout": f"{d}/out",
+            "stderr": f"{d}/err",
+            **({"module": module} if module else {"script": target}),
+        }
+        code = _WARM.run(req, timeout, cmd)
+        out, err = (Path(d, n).read_text(errors="replace") for n in ("out", "err"))
+    return subprocess.CompletedProcess(cmd, code, out, err)
+
+
+def lineage_here(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """`lineage ARGS` (`lineage run ...` is run.py's job) in this process: what the command
+    prints on stdout and stderr and its exit code, for tests of what a refused command says.
+    A fresh process pays ~6 s to import torch and Lightning per refusal; each file that
+    tests refusals keeps one real subprocess for the end-to-end claim (one line, exit 2)."""
+    import contextlib
+    import io
+    import logging
+
+    from lineage.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    root = logging.getLogger()
+    handlers, level, argv, here = root.handlers[:], root.level, sys.argv[:], os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        os.chdir(here)
+        sys.argv = argv
+        root.handlers[:] = handlers  # Hydra's job logging set its own up
+        root.setLevel(level)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def _hung(e: subprocess.TimeoutExpired) -> str:

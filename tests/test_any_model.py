@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import HANG_S
+from conftest import python
 from nets import ResCNN, TabMLP, fit
 from sklearn.datasets import load_breast_cancer, load_digits
 
@@ -134,8 +134,6 @@ def run_py_env():
 
 def test_a_target_model_on_the_tabular_task_runs_and_sweeps_and_reports(tmp_path):
     import json
-    import subprocess
-    import sys
 
     from conftest import ROOT
 
@@ -150,14 +148,7 @@ def test_a_target_model_on_the_tabular_task_runs_and_sweeps_and_reports(tmp_path
     ]
 
     def run(*args):
-        return subprocess.run(
-            [sys.executable, str(ROOT / "run.py"), *args, *common],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=HANG_S,
-            env=run_py_env(),
-        )
+        return python(str(ROOT / "run.py"), *args, *common, cwd=tmp_path, env=run_py_env())
 
     r = run("modification=noise", "ratio=0.1")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -171,13 +162,7 @@ def test_a_target_model_on_the_tabular_task_runs_and_sweeps_and_reports(tmp_path
     assert "4 jobs, 4 ok" in r.stdout
     sweep = tmp_path / "outputs" / "sweeps" / "default"
     assert len(list(sweep.glob("*/metrics.json"))) == 4
-    rep = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "report.py"), str(sweep)],
-        capture_output=True,
-        text=True,
-        timeout=HANG_S,
-        cwd=tmp_path,
-    )
+    rep = python(str(ROOT / "scripts" / "report.py"), str(sweep), cwd=tmp_path)
     assert rep.returncode == 0, rep.stderr[-3000:]
     html = (sweep / "report" / "report.html").read_text()
     assert html.count("nets.tab_mlp") >= 1 and "breast_cancer" in html
@@ -185,15 +170,11 @@ def test_a_target_model_on_the_tabular_task_runs_and_sweeps_and_reports(tmp_path
 
 def test_a_target_dataset_composes_like_a_registered_one(tmp_path):
     import json
-    import subprocess
-    import sys
 
     from conftest import ROOT
 
-    r = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "run.py"),
+    r = python(
+        str(ROOT / "run.py"),
             "data._target_=nets.blobs",
             "+data.n=400",
             "model.hidden=[32,32]",
@@ -204,13 +185,9 @@ def test_a_target_dataset_composes_like_a_registered_one(tmp_path):
             "closeness.max_points=120",
             "closeness.min_points=60",
             f"paths.zoo={tmp_path / 'zoo'}",
-        ],  # fmt: skip
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=HANG_S,
         env=run_py_env(),
-    )
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     (m,) = [json.loads(p.read_text()) for p in (tmp_path / "outputs").rglob("metrics.json")]
     assert m["data"] == "blobs" and m["derived.verdict.is_lineage"] is True
@@ -221,16 +198,12 @@ def test_a_hugging_face_vit_is_pruned_and_noised_in_a_sweep(tmp_path):
     """The weight edits that reach into its attention and LayerNorm tensors; the README's
     own `model=hf_vit modification=quantize` command (tests/test_readme.py) covers
     quantization, and fine-tuning is the one trainer every model shares."""
-    import subprocess
-    import sys
 
     from conftest import ROOT
 
     pytest.importorskip("transformers")
-    r = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "run.py"),
+    r = python(
+        str(ROOT / "run.py"),
             "-m",
             "model=hf_vit",
             "modification=pruning,noise",
@@ -240,12 +213,8 @@ def test_a_hugging_face_vit_is_pruned_and_noised_in_a_sweep(tmp_path):
             "closeness.max_points=100",
             "closeness.min_points=50",
             f"paths.zoo={tmp_path / 'zoo'}",
-        ],  # fmt: skip
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=HANG_S,
         env=run_py_env(),
-    )
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 jobs, 2 ok" in r.stdout and r.stdout.count(" lineage ") == 2, r.stdout

@@ -7,18 +7,15 @@ lineage/ (see the comments for file:line); models are tiny and untrained, nothin
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import HANG_S
+from conftest import lineage_here
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -743,20 +740,8 @@ COMPARE = [  # (arguments, regex for stderr); every one fails before any trainin
     ids=["unknown_flag", "negative_references", "override_type", "no_dataset", "class_count"],
 )
 def test_compare_cli_refuses(model_files, args, fragment):
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lineage",
-            "compare",
-            *(a.format(**model_files) for a in args.split()),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=HANG_S,
-        env={**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0"},
-    )
+    # in this process: what it says (tests/test_hardening.py refuses in real processes)
+    r = lineage_here("compare", *(a.format(**model_files) for a in args.split()))
     assert r.returncode == 2, r.stderr[-2000:]
     assert re.search(fragment, r.stderr), r.stderr[-2000:]
     assert "Traceback" not in r.stderr

@@ -9,12 +9,11 @@ import json
 import os
 import pickle
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import HANG_S, ROOT
+from conftest import ROOT, python
 from nets import ResCNN, fit
 from safetensors.torch import save_file
 
@@ -55,14 +54,7 @@ def cli(*args: str, pythonpath: Path | None = None) -> subprocess.CompletedProce
     paths = [str(ROOT / "tests"), *([str(pythonpath)] if pythonpath else [])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "WANDB_MODE": "disabled"}
     env["OMP_NUM_THREADS"] = "1"
-    return subprocess.run(
-        [sys.executable, "-m", "lineage", "compare", *args],
-        capture_output=True,
-        text=True,
-        timeout=HANG_S,
-        env=env,
-        cwd=ROOT,
-    )
+    return python("-m lineage", "compare", *args, env=env)
 
 
 def family(make, data, epochs=3):

@@ -4,12 +4,10 @@ everything: the API's calibrate and judge, the verdict, run.py's metrics.json an
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import HANG_S, ROOT
+from conftest import ROOT, python
 from torch import nn
 
 import lineage
@@ -67,9 +65,9 @@ def _env():
 
 
 def _cli(*args, cwd):
-    return subprocess.run(
-        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=HANG_S, env=_env()
-    )
+    if args[0] == "-m":
+        args = (f"-m {args[1]}", *args[2:])
+    return python(*args, cwd=cwd, env=_env())
 
 
 def test_run_report_wandb_and_compare_carry_a_plugin_kind(tmp_path):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import HANG_S, ROOT, run_py
+from conftest import HANG_S, ROOT, lineage_here, python, run_py
 
 from lineage import models
 from lineage.errors import LineageError
@@ -63,15 +63,7 @@ def child(
 
 
 def cli(*args: str, timeout: int = HANG_S, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lineage", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=ENV,
-        **kw,
-    )
+    return python("-m lineage", *args, timeout=timeout, env=ENV, **kw)
 
 
 def one_error_line(stderr: str) -> str:
@@ -140,7 +132,8 @@ def test_hostile_parent_metadata_is_one_line(tmp_path, case):
     extra, fragment = HOSTILE_META[case]
     meta = {"id": "p", "data": {"name": "digits"}, **extra}
     p = models.save(tiny(), tmp_path / "p.safetensors", meta)
-    r = cli("compare", str(p), str(p), "--references", "1", "--zoo", str(tmp_path / "zoo"))
+    # in this process: the real processes below refuse files too
+    r = lineage_here("compare", str(p), str(p), "--references", "1", "--zoo", str(tmp_path / "zoo"))
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
     line = one_error_line(r.stderr)
     assert fragment in line, line
@@ -461,7 +454,8 @@ def test_a_write_that_does_not_fit_is_one_clear_error(tmp_path):
     ids=["one_class", "huge_seed"],
 )
 def test_ordinary_bad_values_are_one_line(tmp_path, override, fragment):
-    r = run_py(
+    r = lineage_here(
+        "run",
         "experiment=smoke",
         "logger=none",
         f"paths.zoo={tmp_path / 'zoo'}",

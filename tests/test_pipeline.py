@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import HANG_S, N_REFERENCES, ROOT, run_py
+from conftest import HANG_S, N_REFERENCES, ROOT, lineage_here, python, run_py
 from wandb_offline import logged_table, summary_and_history
 
 from lineage.evaluate import evidence
@@ -153,24 +153,10 @@ def test_wandb_offline_run_holds_summary(single):
 
 def test_compare_gives_the_same_numbers(single):
     tmp, _, m = single
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lineage",
-            "compare",
-            m["parent.path"],
-            m["derived.path"],
-            "--zoo",
-            str(tmp / "zoo"),
-            "--json",
-            "experiment=smoke",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=HANG_S,
-    )
+    r = python(
+        "-m lineage", "compare", m["parent.path"], m["derived.path"], "--zoo", str(tmp / "zoo"),
+        "--json", "experiment=smoke",
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     c = json.loads(r.stdout.strip().splitlines()[-1])
     for k in (
@@ -300,7 +286,10 @@ def test_sweep_killed_then_resumed(tmp_path):
     ],
 )
 def test_bad_config_gives_clear_error(tmp_path, override, message):
-    r = run_py(*smoke(tmp_path, "logger=none", override, f"hydra.run.dir={tmp_path / 'r'}"))
+    # in this process: a real process refuses in tests/test_run_refusals.py
+    r = lineage_here(
+        "run", *smoke(tmp_path, "logger=none", override, f"hydra.run.dir={tmp_path / 'r'}")
+    )
     assert r.returncode != 0
     assert message in r.stderr + r.stdout
     assert "Traceback" not in r.stderr
@@ -316,7 +305,7 @@ def test_unwritable_output_dir(tmp_path, where):
         "zoo": [f"paths.zoo={blocker / 'zoo'}", f"hydra.run.dir={tmp_path / 'r'}"],
         "run": [f"hydra.run.dir={blocker / 'run'}"],
     }[where]
-    r = run_py(*smoke(tmp_path, "logger=none", *target))
+    r = lineage_here("run", *smoke(tmp_path, "logger=none", *target))
     assert r.returncode != 0
     what = {"zoo": "zoo", "run": "output directory (hydra.run.dir)"}[where]
     assert f"error: cannot write to the {what}" in r.stderr  # said by the Preflight callback
@@ -327,7 +316,9 @@ def test_unwritable_output_dir(tmp_path, where):
 def test_unwritable_sweep_dir(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    r = run_py("-m", *smoke(tmp_path, "logger=none", f"hydra.sweep.dir={blocker / 'sweep'}"))
+    r = lineage_here(
+        "run", "-m", *smoke(tmp_path, "logger=none", f"hydra.sweep.dir={blocker / 'sweep'}")
+    )
     assert r.returncode != 0
     assert "error: cannot write to the sweep directory (hydra.sweep.dir)" in r.stderr
     assert "Traceback" not in r.stderr
@@ -366,14 +357,10 @@ def test_compare_shows_progress_when_not_a_terminal(single, tmp_path):
     """References to train: a log line per stage and per tenth of the epochs on stderr
     (captured, so not a terminal), and stdout holds only the result."""
     _, _, m = single
-    r = subprocess.run(
-        [sys.executable, "-m", "lineage", "compare", m["parent.path"], m["derived.path"]]
-        + ["--references", "1", "--zoo", str(tmp_path / "zoo"), "--json", "experiment=smoke"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=HANG_S,
-    )
+    r = python(
+        "-m lineage", "compare", m["parent.path"], m["derived.path"],
+        "--references", "1", "--zoo", str(tmp_path / "zoo"), "--json", "experiment=smoke",
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     err = r.stderr
     assert "reference 1/1 (seed 1000): loading from" in err
@@ -394,14 +381,10 @@ def test_compare_trains_default_references_for_a_parent_with_no_recorded_recipe(
     foreign = tmp_path / "foreign.safetensors"
     io.save(model, foreign, {k: v for k, v in meta.items() if k not in ("spec", "arch", "format")})
     assert "spec" not in io.load(foreign)[1]
-    r = subprocess.run(
-        [sys.executable, "-m", "lineage", "compare", str(foreign), m["derived.path"]]
-        + ["--references", "4", "--zoo", str(tmp_path / "zoo"), "--json", "experiment=smoke"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=HANG_S,
-    )
+    r = python(
+        "-m lineage", "compare", str(foreign), m["derived.path"],
+        "--references", "4", "--zoo", str(tmp_path / "zoo"), "--json", "experiment=smoke",
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     assert "its training recipe is not known here" in r.stderr
     out = json.loads(r.stdout)
@@ -415,13 +398,7 @@ def test_compare_bad_inputs(single, tmp_path):
     _, _, m = single
 
     def compare(*a):
-        return subprocess.run(
-            [sys.executable, "-m", "lineage", "compare", *a],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=HANG_S,
-        )
+        return python("-m lineage", "compare", *a)
 
     r = compare(str(tmp_path / "missing.safetensors"), m["derived.path"])
     assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
@@ -449,19 +426,13 @@ def test_compare_different_tasks_needs_data(single, tmp_path):
         tmp_path / "child.safetensors",
         {"id": "c", "data": {"name": "digits", "classes": [5, 6, 7, 8, 9]}},
     )
-    r = subprocess.run(
-        [sys.executable, "-m", "lineage", "compare", m["parent.path"], str(child)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=HANG_S,
-    )
+    r = python("-m lineage", "compare", m["parent.path"], str(child))
     assert r.returncode == 2 and "different tasks" in r.stderr and "--data" in r.stderr
     assert "Traceback" not in r.stderr
 
 
 def test_help_lists_only_groups_a_user_can_pick(tmp_path):
-    r = run_py("--help", cwd=tmp_path)
+    r = lineage_here("run", "--help", cwd=tmp_path)
     assert r.returncode == 0
     groups = r.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
     assert "modification: adversarial, chain" in groups and "model: hf_vit, lenet, mlp" in groups

@@ -6,11 +6,10 @@ judges only what changed."""
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pandas as pd
 import pytest
-from conftest import HANG_S, ROOT
+from conftest import python
 
 from experiments import presets, recipe_shift
 from experiments.zoo_models import SEED_BASE
@@ -39,15 +38,9 @@ ROLES = {"derived": 2, "independent_seed": 1, "independent_recipe": 4}
 
 
 def shift(tmp_path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "experiments.recipe_shift",
-        "--preset",
-        str(tmp_path / "tiny.yaml"),
-    ]
-    cmd += ["--outputs", str(tmp_path / "out"), "--zoo", str(tmp_path / "zoo"), *args]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=HANG_S)
+    cmd = ["--preset", str(tmp_path / "tiny.yaml"), "--outputs", str(tmp_path / "out")]
+    cmd += ["--zoo", str(tmp_path / "zoo"), *args]
+    return python("-m experiments.recipe_shift", *cmd)
 
 
 @pytest.mark.slow

@@ -86,6 +86,7 @@ def test_one_file_and_one_yaml_register_an_architecture_and_a_dataset(tmp_path):
             "logger=none", "progress=false", "threads=1", f"paths.zoo={tmp_path / 'zoo'}",
             f"hydra.run.dir={tmp_path / 'run'}", "closeness.max_points=60",
             "closeness.min_points=30", "closeness.batch_points=30"]  # fmt: skip
+    # a real interpreter: it must import the copy of the package, not this one
     r = subprocess.run([sys.executable, "-m", "lineage", "run", *args], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=HANG_S)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]

@@ -12,7 +12,6 @@ import importlib.util
 import json
 import os
 import re
-import subprocess
 import sys
 import types
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import HANG_S
+from conftest import HANG_S, python
 from matplotlib.image import imread
 
 from lineage.cli import main as lineage_main
@@ -634,13 +633,7 @@ def _cli(*args: str, env: dict[str, str], timeout: float = HANG_S):
         for k, v in os.environ.items()
         if k not in ("WANDB_API_KEY", "NETRC", "WANDB_MODE", "WANDB_BASE_URL")
     }
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "report.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**e, **env},
-    )
+    return python(str(ROOT / "scripts" / "report.py"), *args, timeout=timeout, env={**e, **env})
 
 
 @pytest.mark.parametrize("mode", ["offline", None])

@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import HANG_S, ROOT, run_py
+from conftest import HANG_S, ROOT, lineage_here
 
 BIDI = "\u202e"
 
@@ -40,7 +40,8 @@ def one_error_line(r: subprocess.CompletedProcess) -> str:
     ],
 )
 def test_a_bad_command_line_is_one_line_and_exit_2(tmp_path, override, expected):
-    r = run_py(override, "logger=none", "n_independent=0", cwd=tmp_path, timeout=HANG_S)
+    # in this process (what it says); the two tests below run real processes
+    r = lineage_here("run", override, "logger=none", "n_independent=0", cwd=tmp_path)
     assert expected in one_error_line(r)
     assert not (tmp_path / "outputs" / "runs").exists()  # refused before any folder
     assert not (tmp_path / "metrics.json").exists()

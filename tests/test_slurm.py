@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import HANG_S, ROOT
+from conftest import HANG_S, ROOT, python
 
 from lineage import slurm, sweep
 
@@ -181,11 +181,9 @@ def _env() -> dict[str, str]:
 
 
 def _sweep(tmp: Path, *extra: str, timeout: int = HANG_S) -> subprocess.CompletedProcess:
-    argv = [sys.executable, str(ROOT / "run.py"), *SWEEP, f"paths.zoo={tmp / 'zoo'}", *extra]
+    argv = [*SWEEP, f"paths.zoo={tmp / 'zoo'}", *extra]
     try:
-        return subprocess.run(
-            argv, cwd=tmp, env=_env(), capture_output=True, text=True, timeout=timeout
-        )
+        return python(str(ROOT / "run.py"), *argv, cwd=tmp, env=_env(), timeout=timeout)
     except subprocess.TimeoutExpired:
         pytest.fail(f"the SLURM sweep {' '.join(extra)} hung past {timeout} s")
 

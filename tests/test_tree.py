@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import networkx as nx
 import pytest
 import torch
-from conftest import HANG_S, ROOT
+from conftest import ROOT, lineage_here, python
 from nets import fit
 
 import lineage
@@ -177,14 +176,7 @@ def test_bad_input_is_refused(family, data):
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "lineage", "tree", *args],
-        capture_output=True,
-        text=True,
-        timeout=HANG_S,
-        env=env,
-        cwd=ROOT,
-    )
+    return python("-m lineage", "tree", *args, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -254,16 +246,16 @@ def test_files_without_lineage_records_give_the_same_tree(family, files, recover
 
 def test_the_cli_refuses_bad_input_in_one_line(family, files, tmp_path):
     d, refs = files
-    one = cli(str(d / "zoo" / "P.safetensors"), *refs)
-    few = cli(str(d / "zoo"), "--references", "2")
-    zero = cli(str(d / "zoo"), *refs, "--candidates", "0")
-    missing = cli(str(d / "zoo"), str(tmp_path / "nope.safetensors"), *refs)
+    one = cli(str(d / "zoo" / "P.safetensors"), *refs)  # a real process; the rest in this one
+    few = lineage_here("tree", str(d / "zoo"), "--references", "2")
+    zero = lineage_here("tree", str(d / "zoo"), *refs, "--candidates", "0")
+    missing = lineage_here("tree", str(d / "zoo"), str(tmp_path / "nope.safetensors"), *refs)
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a model")
-    corrupt = cli(str(d / "zoo" / "P.safetensors"), str(bad), *refs)
+    corrupt = lineage_here("tree", str(d / "zoo" / "P.safetensors"), str(bad), *refs)
     m, _ = family
     other = models.save(m["I1"], tmp_path / "I1.safetensors", {"data": {"name": "wine"}})
-    tasks = cli(str(d / "zoo" / "P.safetensors"), str(other), *refs)
+    tasks = lineage_here("tree", str(d / "zoo" / "P.safetensors"), str(other), *refs)
     for r, says in [
         (one, "at least 2 model files"),
         (few, "2 references: the verdict needs at least 4"),
