@@ -1,5 +1,6 @@
-"""The suite's own guards: a hang is named, and `--burn N` / $LINEAGE_TEST_BURN runs N
-busy loops beside the whole session and reaps them (`make test-loaded`)."""
+"""The suite's own guards: a hang is named, `--burn N` / $LINEAGE_TEST_BURN runs N busy
+loops beside the whole session and reaps them (`make test-loaded`), and a command forked
+from the warm interpreter (conftest.python) gets what a fresh process would."""
 
 import json
 import os
@@ -7,7 +8,8 @@ import subprocess
 import sys
 import time
 
-from conftest import HANG_S, ROOT, Burners, _hung
+import pytest
+from conftest import HANG_S, ROOT, Burners, _hung, python
 
 
 def cpu_ticks(pid: int) -> int:
@@ -77,3 +79,36 @@ def test_burn_option_runs_beside_the_session(request, tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     pids = json.loads(probe.read_text())
     assert len(pids) == 2 and all(gone(p) for p in pids)
+
+
+SHOW = """
+import json, os, sys
+print(json.dumps({"cwd": os.getcwd(), "argv": sys.argv, "path0": sys.path[0],
+                  "env": os.environ.get("PROBE"), "name": __name__,
+                  "warm": "pytorch_lightning" in sys.modules}))  # imported before the fork
+print("to stderr", file=sys.stderr)
+sys.exit(int(sys.argv[1]))
+"""
+
+
+def test_a_warm_command_gets_its_own_argv_cwd_env_output_and_exit_status(tmp_path):
+    script = tmp_path / "show.py"
+    script.write_text(SHOW)
+    env = {**os.environ, "PROBE": "here"}
+    r = python(str(script), "3", "x y", cwd=tmp_path, env=env)
+    assert r.returncode == 3 and r.stderr == "to stderr\n"
+    got = json.loads(r.stdout)
+    assert got == {"cwd": str(tmp_path), "argv": [str(script), "3", "x y"], "warm": True,
+                   "path0": str(tmp_path), "env": "here", "name": "__main__"}  # fmt: skip
+    r = python("-m json.tool", "--no-such-flag", cwd=tmp_path)  # python -m MODULE, argparse
+    assert r.returncode == 2 and "--no-such-flag" in r.stderr
+    assert json.loads(python(str(script), "0", env=os.environ).stdout)["env"] is None
+
+
+def test_a_warm_command_that_hangs_is_killed_and_the_next_one_runs(tmp_path):
+    script = tmp_path / "hang.py"
+    script.write_text("import time\ntime.sleep(600)\n")
+    with pytest.raises(subprocess.TimeoutExpired):
+        python(str(script), timeout=1)  # a hang guard's own test: 600 s against 1
+    (tmp_path / "ok.py").write_text("print('next')\n")
+    assert python(str(tmp_path / "ok.py")).stdout == "next\n"
