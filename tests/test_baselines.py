@@ -300,3 +300,35 @@ def test_config_is_each_methods_defaults_then_the_overrides():
         config({"modeldif": {"eps": 0.2}})
     with pytest.raises(LineageError, match=r"baselines.agreement.n_points=-1 is outside"):
         config({"agreement": {"n_points": -1}})
+
+
+def test_a_sources_probes_are_made_once_and_again_when_what_they_depend_on_changes(source, dm):
+    from lineage.baselines.registry import _generator, source_probes
+
+    src, x, y = copy.deepcopy(source), dm.test.x, dm.test.y
+    made: list[int] = []
+
+    def probes(cfg="a", seed=0, x=x, y=y, what="t"):
+        return source_probes(
+            src, what, x, y, cfg, _generator(seed), lambda: len(made.append(1) or made)
+        )
+
+    assert probes() == 1 and probes() == 1  # made once, then reused
+    assert probes(cfg="b") == 2 and probes(seed=1) == 3 and probes(what="u") == 4
+    assert probes(x=x.clone()) == 5 and probes(y=y.clone()) == 6  # other data
+    with torch.no_grad():
+        next(src.parameters()).add_(1e-3)  # the source's weights changed in place
+    assert probes() == 7 and probes() == 7
+
+
+@pytest.mark.parametrize("name", ["akh", "ipguard", "modeldiff", "sacw"])
+def test_reused_probes_give_a_fresh_calls_answer(name, source, noised, independent, dm, cfg):
+    src = copy.deepcopy(source)  # a source whose probes no other test made
+    run(name, src, independent, dm, cfg, seed=5)
+    reused = run(name, src, noised, dm, cfg, seed=5)
+    fresh = run(name, copy.deepcopy(source), noised, dm, cfg, seed=5)
+    assert reused.score == fresh.score
+    strip = {"probe_seconds"}
+    assert {k: v for k, v in reused.details.items() if k not in strip} == {
+        k: v for k, v in fresh.details.items() if k not in strip
+    }

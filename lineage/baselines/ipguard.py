@@ -30,6 +30,7 @@ from .registry import (
     logits,
     num_classes,
     paired_logits,
+    source_probes,
     subset,
 )
 
@@ -102,12 +103,14 @@ def ipguard(
     gen: torch.Generator,
 ) -> tuple[float, dict[str, Any]]:
     n_classes = num_classes(source, x, y)
+
+    def make() -> tuple[torch.Tensor, int]:
+        xs, _ = subset(x, y, cfg.n_points, gen)
+        return boundary_points(source, xs, cfg.k, cfg.steps, cfg.lr, gen, n_classes, cfg.batch_size)
+
     t0 = time.perf_counter()
-    xs, _ = subset(x, y, cfg.n_points, gen)
-    xb, n_done = boundary_points(
-        source, xs, cfg.k, cfg.steps, cfg.lr, gen, n_classes, cfg.batch_size
-    )
-    probe_s = time.perf_counter() - t0
+    xb, n_done = source_probes(source, "ipguard", x, y, cfg, gen, make)
+    probe_s = time.perf_counter() - t0  # ~0 when reused
     a, b = paired_logits(source, suspect, xb, cfg.batch_size)
     top2 = a.topk(2, dim=1).values
     return label_agreement(a, b), {

@@ -25,6 +25,7 @@ from .registry import (
     baseline,
     num_classes,
     paired_logits,
+    source_probes,
     subset,
 )
 
@@ -81,10 +82,14 @@ def modeldiff(
     gen: torch.Generator,
 ) -> tuple[float, dict[str, Any]]:
     num_classes(source, x, y)
+
+    def make() -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = subset(x, y, cfg.n_points, gen)
+        return xs, pgd_away(source, xs, ys, cfg.eps, cfg.steps, gen, cfg.batch_size)
+
     t0 = time.perf_counter()
-    xs, ys = subset(x, y, cfg.n_points, gen)
-    xa = pgd_away(source, xs, ys, cfg.eps, cfg.steps, gen, cfg.batch_size)
-    probe_s = time.perf_counter() - t0
+    xs, xa = source_probes(source, "modeldiff", x, y, cfg, gen, make)
+    probe_s = time.perf_counter() - t0  # ~0 when reused
     a, b = paired_logits(source, suspect, xs, cfg.batch_size)
     a_adv, b_adv = paired_logits(source, suspect, xa, cfg.batch_size)
     ddv_src, ddv_sus = ddv(a, a_adv), ddv(b, b_adv)
