@@ -114,22 +114,24 @@ atexit.register(_WARM.close)
 
 
 def python(
-    target: str, *args: str, cwd: Path = ROOT, timeout: float = HANG_S, env: dict | None = None
+    *argv: str, cwd: Path = ROOT, timeout: float = HANG_S, env: dict | None = None
 ) -> subprocess.CompletedProcess:
-    """`python TARGET ARGS` (TARGET a script, or `-m MODULE`) as a process of its own, with
-    its output captured as text: forked from this worker's warm interpreter (_Warm)."""
+    """`python ARGV` (`SCRIPT ARGS` or `-m MODULE ARGS`, as python reads them) as a process of
+    its own, with its output captured as text: forked from this worker's warm interpreter
+    (_Warm)."""
     import tempfile
 
-    module = target[3:] if target.startswith("-m ") else None
-    cmd = [sys.executable, *(["-m", module] if module else [target]), *args]
+    module = argv[1] if argv[0] == "-m" else None
+    args = list(argv[2:] if module else argv[1:])
+    cmd = [sys.executable, *argv]
     with tempfile.TemporaryDirectory() as d:
         req = {
-            "argv": list(args),
+            "argv": args,
             "cwd": str(cwd),
             "env": dict(os.environ if env is None else env),
             "stdout": f"{d}/out",
             "stderr": f"{d}/err",
-            **({"module": module} if module else {"script": target}),
+            **({"module": module} if module else {"script": argv[0]}),
         }
         code = _WARM.run(req, timeout, cmd)
         out, err = (Path(d, n).read_text(errors="replace") for n in ("out", "err"))

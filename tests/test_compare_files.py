@@ -54,7 +54,7 @@ def cli(*args: str, pythonpath: Path | None = None) -> subprocess.CompletedProce
     paths = [str(ROOT / "tests"), *([str(pythonpath)] if pythonpath else [])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "WANDB_MODE": "disabled"}
     env["OMP_NUM_THREADS"] = "1"
-    return python("-m lineage", "compare", *args, env=env)
+    return python("-m", "lineage", "compare", *args, env=env)
 
 
 def family(make, data, epochs=3):

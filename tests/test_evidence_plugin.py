@@ -65,8 +65,6 @@ def _env():
 
 
 def _cli(*args, cwd):
-    if args[0] == "-m":
-        args = (f"-m {args[1]}", *args[2:])
     return python(*args, cwd=cwd, env=_env())
 
 

@@ -62,8 +62,8 @@ def child(
     )
 
 
-def cli(*args: str, timeout: int = HANG_S, **kw) -> subprocess.CompletedProcess:
-    return python("-m lineage", *args, timeout=timeout, env=ENV, **kw)
+def cli(*args: str, timeout: int = HANG_S) -> subprocess.CompletedProcess:
+    return python("-m", "lineage", *args, timeout=timeout, env=ENV)
 
 
 def one_error_line(stderr: str) -> str:

@@ -154,7 +154,7 @@ def test_wandb_offline_run_holds_summary(single):
 def test_compare_gives_the_same_numbers(single):
     tmp, _, m = single
     r = python(
-        "-m lineage", "compare", m["parent.path"], m["derived.path"], "--zoo", str(tmp / "zoo"),
+        "-m", "lineage", "compare", m["parent.path"], m["derived.path"], "--zoo", str(tmp / "zoo"),
         "--json", "experiment=smoke",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
@@ -358,7 +358,7 @@ def test_compare_shows_progress_when_not_a_terminal(single, tmp_path):
     (captured, so not a terminal), and stdout holds only the result."""
     _, _, m = single
     r = python(
-        "-m lineage", "compare", m["parent.path"], m["derived.path"],
+        "-m", "lineage", "compare", m["parent.path"], m["derived.path"],
         "--references", "1", "--zoo", str(tmp_path / "zoo"), "--json", "experiment=smoke",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
@@ -382,7 +382,7 @@ def test_compare_trains_default_references_for_a_parent_with_no_recorded_recipe(
     io.save(model, foreign, {k: v for k, v in meta.items() if k not in ("spec", "arch", "format")})
     assert "spec" not in io.load(foreign)[1]
     r = python(
-        "-m lineage", "compare", str(foreign), m["derived.path"],
+        "-m", "lineage", "compare", str(foreign), m["derived.path"],
         "--references", "4", "--zoo", str(tmp_path / "zoo"), "--json", "experiment=smoke",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
@@ -398,7 +398,7 @@ def test_compare_bad_inputs(single, tmp_path):
     _, _, m = single
 
     def compare(*a):
-        return python("-m lineage", "compare", *a)
+        return python("-m", "lineage", "compare", *a)
 
     r = compare(str(tmp_path / "missing.safetensors"), m["derived.path"])
     assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
@@ -426,7 +426,7 @@ def test_compare_different_tasks_needs_data(single, tmp_path):
         tmp_path / "child.safetensors",
         {"id": "c", "data": {"name": "digits", "classes": [5, 6, 7, 8, 9]}},
     )
-    r = python("-m lineage", "compare", m["parent.path"], str(child))
+    r = python("-m", "lineage", "compare", m["parent.path"], str(child))
     assert r.returncode == 2 and "different tasks" in r.stderr and "--data" in r.stderr
     assert "Traceback" not in r.stderr
 

@@ -40,7 +40,7 @@ ROLES = {"derived": 2, "independent_seed": 1, "independent_recipe": 4}
 def shift(tmp_path, *args: str) -> subprocess.CompletedProcess:
     cmd = ["--preset", str(tmp_path / "tiny.yaml"), "--outputs", str(tmp_path / "out")]
     cmd += ["--zoo", str(tmp_path / "zoo"), *args]
-    return python("-m experiments.recipe_shift", *cmd)
+    return python("-m", "experiments.recipe_shift", *cmd)
 
 
 @pytest.mark.slow

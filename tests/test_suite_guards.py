@@ -100,7 +100,7 @@ def test_a_warm_command_gets_its_own_argv_cwd_env_output_and_exit_status(tmp_pat
     got = json.loads(r.stdout)
     assert got == {"cwd": str(tmp_path), "argv": [str(script), "3", "x y"], "warm": True,
                    "path0": str(tmp_path), "env": "here", "name": "__main__"}  # fmt: skip
-    r = python("-m json.tool", "--no-such-flag", cwd=tmp_path)  # python -m MODULE, argparse
+    r = python("-m", "json.tool", "--no-such-flag", cwd=tmp_path)  # python -m MODULE, argparse
     assert r.returncode == 2 and "--no-such-flag" in r.stderr
     assert json.loads(python(str(script), "0", env=os.environ).stdout)["env"] is None
 

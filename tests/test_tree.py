@@ -176,7 +176,7 @@ def test_bad_input_is_refused(family, data):
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    return python("-m lineage", "tree", *args, env=env)
+    return python("-m", "lineage", "tree", *args, env=env)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""A warm start for the suite's command-line processes (conftest.cli_process).
+"""A warm start for the suite's command-line processes (conftest.python).
 
 A fresh `python run.py ...` spends ~6 s importing torch, Lightning and Hydra before its
 first line of work, and the suite starts over a hundred of them. This process imports all
@@ -59,7 +59,7 @@ def _child(req: dict) -> None:
         else:  # python SCRIPT: the script's folder heads it
             script = os.path.abspath(req["script"])
             sys.path[0:1] = [os.path.dirname(script), *extra]
-            sys.argv = [script, *req["argv"]]
+            sys.argv = [req["script"], *req["argv"]]  # as given, as python keeps it
             run = lambda: runpy.run_path(script, run_name="__main__")  # noqa: E731
         try:
             run()
